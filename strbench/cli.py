@@ -1,0 +1,142 @@
+"""strbench command line: parse and dispatch, nothing else (every command is one library call)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from strbench.errors import StrbenchError
+
+
+def _add_schedule(sub):
+    p = sub.add_parser("schedule", help="print or plot a theta/delta noise schedule")
+    p.add_argument("--T", type=int, default=100, help="number of diffusion steps (default 100)")
+    p.add_argument("--kind", default="cosine", help="cosine | linear | constant | power (default cosine)")
+    p.add_argument("--lam", type=float, default=30 / 255, help="stationary std lambda (default 30/255)")
+    p.add_argument("--eps", type=float, default=0.005, help="terminal mean-reversion residual (default 0.005)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="schedule family parameter, e.g. --param power=2 --param start=0.01")
+    p.add_argument("--delta-kind", default=None, help="structure (delta) schedule kind; default = theta's")
+    p.add_argument("--delta-param", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--every", type=int, default=0, help="table: print every k-th step (default: ~20 rows)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="also plot theta, delta and sigmabar to this file")
+    p.set_defaults(func=_cmd_schedule)
+
+
+def _cmd_schedule(a) -> int:
+    from strbench import schedule_cli
+
+    return schedule_cli.run(a.T, a.kind, a.lam, a.eps, a.param, a.delta_kind, a.delta_param,
+                            fmt=a.format, every=a.every, plot=a.plot)
+
+
+def _add_validate(sub):
+    p = sub.add_parser("validate", help="check an experiment YAML without running it")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key by path")
+    p.add_argument("--set-from", default=None, metavar="YAML", help="apply an overlay file (e.g. tune --export)")
+    p.add_argument("--profile", default=None, help="profile of the experiment to use (e.g. cpu, paper)")
+    p.set_defaults(func=_cmd_validate)
+
+
+def _cmd_validate(a) -> int:
+    from strbench import runner
+
+    return runner.validate_command(a.config, overrides=a.set, overlay=a.set_from, profile=a.profile)
+
+
+def _add_run(sub):
+    p = sub.add_parser("run", help="train what is missing, sample, score and log an experiment")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key by path")
+    p.add_argument("--set-from", default=None, metavar="YAML", help="apply an overlay file (e.g. tune --export)")
+    p.add_argument("--profile", default=None, help="profile of the experiment to use (e.g. cpu, paper)")
+    p.add_argument("--dry-run", action="store_true", help="list cells, the models they need and what is cached")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only errors")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(a) -> int:
+    from strbench import runner
+
+    return runner.run_command(a.config, overrides=a.set, overlay=a.set_from, profile=a.profile,
+                              dry_run=a.dry_run, quiet=a.quiet)
+
+
+def _add_report(sub):
+    p = sub.add_parser("report", help="render the paper's tables/figures from tracked runs")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--table", type=int, choices=[1, 2, 3])
+    g.add_argument("--figure", type=int, choices=[8])
+    p.add_argument("--experiment", default=None, help="MLflow experiment name (default: the table's experiment)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)")
+    p.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
+    p.add_argument("--out", default=None, help="write to this folder (e.g. reports/) as well as printing")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(a) -> int:
+    from strbench import report
+
+    return report.report_command(table=a.table, figure=a.figure, experiment=a.experiment,
+                                 tracking_uri=a.tracking_uri, fmt=a.format, out=a.out)
+
+
+def _add_tune(sub):
+    p = sub.add_parser("tune", help="Optuna study over the theta/delta schedules")
+    p.add_argument("config")
+    p.add_argument("--storage", default=None, help="optuna storage URL (default from the YAML; sqlite/journal)")
+    p.add_argument("--worker", action="store_true", help="join an existing study instead of creating it")
+    p.add_argument("--n-trials", type=int, default=None, help="trials for this process (default from the YAML)")
+    p.add_argument("--export", default=None, metavar="YAML", help="write the best trial's overlay and exit")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_tune)
+
+
+def _cmd_tune(a) -> int:
+    from strbench import tune
+
+    return tune.tune_command(a.config, storage=a.storage, worker=a.worker, n_trials=a.n_trials,
+                             export=a.export, quiet=a.quiet)
+
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="overhead benchmarks (training step, samplers)")
+    p.add_argument("what", choices=["train", "sample", "all"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--size", type=int, default=None, help="image size (default: preset's)")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--repeats", type=int, default=None)
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(a) -> int:
+    from strbench import bench
+
+    return bench.bench_command(a.what, device=a.device, size=a.size, batch=a.batch, preset=a.preset,
+                               repeats=a.repeats)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="strbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run, _add_validate, _add_report, _add_tune, _add_schedule, _add_bench):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except StrbenchError as e:  # user-facing errors: one line, exit 2
+        print(f"strbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("strbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
