@@ -1,0 +1,30 @@
+# strbench: the two commands. `make quickstart` sets up .venv and runs the main job on the built-in data;
+# `make test` sets up .venv and runs the tests. Re-running either is quick once .venv is current.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.strbench-installed
+
+.PHONY: setup test quickstart bench clean-runs
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -c "import torch, torchvision, torch_fidelity, mlflow, optuna; print('strbench env: torch', torch.__version__)"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+quickstart: setup
+	$(VENV)/bin/strbench run experiments/quickstart.yaml
+	$(VENV)/bin/strbench report --table 1 --experiment quickstart
+	@echo "Browse the runs: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+bench: setup
+	$(VENV)/bin/strbench bench all
+
+clean-runs:
+	rm -rf mlflow.db mlartifacts .strbench
