@@ -1,0 +1,688 @@
+"""The experiment schema: strict, typed, with every default in one place (this file).
+
+An experiment YAML is read with ``yaml.safe_load``, a profile (``profiles:``), an overlay file
+(``--set-from``) and ``--set a.b=v`` overrides are applied in that order as dotted key paths, and the
+result is validated by the pydantic models below (``extra="forbid"``, strict types). Any problem is
+raised as one :class:`~strbench.errors.ConfigError` line naming the YAML file, the dotted key path and
+the fix. Nothing here touches MLflow, datasets or networks.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Annotated, Any, Iterable, Literal, Mapping, Optional, Union
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from strbench.errors import ConfigError
+
+ROLES = ("irsde", "structure", "texture", "discriminator")
+VARIANTS = ("gray2gray", "edge2edge", "edge2gray", "gray2edge")  # = strbench.structure.VARIANTS
+SCHEDULE_KINDS = ("cosine", "linear", "constant", "power")  # = strbench.sde.SCHEDULES
+DATASET_TYPES = ("builtin", "folder", "psv", "celeba", "places2")
+FREE_FORM = ("sweep", "profiles")  # mappings whose keys may themselves contain dots
+UNSWEEPABLE = ("methods", "masks.bins", "masks.sets", "sweep", "profiles", "name", "default_profile", "tracking",
+               "cache_dir", "device", "shard", "description")
+DELETABLE = ("methods", "masks.sets")  # in a profile/overlay, `case: null` under these removes the entry
+
+Role = Literal["irsde", "structure", "texture", "discriminator"]
+
+
+class Strict(BaseModel):
+    """Base: unknown keys and wrong types are errors; instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# data and masks
+# ------------------------------------------------------------------------------------------------
+
+
+class SplitsCfg(Strict):
+    """Optional file lists (one relative image path per line) for each split of a folder dataset."""
+
+    train: Optional[str] = None
+    val: Optional[str] = None
+    test: Optional[str] = None
+
+
+class DatasetCfg(Strict):
+    type: Literal["builtin", "folder", "psv", "celeba", "places2"] = "builtin"
+    root: Optional[str] = None  # required for every type but builtin (checked before a run starts)
+    size: int = Field(32, ge=8, le=1024)
+    resize: Literal["resize", "center_crop", "random_crop"] = "resize"  # training images
+    splits: SplitsCfg = SplitsCfg()
+
+
+def _check_bin(v: list[float]) -> list[float]:
+    if len(v) != 2:
+        raise ValueError(f"a mask bin is [lo, hi], got {v}")
+    lo, hi = v
+    if not (0.0 <= lo < hi <= 1.0):
+        raise ValueError(f"mask bin {v} is outside (0, 1); hole-ratio bins are half-open (lo, hi] "
+                         "with 0 <= lo < hi <= 1, e.g. [0.1, 0.2]")
+    return [float(lo), float(hi)]
+
+
+Bin = Annotated[list[float], Field(min_length=2, max_length=2), AfterValidator(_check_bin)]
+
+
+class MaskSetCfg(Strict):
+    """A named set of evaluation masks (e.g. `hard` / `easy`; the paper does not define these)."""
+
+    bins: list[Bin] = Field(min_length=1)
+    families: Optional[list[Literal["thin", "medium", "thick"]]] = None  # None -> masks.families
+    per_bin: Optional[int] = Field(None, ge=1)  # None -> masks.per_bin
+
+
+class TrainMasksCfg(Strict):
+    """Masks drawn while training (random, any ratio in `ratio`)."""
+
+    families: list[Literal["thin", "medium", "thick"]] = ["thin", "medium", "thick"]
+    ratio: Bin = [0.05, 0.6]
+    count: int = Field(512, ge=1)  # size of the pre-generated training mask pool
+
+
+class MasksCfg(Strict):
+    source: Literal["generator", "folder"] = "generator"
+    path: Optional[str] = None  # folder of mask PNGs (e.g. NVIDIA irregular masks) when source=folder
+    polarity: Literal["white_is_hole", "white_is_known"] = "white_is_hole"  # NVIDIA masks: white_is_known
+    name: str = "irregular"  # name of the default mask set (tag strbench.mask_set)
+    bins: list[Bin] = [[0.1, 0.2], [0.2, 0.3], [0.3, 0.4], [0.4, 0.5]]
+    sets: dict[str, MaskSetCfg] = {}  # named sets; when given they replace (name, bins)
+    per_bin: int = Field(16, ge=1)  # test images (one mask each) per bin
+    seed: int = 0  # test mask seed
+    val_seed: int = 1  # validation mask seed (strbench tune never sees the test masks)
+    families: list[Literal["thin", "medium", "thick"]] = ["thin", "medium", "thick"]
+    train: TrainMasksCfg = TrainMasksCfg()
+
+
+# ------------------------------------------------------------------------------------------------
+# methods
+# ------------------------------------------------------------------------------------------------
+
+
+class IrsdeMethod(Strict):
+    method: Literal["irsde"]
+    ode: bool = False  # reverse ODE instead of the SDE
+
+
+class RepaintMethod(Strict):
+    method: Literal["repaint"]
+    jump_length: int = Field(10, ge=1)
+    jump_n_sample: int = Field(10, ge=1)
+
+
+class ResamplingCfg(Strict):
+    """Adaptive resampling (Alg. 1 in `paper` mode; the authors' code in `official` mode)."""
+
+    u_max: int = Field(25, ge=1)  # maximum resampling iterations U
+    u_min: int = Field(4, ge=0)  # official: below u_min a rejected candidate is averaged
+    jump: int = Field(2, ge=1)  # official: resample every `jump` steps
+    re: int = Field(2, ge=1)  # official: re-noising steps of the structure
+    stage_end: float = Field(0.4, ge=0.0, le=1.0)  # official: resample while t >= stage_end * T
+    accept: Literal["higher", "lower"] = "higher"  # Alg. 1 as written: accept a higher D score
+
+
+class StrDiffusionMethod(Strict):
+    method: Literal["strdiffusion"]
+    ablation: Literal["A", "B", "C", "D"] = "D"  # Table 2: A IR-SDE+RePaint, B no D, C no resampling, D full
+    mode: Literal["paper", "official"] = "paper"
+    resampling: ResamplingCfg = ResamplingCfg()
+    jump_length: int = Field(10, ge=1)  # ablation A only (RePaint resampling)
+    jump_n_sample: int = Field(10, ge=1)  # ablation A only
+
+
+MethodCfg = Annotated[Union[IrsdeMethod, RepaintMethod, StrDiffusionMethod], Field(discriminator="method")]
+METHOD_NAMES = ("irsde", "repaint", "strdiffusion")
+METHOD_MODELS = {"irsde": IrsdeMethod, "repaint": RepaintMethod, "strdiffusion": StrDiffusionMethod}
+
+
+def models_for(method: Mapping[str, Any]) -> tuple[str, ...]:
+    """Roles of the trained models a method needs (the IR-SDE model serves irsde, repaint and A)."""
+    name = method["method"]
+    if name in ("irsde", "repaint") or method.get("ablation") == "A":
+        return ("irsde",)
+    if method.get("ablation") in ("B", "C"):
+        return ("structure", "texture")
+    return ("structure", "texture", "discriminator")
+
+
+def uses_structure(method: Mapping[str, Any]) -> bool:
+    return "structure" in models_for(method)
+
+
+# ------------------------------------------------------------------------------------------------
+# schedules, nets, training, sampling, metrics, tracking
+# ------------------------------------------------------------------------------------------------
+
+
+class SDECfg(Strict):
+    """One mean-reverting SDE: T levels, theta schedule `kind` with `params`, lambda, eps."""
+
+    T: int = Field(100, ge=1, le=10000)
+    kind: Literal["cosine", "linear", "constant", "power"] = "cosine"
+    lam: float = Field(30 / 255, gt=0.0)
+    eps: float = Field(0.005, gt=0.0, lt=1.0)
+    params: dict[str, float] = {}
+
+
+class StructureSDECfg(Strict):
+    """The structure SDE (delta); every unset field is the texture SDE's (delta == theta by default)."""
+
+    T: Optional[int] = None
+    kind: Optional[Literal["cosine", "linear", "constant", "power"]] = None
+    lam: Optional[float] = Field(None, gt=0.0)
+    eps: Optional[float] = Field(None, gt=0.0, lt=1.0)
+    params: Optional[dict[str, float]] = None
+
+
+class ScheduleCfg(Strict):
+    texture: SDECfg = SDECfg()
+    structure: StructureSDECfg = StructureSDECfg()
+
+    @model_validator(mode="after")
+    def _same_T(self):
+        if self.structure.T is not None and self.structure.T != self.texture.T:
+            raise ValueError(f"structure T ({self.structure.T}) must equal texture T ({self.texture.T}); "
+                             "the two reverse processes step together")
+        return self
+
+
+class StructureCfg(Strict):
+    canny_sigma: float = Field(3.0, gt=0.0)  # authors' training code
+    test_canny_sigma: Optional[float] = Field(None, gt=0.0)  # None -> canny_sigma (authors' test code: 2.0)
+
+
+class NetsCfg(Strict):
+    """Networks: a preset of strbench.nets.PRESETS plus build_net overrides."""
+
+    preset: Literal["tiny", "small", "paper"] = "tiny"
+    unet: dict[str, Any] = {}  # overrides of the three U-Nets (irsde, structure, texture): nf, ch_mult, ...
+    roles: dict[Role, dict[str, Any]] = {}  # per-role overrides (discriminator: nf, ch_mult)
+
+
+class TrainRoleCfg(Strict):
+    """Per-role training overrides (e.g. fewer discriminator steps)."""
+
+    steps: Optional[int] = Field(None, ge=1)
+    batch: Optional[int] = Field(None, ge=1)
+    lr: Optional[float] = Field(None, gt=0.0)
+
+
+class TrainCfg(Strict):
+    """Training settings (the fields of strbench.train.TrainConfig a user sets; the runner fills seed,
+    net, SDEs, variant and data identity from the other sections)."""
+
+    steps: int = Field(2000, ge=1)
+    batch: int = Field(8, ge=1)
+    lr: float = Field(1e-4, gt=0.0)
+    lr_schedule: Literal["cosine", "constant", "multistep"] = "cosine"
+    lr_milestones: list[int] = []
+    lr_gamma: float = Field(0.5, gt=0.0)
+    lr_min: float = Field(0.0, ge=0.0)
+    warmup: int = Field(0, ge=0)
+    grad_clip: float = Field(1.0, ge=0.0)  # 0 = off
+    ema: float = Field(0.0, ge=0.0, lt=1.0)  # 0 = off
+    amp: bool = False  # bf16 autocast (CUDA only)
+    target: Literal["paper_eq11", "official_code"] = "paper_eq11"  # texture target (SPEC section 2)
+    weighting: Literal["uniform", "official"] = "uniform"  # official: L1 weight 1 known / 10 holes
+    guidance: Literal["optimal", "net"] = "optimal"  # texture/D guided by x*_{t-1} (authors) or the net
+    lambda_tri: float = Field(1.0, ge=0.0)  # Eq. 16
+    margin: float = Field(1.0, ge=0.0)  # Eq. 15 alpha
+    checkpoint_every: int = Field(500, ge=1)
+    log_every: int = Field(50, ge=1)
+    roles: dict[Role, TrainRoleCfg] = {}
+
+
+class SampleCfg(Strict):
+    batch: int = Field(16, ge=1)
+
+
+class MetricsCfg(Strict):
+    protocol: str = "pennet"  # PSNR/SSIM protocol of strbench.metrics.PROTOCOLS
+    fid: bool = True
+    kid: bool = False
+    fid_weights: Optional[str] = None  # local Inception weights file (default: the converted shipped ones)
+    trajectories: bool = False  # KL of masked/unmasked regions along the reverse process (Fig. 8)
+    trajectory_every: int = Field(1, ge=1)  # record every k-th reverse step
+    kl_bins: int = Field(64, ge=2)
+    bootstrap: int = Field(1000, ge=0)  # bootstrap resamples for 95% intervals (0: off)
+    grid_images: int = Field(8, ge=1)  # images in samples.png
+    strip_frames: int = Field(8, ge=2)  # frames in trajectory.png
+
+
+class TrackingCfg(Strict):
+    uri: str = "sqlite:///mlflow.db"
+    artifact_location: str = "./mlartifacts"  # for new experiments on a local (sqlite/file) backend
+    experiment: Optional[str] = None  # MLflow experiment name; None -> the experiment's `name`
+
+
+class ShardCfg(Strict):
+    """Run only the cells with index % count == index (several machines, one tracking server)."""
+
+    index: int = Field(0, ge=0)
+    count: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _in_range(self):
+        if self.index >= self.count:
+            raise ValueError(f"shard index {self.index} must be < count {self.count}")
+        return self
+
+
+def _default_methods() -> dict[str, Any]:
+    return {"IR-SDE": IrsdeMethod(method="irsde"), "RePaint*": RepaintMethod(method="repaint"),
+            "StrDiffusion": StrDiffusionMethod(method="strdiffusion")}
+
+
+class Experiment(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = ""
+    default_profile: Optional[str] = None
+    profiles: dict[str, dict[str, Any]] = {}
+    dataset: DatasetCfg = DatasetCfg()
+    masks: MasksCfg = MasksCfg()
+    methods: dict[str, MethodCfg] = Field(default_factory=_default_methods, min_length=1)  # case -> method
+    variant: Literal["gray2gray", "edge2edge", "edge2gray", "gray2edge"] = "gray2edge"
+    structure: StructureCfg = StructureCfg()
+    schedule: ScheduleCfg = ScheduleCfg()
+    nets: NetsCfg = NetsCfg()
+    train: TrainCfg = TrainCfg()
+    sample: SampleCfg = SampleCfg()
+    metrics: MetricsCfg = MetricsCfg()
+    seed: int = 0
+    sweep: dict[str, list[Any]] = {}  # dotted key -> values (axes besides methods and mask bins)
+    tracking: TrackingCfg = TrackingCfg()
+    cache_dir: str = ".strbench"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    shard: ShardCfg = ShardCfg()
+
+    _source: str = PrivateAttr(default="<dict>")
+    _profile: Optional[str] = PrivateAttr(default=None)
+    _raw: dict = PrivateAttr(default_factory=dict)
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_axes(cls, v):
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"sweep axis {key!r} has no values; give a non-empty list")
+            if key in UNSWEEPABLE or key.split(".")[0] in UNSWEEPABLE:
+                raise ValueError(f"sweep axis {key!r} cannot be swept (methods and mask bins are axes "
+                                 f"already; {', '.join(UNSWEEPABLE[2:])} do not change results)")
+        return v
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def profile(self) -> Optional[str]:
+        return self._profile
+
+    @property
+    def raw(self) -> dict:
+        """The merged (profile, overlay, overrides) mapping before defaults were filled in."""
+        return copy.deepcopy(self._raw)
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def resolved(self) -> dict:
+        """Every key with its value (defaults filled in), as plain Python data."""
+        return self.model_dump(mode="python")
+
+    def mask_sets(self) -> dict[str, dict]:
+        """Name -> {bins, families, per_bin} with defaults filled in (the default set is masks.name)."""
+        m = self.masks
+        sets = m.sets or {m.name: MaskSetCfg(bins=m.bins)}
+        return {k: {"bins": [list(b) for b in s.bins], "families": list(s.families or m.families),
+                    "per_bin": s.per_bin or m.per_bin} for k, s in sets.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# dotted key paths: overrides, overlays, profiles
+# ------------------------------------------------------------------------------------------------
+
+
+def split_path(path: str) -> list[str | int]:
+    """'a.b.0.c' -> ['a', 'b', 0, 'c']; under sweep/profiles the remainder after one key is one key."""
+    if not path or path.startswith(".") or path.endswith(".") or ".." in path:
+        raise ConfigError(f"bad key path {path!r}: use dotted keys like 'schedule.texture.T'")
+    parts = path.split(".")
+    if parts[0] == "sweep" and len(parts) > 1:
+        return ["sweep", ".".join(parts[1:])]
+    if parts[0] == "profiles" and len(parts) > 2:
+        return ["profiles", parts[1], ".".join(parts[2:])]
+    return [int(p) if p.isdigit() else p for p in parts]
+
+
+def set_path(d: dict, path: str, value: Any, *, source: str = "--set") -> None:
+    """Set `value` at dotted `path` inside `d` (creating mappings on the way; ints index lists)."""
+    keys = split_path(path)
+    cur: Any = d
+    for i, k in enumerate(keys[:-1]):
+        if isinstance(cur, list):
+            if not isinstance(k, int) or not 0 <= k < len(cur):
+                raise ConfigError(f"{source}: {'.'.join(map(str, keys[:i + 1]))}: no list item {k} "
+                                  f"(the list has {len(cur)} items)")
+            cur = cur[k]
+            continue
+        if not isinstance(cur, dict):
+            raise ConfigError(f"{source}: {'.'.join(map(str, keys[:i]))} is not a mapping; cannot set {path}")
+        nxt = cur.get(k)
+        if nxt is None:
+            nxt = cur[k] = {}
+        cur = nxt
+    last = keys[-1]
+    if isinstance(cur, list):
+        if not isinstance(last, int) or not 0 <= last < len(cur):
+            raise ConfigError(f"{source}: {path}: no list item {last} (the list has {len(cur)} items)")
+        cur[last] = value
+    elif isinstance(cur, dict):
+        cur[last] = value
+    else:
+        raise ConfigError(f"{source}: {'.'.join(map(str, keys[:-1]))} is not a mapping; cannot set {path}")
+
+
+def get_path(d: Mapping, path: str, default: Any = None) -> Any:
+    cur: Any = d
+    for k in split_path(path):
+        if isinstance(cur, (list, tuple)) and isinstance(k, int) and 0 <= k < len(cur):
+            cur = cur[k]
+        elif isinstance(cur, Mapping) and k in cur:
+            cur = cur[k]
+        else:
+            return default
+    return cur
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'a.b=v' -> ('a.b', yaml value of v)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set schedule.texture.T=50")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({_one_line(e)})") from None
+    split_path(key)
+    return key, value
+
+
+def deep_merge(base: dict, overlay: Mapping, *, source: str) -> list[str]:
+    """Merge `overlay` into `base` in place: mappings merge, anything else replaces; dotted keys are
+    paths. Returns the dotted paths that were set (for error provenance)."""
+    touched: list[str] = []
+
+    def merge(dst: dict, src: Mapping, prefix: str):
+        for k, v in src.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"{source}: key {k!r} under {prefix or 'the top level'} must be a string")
+            path = f"{prefix}{k}"
+            if v is None and prefix.rstrip(".") in DELETABLE:
+                dst.pop(k, None)
+                touched.append(path)
+            elif "." in k and prefix != "sweep." and not prefix.startswith("profiles."):
+                set_path(base, path, copy.deepcopy(v), source=source)
+                touched.append(path)
+            elif isinstance(v, Mapping) and isinstance(dst.get(k), dict) and path != "profiles":
+                merge(dst[k], v, path + ".")
+            else:
+                if path in DELETABLE and isinstance(v, Mapping):
+                    v = {kk: vv for kk, vv in v.items() if vv is not None}
+                dst[k] = copy.deepcopy(v)
+                touched.append(path)
+
+    merge(base, overlay, "")
+    return touched
+
+
+# ------------------------------------------------------------------------------------------------
+# loading and validation
+# ------------------------------------------------------------------------------------------------
+
+
+def _one_line(x: Any) -> str:
+    return " ".join(str(x).split())
+
+
+def read_yaml(path: str | os.PathLike, *, what: str = "experiment") -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such {what} file; give the path of a YAML file (e.g. experiments/quickstart.yaml)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}:{where}: not valid YAML ({_one_line(getattr(e, 'problem', e))}); "
+                          "fix the syntax there") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a UTF-8 text file") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys (name:, dataset:, ...), "
+                          f"got {type(data).__name__}")
+    return data
+
+
+def _loc_str(loc: Iterable) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    """Drop pydantic's discriminator tags (methods.<case>.strdiffusion.x -> methods.<case>.x)."""
+    out = list(loc)
+    if len(out) >= 3 and out[0] == "methods" and out[2] in METHOD_NAMES:
+        del out[2]
+    return tuple(p for p in out if not (isinstance(p, str) and p.startswith("function-")))
+
+
+def _allowed_keys(loc: tuple, data: Mapping | None) -> list[str]:
+    """Keys the schema allows at the mapping that holds `loc`'s last element."""
+    model: Any = Experiment
+    for i, part in enumerate(loc[:-1]):
+        if isinstance(part, int) or model is None:
+            return []
+        if model is Experiment and part == "methods":
+            name = get_path(data or {}, f"methods.{loc[i + 1]}.method") if i + 1 < len(loc) else None
+            model = METHOD_MODELS.get(name) if isinstance(name, str) else None
+            if model is None:
+                return []
+            continue
+        if model in METHOD_MODELS.values() and i >= 1 and loc[i - 1] == "methods":
+            continue  # the case name
+        fields = getattr(model, "model_fields", None)
+        f = fields.get(part) if fields else None
+        if f is None:
+            return []
+        model = _model_in(f.annotation)
+    return list(getattr(model, "model_fields", {})) if model is not None else []
+
+
+def _model_in(ann: Any):
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for a in getattr(ann, "__args__", ()) or ():
+        m = _model_in(a)
+        if m is not None:
+            return m
+    return None
+
+
+def _describe(v: Any) -> str:
+    s = repr(v)
+    return (s[:40] + "...") if len(s) > 43 else s
+
+
+def format_validation_error(err: ValidationError, source: str, provenance: Mapping[str, str] | None = None,
+                            data: Mapping | None = None) -> str:
+    """One line: '<file>: <key.path>: <problem>; <fix>' (+ how many more problems there are)."""
+    errors = sorted(err.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+    e = errors[0]
+    loc = _clean_loc(tuple(e["loc"]))
+    key = _loc_str(loc)
+    typ, msg, val = e["type"], e["msg"], e.get("input")
+    if typ == "extra_forbidden":
+        allowed = _allowed_keys(loc, data)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        text = f"{key}: unknown key; {hint}allowed here: {', '.join(allowed) or '(see docs)'}"
+    elif typ == "missing":
+        text = f"{key}: required key is missing; add it to the YAML"
+    elif typ in ("literal_error", "enum"):
+        text = f"{key}: got {_describe(val)}; choose one of {msg.removeprefix('Input should be ')}"
+    elif typ == "union_tag_invalid":
+        text = (f"{key}.method: unknown method {_describe(get_path(data or {}, key.replace('[', '.').rstrip(']') + '.method'))}; "
+                f"choose one of {', '.join(METHOD_NAMES)}")
+    elif typ == "union_tag_not_found":
+        text = f"{key}: each method needs `method:` (one of {', '.join(METHOD_NAMES)})"
+    elif typ.endswith("_type"):
+        expected = msg.replace("Input should be a valid ", "expected ").replace("Input should be ", "expected ")
+        text = f"{key}: {expected}, got {_describe(val)} ({type(val).__name__}); fix the value's type"
+    elif typ == "value_error":
+        text = f"{key}: {msg.removeprefix('Value error, ')}"
+    else:
+        text = f"{key}: {msg[0].lower() + msg[1:]}, got {_describe(val)}"
+    if provenance:
+        for p, src in provenance.items():
+            if key == p or key.startswith(p + ".") or key.startswith(p + "["):
+                text += f" (set by {src})"
+                break
+    more = f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{source}: {text}{more}"
+
+
+def validate_dict(data: Mapping, *, source: str = "<dict>", provenance: Mapping[str, str] | None = None
+                  ) -> Experiment:
+    """Validate a merged mapping into an Experiment, or raise one ConfigError line."""
+    try:
+        exp = Experiment.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source, provenance, data)) from None
+    _check_cross(exp, source)
+    return exp
+
+
+def _check_cross(exp: Experiment, source: str) -> None:
+    """Checks that span several keys (and need the SDE code: a schedule's parameters are built once)."""
+    from strbench import sde as sde_mod
+
+    for name, cfg in (("texture", sde_dict(exp.resolved(), "texture")), ("structure", sde_dict(exp.resolved(), "structure"))):
+        try:
+            sde_mod.make_sde(**cfg)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{source}: schedule.{name}: {_one_line(e)}; fix schedule.{name}.params") from None
+    if exp.masks.source == "folder" and not exp.masks.path:
+        raise ConfigError(f"{source}: masks.path: required when masks.source is 'folder'; "
+                          "set it to a folder of mask PNGs")
+    if exp.default_profile is not None and exp.default_profile not in exp.profiles:
+        raise ConfigError(f"{source}: default_profile: no profile {exp.default_profile!r}; "
+                          f"profiles are {sorted(exp.profiles) or '(none)'}")
+
+
+def sde_dict(resolved: Mapping, which: str) -> dict:
+    """make_sde(**...) arguments of the texture or the structure SDE (structure inherits unset fields)."""
+    tex = dict(resolved["schedule"]["texture"])
+    if which == "texture":
+        s = tex
+    else:
+        s = dict(tex)
+        for k, v in resolved["schedule"]["structure"].items():
+            if v is not None:
+                s[k] = v
+    params = dict(s.get("params") or {})
+    return {"T": s["T"], "kind": s["kind"], "lam": s["lam"], "eps": s["eps"], **params}
+
+
+def merge_layers(base: dict, *, source: str, profile: str | None = None, overlay: str | os.PathLike | None = None,
+                 overrides: Iterable[str] = ()) -> tuple[dict, dict[str, str], str | None]:
+    """base YAML -> profile -> overlay file -> --set overrides. Returns (merged, provenance, profile)."""
+    data = copy.deepcopy(base)
+    provenance: dict[str, str] = {}
+    profiles = data.get("profiles") or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{source}: profiles: expected a mapping of profile name -> keys, "
+                          f"got {type(profiles).__name__}")
+    chosen = profile if profile is not None else data.get("default_profile")
+    if chosen is not None:
+        if chosen not in profiles:
+            raise ConfigError(f"{source}: profile {chosen!r} not found; choose one of "
+                              f"{sorted(profiles) or '(none: add a profiles: section)'}")
+        prof = profiles[chosen] or {}
+        if not isinstance(prof, dict):
+            raise ConfigError(f"{source}: profiles.{chosen}: expected a mapping of keys, got {type(prof).__name__}")
+        for k in prof:
+            if isinstance(k, str) and k.split(".")[0] in ("profiles", "default_profile", "name"):
+                raise ConfigError(f"{source}: profiles.{chosen}.{k}: a profile cannot set {k.split('.')[0]}")
+        for p in deep_merge(data, prof, source=f"{source}: profiles.{chosen}"):
+            provenance[p] = f"profile {chosen!r}"
+    if overlay is not None:
+        ov = read_yaml(overlay, what="overlay")
+        for p in deep_merge(data, ov, source=f"{overlay}"):
+            provenance[p] = f"overlay {overlay}"
+    for text in overrides:
+        key, value = parse_override(text)
+        set_path(data, key, value, source=f"--set {text}")
+        provenance[key] = f"--set {text}"
+    return data, provenance, chosen
+
+
+def load_experiment(path: str | os.PathLike | Mapping, *, overrides: Iterable[str] = (),
+                    overlay: str | os.PathLike | None = None, profile: str | None = None,
+                    check_profiles: bool = False) -> Experiment:
+    """Read, merge and strictly validate an experiment (raises ConfigError naming file and key)."""
+    if isinstance(path, Mapping):
+        base, source = copy.deepcopy(dict(path)), "<dict>"
+    else:
+        base, source = read_yaml(path), str(path)
+    merged, provenance, chosen = merge_layers(base, source=source, profile=profile, overlay=overlay,
+                                              overrides=list(overrides))
+    exp = validate_dict(merged, source=source, provenance=provenance)
+    exp._source, exp._profile, exp._raw = source, chosen, merged
+    _check_sweep(exp, merged, source)
+    if check_profiles:
+        for other in exp.profiles:
+            if other != chosen:
+                m, prov, _ = merge_layers(base, source=source, profile=other)
+                validate_dict(m, source=f"{source} (profile {other})", provenance=prov)
+    return exp
+
+
+def _check_sweep(exp: Experiment, merged: dict, source: str) -> None:
+    """Every sweep value must give a valid experiment (errors name sweep.<axis>[i])."""
+    for axis, values in exp.sweep.items():
+        for i, v in enumerate(values):
+            trial = copy.deepcopy(merged)
+            trial["sweep"] = {}
+            set_path(trial, axis, v, source=f"{source}: sweep.{axis}[{i}]")
+            try:
+                Experiment.model_validate(trial)
+            except ValidationError as e:
+                line = format_validation_error(e, source, data=trial)
+                raise ConfigError(f"{source}: sweep.{axis}[{i}] = {_describe(v)}: "
+                                  f"{line.removeprefix(source + ': ')}") from None
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+__all__ = ["Experiment", "load_experiment", "validate_dict", "parse_override", "set_path", "get_path",
+           "split_path", "deep_merge", "models_for", "uses_structure", "sde_dict", "dump_yaml", "ROLES",
+           "VARIANTS", "read_yaml"]

@@ -1,0 +1,308 @@
+"""MLflow tracking: the only module of strbench that imports mlflow.
+
+Layout (docs/INTERFACES.md, "MLflow layout"): one MLflow experiment per strbench experiment name; one
+parent run (tag ``strbench.role=experiment``) per resolved experiment, reused when the same experiment
+is run again; one nested run per cell (tag ``strbench.role=cell``, ``mlflow.parentRunId``) carrying
+``strbench.cell_hash``. A cell counts as done when a FINISHED cell run with its hash exists in the
+experiment. Everything goes through ``MlflowClient`` with explicit run ids (no global active run).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+ROLE_TAG = "strbench.role"
+CELL_HASH_TAG = "strbench.cell_hash"
+EXPERIMENT_HASH_TAG = "strbench.experiment_hash"
+CELLS_TAG = "strbench.cells"  # short hashes of the parent's cells, comma-joined
+LAST_INVOKED_TAG = "strbench.last_invoked"
+HOST_TAG, PID_TAG, ERROR_TAG = "strbench.host", "strbench.pid", "strbench.error"
+SHORT = 12  # characters of a cell hash kept in the parent's cell list
+PARAM_MAX = 500  # truncate long parameter values (MLflow limits vary by version/backend)
+TAG_MAX = 5000
+
+
+def _quiet_mlflow() -> None:
+    for name in ("mlflow", "alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+def _mlflow():
+    _quiet_mlflow()
+    import mlflow  # noqa: F401  (the one import of mlflow in strbench)
+
+    return mlflow
+
+
+def sqlite_path(uri: str) -> Optional[Path]:
+    """The database file of a sqlite:/// URI, else None."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    return None
+
+
+def is_local(uri: str) -> bool:
+    return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
+
+
+def tracking_exists(uri: str) -> bool:
+    """False when a local backend has never been created (so a read would create it)."""
+    p = sqlite_path(uri)
+    if p is not None:
+        return p.is_file()
+    if uri.startswith("file:") or "://" not in uri:
+        return Path(uri.removeprefix("file://").removeprefix("file:")).exists()
+    return True
+
+
+def clean_key(key: str) -> str:
+    """MLflow keys allow alphanumerics, _ - . space / ; replace anything else by _."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)[:250]
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, str]:
+    """Nested mappings/lists -> {'a.b.0': 'value'} with string values truncated to PARAM_MAX."""
+    out: dict[str, str] = {}
+    if isinstance(d, Mapping) and d:
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(d, (list, tuple)) and d and all(isinstance(x, Mapping) for x in d):
+        for i, v in enumerate(d):
+            out.update(flatten(v, f"{prefix}{i}."))
+    else:
+        s = str(list(d) if isinstance(d, tuple) else d)
+        out[clean_key(prefix.rstrip("."))] = s if len(s) <= PARAM_MAX else s[:PARAM_MAX - 3] + "..."
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Tracker:
+    """One MLflow experiment on one tracking URI."""
+
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
+        mlflow = _mlflow()
+        from mlflow.tracking import MlflowClient
+
+        self.uri, self.name = uri, experiment
+        p = sqlite_path(uri)
+        if p is not None and p.parent and not p.parent.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=uri)
+        self._mlflow = mlflow
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            loc = None
+            if artifact_location and is_local(uri):
+                loc = Path(artifact_location).expanduser().resolve().as_uri()
+            elif artifact_location and "://" in artifact_location:
+                loc = artifact_location
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=loc)
+            except Exception:  # created meanwhile by another process
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is None:
+                    raise
+                self.experiment_id = exp.experiment_id
+        else:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            self.experiment_id = exp.experiment_id
+
+    # ------------------------------------------------------------------ queries
+    def _search(self, filter_string: str) -> list:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000,
+                                           page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def finished_cells(self) -> dict[str, str]:
+        """cell hash -> run id of its FINISHED cell run (the latest when there are several)."""
+        runs = self._search(f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'")
+        runs.sort(key=lambda r: r.info.start_time or 0)
+        return {r.data.tags[CELL_HASH_TAG]: r.info.run_id for r in runs if CELL_HASH_TAG in r.data.tags}
+
+    def running_cells(self) -> list:
+        return self._search(f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'RUNNING'")
+
+    def fail_stale_runs(self, cell_hashes: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Mark RUNNING cell runs of dead processes on this host FAILED. Returns (failed hashes,
+        hashes running in a live process or on another host)."""
+        wanted, host = set(cell_hashes), socket.gethostname()
+        failed, elsewhere = [], []
+        for r in self.running_cells():
+            h = r.data.tags.get(CELL_HASH_TAG)
+            if h not in wanted:
+                continue
+            rhost, pid = r.data.tags.get(HOST_TAG), r.data.tags.get(PID_TAG, "")
+            if rhost == host and (not pid.isdigit() or not _pid_alive(int(pid)) or int(pid) == os.getpid()):
+                self.client.set_tag(r.info.run_id, ERROR_TAG, f"stale: process {pid} on {rhost} ended without "
+                                                              "finishing this cell (killed?); it was run again")
+                self.client.set_terminated(r.info.run_id, "FAILED")
+                failed.append(h)
+            else:
+                elsewhere.append(h)
+        return failed, elsewhere
+
+    # ------------------------------------------------------------------ runs
+    def parent_run(self, experiment_hash: str, *, run_name: str, tags: Mapping[str, Any],
+                   params: Mapping[str, Any], cell_hashes: list[str], artifacts: Optional[str] = None) -> str:
+        """The experiment's parent run for this resolved experiment: reused if it exists, else created."""
+        runs = self._search(f"tags.`{ROLE_TAG}` = 'experiment' and tags.`{EXPERIMENT_HASH_TAG}` = '{experiment_hash}'")
+        now = str(int(time.time() * 1000))
+        if runs:
+            run_id = sorted(runs, key=lambda r: r.info.start_time or 0)[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, LAST_INVOKED_TAG, now)
+            return run_id
+        cells = ",".join(h[:SHORT] for h in cell_hashes)
+        all_tags = {ROLE_TAG: "experiment", EXPERIMENT_HASH_TAG: experiment_hash, LAST_INVOKED_TAG: now,
+                    HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), **{k: str(v) for k, v in tags.items()}}
+        if len(cells) <= TAG_MAX:
+            all_tags[CELLS_TAG] = cells
+        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
+        run_id = run.info.run_id
+        self.log_params(run_id, params)
+        if artifacts:
+            self.client.log_artifacts(run_id, artifacts)
+        return run_id
+
+    def start_cell(self, parent_id: str, cell_hash: str, *, run_name: str, tags: Mapping[str, Any],
+                   params: Mapping[str, Any]) -> str:
+        all_tags = {ROLE_TAG: "cell", CELL_HASH_TAG: cell_hash, "mlflow.parentRunId": parent_id,
+                    HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+                    **{clean_key(k): str(v)[:TAG_MAX] for k, v in tags.items()}}
+        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(clean_key(k), str(v)[:PARAM_MAX]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        self.log_metric_rows(run_id, [(k, v, step) for k, v in metrics.items()])
+
+    def log_metric_rows(self, run_id: str, rows: Iterable[tuple[str, float, int]]) -> None:
+        """Batched metric logging: rows of (key, value, step)."""
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(clean_key(k), float(v), ts, int(s)) for k, v, s in rows]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(clean_key(k), str(v)[:TAG_MAX]) for k, v in tags.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, tags=items[i:i + 100])
+
+    def log_artifacts(self, run_id: str, local_dir: str | os.PathLike) -> None:
+        self.client.log_artifacts(run_id, str(local_dir))
+
+    def end(self, run_id: str, status: str = "FINISHED", error: Optional[str] = None) -> None:
+        if error:
+            self.client.set_tag(run_id, ERROR_TAG, " ".join(str(error).split())[:TAG_MAX])
+        self.client.set_terminated(run_id, status)
+
+
+class MetricBuffer:
+    """Collects (key, value, step) rows and logs them in batches (low overhead for training losses)."""
+
+    def __init__(self, tracker: Tracker, run_id: str, every: int = 200, seconds: float = 15.0):
+        self.tracker, self.run_id, self.every, self.seconds = tracker, run_id, every, seconds
+        self.rows: list[tuple[str, float, int]] = []
+        self.last = time.monotonic()
+
+    def add(self, key: str, value: float, step: int) -> None:
+        self.rows.append((key, value, step))
+        if len(self.rows) >= self.every or time.monotonic() - self.last > self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.tracker.log_metric_rows(self.run_id, self.rows)
+            self.rows = []
+        self.last = time.monotonic()
+
+
+# ---------------------------------------------------------------------- readers (strbench.report)
+
+
+def search_cell_runs(tracking_uri: Optional[str], experiment: str, *, latest_only: bool = True):
+    """FINISHED cell runs of `experiment` as mlflow.search_runs' DataFrame (columns run_id, status,
+    params.*, metrics.*, tags.*), one row per cell hash (the latest run of each).
+
+    latest_only: keep only the cells of the most recently invoked parent run (the experiment's
+    current configuration); False returns every finished cell ever logged in the experiment.
+    An unknown experiment (or a never-created local backend) gives an empty DataFrame.
+    """
+    import pandas as pd
+
+    uri = tracking_uri or DEFAULT_URI
+    if not tracking_exists(uri):
+        return pd.DataFrame()
+    mlflow = _mlflow()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return pd.DataFrame()
+    mlflow.set_tracking_uri(uri)
+    df = mlflow.search_runs(experiment_ids=[exp.experiment_id],
+                            filter_string=f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'",
+                            output_format="pandas")
+    if df.empty:
+        return df
+    col = f"tags.{CELL_HASH_TAG}"
+    df = df.sort_values("start_time").drop_duplicates(col, keep="last")
+    if latest_only:
+        parents = mlflow.search_runs(experiment_ids=[exp.experiment_id],
+                                     filter_string=f"tags.`{ROLE_TAG}` = 'experiment'", output_format="pandas")
+        ctag = f"tags.{CELLS_TAG}"
+        if not parents.empty and ctag in parents and f"tags.{LAST_INVOKED_TAG}" in parents:
+            parents = parents.assign(_inv=pd.to_numeric(parents[f"tags.{LAST_INVOKED_TAG}"], errors="coerce"))
+            latest = parents.sort_values("_inv").iloc[-1]
+            if isinstance(latest.get(ctag), str) and latest[ctag]:
+                short = set(latest[ctag].split(","))
+                df = df[df[col].str[:SHORT].isin(short)]
+    return df.reset_index(drop=True)
+
+
+def read_csv_artifact(tracking_uri: Optional[str], run_id: str, path: str):
+    """A CSV artifact of a run (e.g. per_image.csv, kl_trajectory.csv) as a DataFrame."""
+    import pandas as pd
+
+    mlflow = _mlflow()
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                                tracking_uri=tracking_uri or DEFAULT_URI)
+    return pd.read_csv(local)
+
+
+__all__ = ["Tracker", "MetricBuffer", "search_cell_runs", "read_csv_artifact", "flatten", "clean_key",
+           "tracking_exists", "sqlite_path", "DEFAULT_URI"]
