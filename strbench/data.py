@@ -1,35 +1,41 @@
 """Image datasets: a user's folder (generic, Paris StreetView, CelebA, Places2) and the built-in photos.
 
 Every dataset yields float tensors (3, size, size) in [0, 1], RGB. Build one with
-``make_dataset({"type": ..., ...})``; types: ``builtin``, ``folder``, ``psv``, ``celeba``, ``places2``.
+``make_dataset({"type": ..., ...}, split=...)``; types: ``builtin``, ``folder``, ``psv``, ``celeba``,
+``places2``; splits: ``train``, ``val``, ``test``, ``all``.
 
 Folder layouts (``root`` is the folder the user gives; image files: .jpg .jpeg .png .bmp, any depth,
-sorted by path with numbers in natural order). In every layout a file list ``root/<split>.txt`` or
-``root/<split>.flist`` (one path per line, absolute or relative to ``root``) overrides the rest::
+sorted by path with numbers in natural order). A split's file list (one image path per line, absolute
+or relative to ``root``) overrides the layout: the config's ``splits: {train: ..., val: ..., test: ...}``
+first, else ``root/<split>.txt`` or ``root/<split>.flist``::
 
-    folder   root/train/..., root/test/... (or root/val/...)  -- a sub-folder per split, or
-             root/...  -- no split folders: each image goes to "test" when the first 8 hex digits of
-             sha1(relative path) / 2**32 < test_fraction (default 0.1), else to "train"
+    folder   root/train/..., root/test/..., root/val/...  -- a sub-folder per split, or
+             root/...  -- no split folders: an image is "test" when int(sha1(relative path)[:8], 16)
+             / 2**32 < test_fraction (default 0.1), else "train" (stable when files are added)
     psv      root/paris_train_original/*.png   train (14,900 images, 936x537)
-             root/paris_eval_gt/*.png          test / val (100 images, 227x227)
-    celeba   root/img_align_celeba/*.jpg (+ root/list_eval_partition.txt or root/Eval/...): the
-             official partition (0 train, 1 val, 2 test); or root/CelebA-HQ-img/ (or celeba_hq/,
-             or images directly in root): natural-sorted, first 26/30 train, last 4/30 test
-             (CelebA-HQ's 30,000 images -> 26,000 / 4,000)
+             root/paris_eval_gt/*.png          test (100 images, 227x227)
+    celeba   root/img_align_celeba/*.jpg with root/list_eval_partition.txt (or root/Eval/...):
+             the official partition (0 train, 1 val, 2 test); otherwise root/CelebA-HQ-img/ (or
+             celeba_hq/, CelebA-HQ/, or the images directly in root): natural-sorted, first 26/30
+             train, last 4/30 test (CelebA-HQ's 30,000 images -> 26,000 / 4,000, as in the paper)
     places2  root/data_256/... or root/train/...   train
-             root/val_256/...  or root/val/...     test / val
+             root/val_256/...  or root/val/...     test
 
-Split ``all`` is every image of the layout. ``resize``: "resize" (squash to size x size),
+``val``: the layout's own validation images where it has them (CelebA partition 1, a val/ folder or
+list); otherwise ``val`` is the test images: give a ``val`` file list to tune on images outside the
+test set. ``all`` is every image of the layout. ``resize``: "resize" (squash to size x size),
 "center_crop" or "random_crop" (shorter side scaled to size, then a square crop; random crops are
 drawn from (seed, epoch, index), see ``set_epoch``).
 
-Built-in default (``type: builtin``): real photographs that ship inside installed packages, loaded
-offline, see ``BUILTIN_PHOTOS`` and ``builtin_info``. Each photo is shrunk so its shorter side is at
-most 512 px, then for k = 0, 1, 2, ... it is resized to shorter side size * 2**k (while that fits) and
-cut into non-overlapping size x size patches on a centred grid; near-flat patches (pixel std < 0.02)
-are dropped. The split is by source photo: ``BUILTIN_TEST_PHOTOS`` = astronaut and coffee are the test
-set, the other seven photos train. Patches: size 32 -> 1,736 train / 455 test; 64 -> 435 / 116;
-128 -> 103 / 28; 256 -> 23 / 6.
+Built-in default (``type: builtin``): nine real photographs that ship inside scikit-image and
+matplotlib and load offline (``BUILTIN_PHOTOS``). Each photo is shrunk so its shorter side is at most
+512 px, then for k = 0, 1, 2, ... it is resized (Lanczos) to shorter side size * 2**k while that fits
+and cut into non-overlapping size x size patches on a centred grid; near-flat patches (pixel std
+< 0.02) are dropped. The split is by source photo, so no test pixel is seen in training: test =
+astronaut, coffee (``BUILTIN_TEST_PHOTOS``); val = chelsea (``BUILTIN_VAL_PHOTOS``); train = rocket,
+hubble_deep_field, immunohistochemistry, retina, motorcycle (left view), grace_hopper. Patches
+(train / val / test): size 32 -> 1609 / 127 / 455; 64 -> 404 / 31 / 116; 128 -> 96 / 7 / 28;
+256 -> 22 / 1 / 6 (``builtin_info(size)`` gives the counts per photo).
 """
 from __future__ import annotations
 
@@ -212,7 +218,7 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, root, size: int, split: str = "train", layout: str | None = None,
                  resize: str = "resize", *, limit: int | None = None, seed: int = 0,
-                 test_fraction: float = 0.1):
+                 test_fraction: float = 0.1, split_files: dict | None = None):
         layout = layout or "folder"
         if layout not in LAYOUTS:
             raise ConfigError(f"dataset layout {layout!r} is not one of {', '.join(LAYOUTS)}")
@@ -226,7 +232,10 @@ class ImageFolderDataset(Dataset):
         self.layout, self.resize, self.seed, self.epoch = layout, resize, int(seed), 0
         if not self.root.is_dir():
             raise DataError(f"dataset folder {self.root} does not exist; set data.root to the dataset's folder")
-        flist = _flist(self.root, split)
+        given = (split_files or {}).get(split)
+        flist = self.root / given if given else _flist(self.root, split)  # `/` keeps an absolute path
+        if given and not flist.is_file():
+            raise DataError(f"file list {flist} for the {split} split does not exist; fix data.splits.{split}")
         if flist is not None:
             files = read_flist(flist, self.root)
         elif layout == "folder":
@@ -287,6 +296,7 @@ BUILTIN_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
     "grace_hopper": _grace_hopper,                            # 600x512, matplotlib sample data
 }
 BUILTIN_TEST_PHOTOS = ("astronaut", "coffee")
+BUILTIN_VAL_PHOTOS = ("chelsea",)  # for tuning (strbench tune), so that it never sees a test photo
 BUILTIN_MAX_SIDE = 512      # photos are first shrunk so the shorter side is at most this
 BUILTIN_FLAT_STD = 0.02     # patches with pixel std below this are dropped
 
@@ -328,9 +338,10 @@ def _builtin_patches(size: int) -> tuple[torch.Tensor, tuple[str, ...]]:
 
 
 def _split_photos(split: str) -> tuple[str, ...]:
-    test = BUILTIN_TEST_PHOTOS
-    train = tuple(n for n in BUILTIN_PHOTOS if n not in test)
-    return {"train": train, "test": test, "val": test, "all": tuple(BUILTIN_PHOTOS)}[split]
+    held_out = BUILTIN_TEST_PHOTOS + BUILTIN_VAL_PHOTOS
+    train = tuple(n for n in BUILTIN_PHOTOS if n not in held_out)
+    return {"train": train, "test": BUILTIN_TEST_PHOTOS, "val": BUILTIN_VAL_PHOTOS,
+            "all": tuple(BUILTIN_PHOTOS)}[split]
 
 
 class PatchDataset(Dataset):
@@ -355,7 +366,7 @@ class PatchDataset(Dataset):
 
 
 def builtin_dataset(size: int, split: str = "train", *, limit: int | None = None) -> PatchDataset:
-    """Patches of the built-in photos, split by source photo (test: BUILTIN_TEST_PHOTOS)."""
+    """Patches of the built-in photos, split by source photo (test: BUILTIN_TEST_PHOTOS, val: BUILTIN_VAL_PHOTOS)."""
     size, split = _check_size(size), _check_split(split)
     all_patches, all_sources = _builtin_patches(size)
     keep = set(_split_photos(split))
@@ -369,35 +380,43 @@ def builtin_info(size: int) -> dict:
     """Patch counts of the built-in dataset at this size, per photo and per split."""
     _, sources = _builtin_patches(_check_size(size))
     per_photo = {n: sources.count(n) for n in BUILTIN_PHOTOS}
-    return {"size": size, "test_photos": list(BUILTIN_TEST_PHOTOS), "per_photo": per_photo,
-            "train": sum(per_photo[n] for n in _split_photos("train")),
-            "test": sum(per_photo[n] for n in _split_photos("test"))}
+    return {"size": size, "test_photos": list(BUILTIN_TEST_PHOTOS), "val_photos": list(BUILTIN_VAL_PHOTOS),
+            "per_photo": per_photo,
+            **{split: sum(per_photo[n] for n in _split_photos(split)) for split in ("train", "val", "test")}}
 
 
 # ----------------------------------------------------------------------------------------------
 # Factory
 
-_FOLDER_KEYS = {"type", "root", "size", "split", "resize", "limit", "seed"}
+_FOLDER_KEYS = {"type", "root", "size", "split", "resize", "splits", "limit", "seed"}
 _DATASET_KEYS: dict[str, set[str]] = {
-    "builtin": {"type", "size", "split", "limit"},
+    # builtin patches are already size x size: `resize` has nothing to do; root/splits must be empty
+    "builtin": {"type", "size", "split", "limit", "resize", "root", "splits"},
     "folder": _FOLDER_KEYS | {"test_fraction"},
     "psv": _FOLDER_KEYS,
     "celeba": _FOLDER_KEYS,
     "places2": _FOLDER_KEYS,
 }
+DEFAULT_SIZE = 32
 
 
 def _make_builtin(cfg: dict) -> Dataset:
-    return builtin_dataset(cfg.get("size", 64), cfg.get("split", "train"), limit=cfg.get("limit"))
+    if cfg.get("root") or any((cfg.get("splits") or {}).values()):
+        raise ConfigError("data.root and data.splits are for folder datasets; data.type 'builtin' uses the "
+                          "photos shipped with strbench's dependencies: remove them or set data.type")
+    return builtin_dataset(cfg.get("size", DEFAULT_SIZE), cfg.get("split", "train"), limit=cfg.get("limit"))
 
 
 def _make_folder(cfg: dict) -> Dataset:
     if not cfg.get("root"):
         raise ConfigError(f"data.root is required for data.type {cfg['type']!r}: the dataset's top folder")
     extra = {"test_fraction": cfg["test_fraction"]} if "test_fraction" in cfg else {}
-    return ImageFolderDataset(cfg["root"], cfg.get("size", 64), cfg.get("split", "train"),
+    splits = cfg.get("splits") or {}
+    if not isinstance(splits, dict) or set(splits) - set(SPLITS):
+        raise ConfigError(f"data.splits must map split names ({', '.join(SPLITS)}) to file lists; got {splits!r}")
+    return ImageFolderDataset(cfg["root"], cfg.get("size", DEFAULT_SIZE), cfg.get("split", "train"),
                               layout=cfg["type"], resize=cfg.get("resize", "resize"),
-                              limit=cfg.get("limit"), seed=cfg.get("seed", 0), **extra)
+                              limit=cfg.get("limit"), seed=cfg.get("seed", 0), split_files=splits, **extra)
 
 
 # dataset type -> constructor from a config dict
@@ -413,8 +432,10 @@ DATASETS: dict[str, Callable[[dict], Dataset]] = {
 def make_dataset(cfg: dict, **overrides) -> Dataset:
     """Dataset from a config dict keyed by ``type`` (builtin, folder, psv, celeba, places2).
 
-    Keys: ``size`` (default 64), ``split`` (train/test/val/all, default train), ``limit`` (first N);
-    folder types also ``root`` (required), ``resize``, ``seed``; ``folder`` also ``test_fraction``.
+    Keys: ``size`` (default 32), ``split`` (train/val/test/all, default train), ``limit`` (first N);
+    folder types also ``root`` (required), ``resize``, ``splits`` ({split: file list}), ``seed``;
+    ``folder`` also ``test_fraction``. (config.DatasetCfg dumps ``resize`` and empty ``root``/``splits``
+    for ``builtin`` too: accepted there, since its patches are already square.)
     ``overrides`` replace keys of cfg (e.g. ``split="test"``).
     """
     cfg = {**cfg, **overrides}

@@ -2,10 +2,12 @@
 
 Convention (SPEC section 4): in memory a mask is ``known`` = 1 on known pixels and 0 in holes (the
 paper's M); ``hole_ratio = 1 - mean(known)``. On disk strbench writes masks as 8-bit grayscale PNGs
-with **white (255) = hole, black (0) = known** (the NVIDIA irregular-mask *testing* set convention,
-as used by EdgeConnect and most inpainting papers). A user's folder is read with an explicit
-``polarity`` ("white_is_hole" or "white_is_known"), never guessed: Liu et al.'s testing masks are
-white-is-hole, while their training (disocclusion) masks show holes in black (white_is_known).
+with **white (255) = hole, black (0) = known** (how EdgeConnect and many later papers read Liu et
+al.'s NVIDIA irregular masks). A user's folder is read with an explicit ``polarity``
+("white_is_hole" or "white_is_known"), never guessed. Reports on the NVIDIA sets disagree (the
+12,000-mask testing set is read white-is-hole by EdgeConnect; its raw training masks and some
+downloads show holes in black), so open one file and check: the holes are the irregular strokes,
+and the testing set's hole ratios lie in (0, 0.6]; ratios mostly above 0.5 mean the polarity is flipped.
 
 Bins of hole ratio are half-open ``(lo, hi]``: a mask with ratio exactly 0.1 is in "0-10%".
 

@@ -26,11 +26,12 @@ def test_every_builtin_photo_loads_offline_as_rgb():
 
 
 def test_builtin_split_by_source_photo_and_deterministic():
-    tr, te = D.builtin_dataset(32, "train"), D.builtin_dataset(32, "test")
+    tr, va, te = (D.builtin_dataset(32, s) for s in ("train", "val", "test"))
     assert set(tr.sources).isdisjoint(te.sources)
-    assert set(te.sources) == set(D.BUILTIN_TEST_PHOTOS)
-    assert set(tr.sources) | set(te.sources) == set(D.BUILTIN_PHOTOS)
-    assert len(tr) > 3 * len(te) > 0
+    assert set(tr.sources).isdisjoint(va.sources) and set(va.sources).isdisjoint(te.sources)
+    assert set(te.sources) == set(D.BUILTIN_TEST_PHOTOS) and set(va.sources) == set(D.BUILTIN_VAL_PHOTOS)
+    assert set(tr.sources) | set(va.sources) | set(te.sources) == set(D.BUILTIN_PHOTOS)
+    assert len(tr) > 3 * len(te) > 0 and len(va) > 0
     x = tr[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
     # no test patch equals a train patch (no pixel of a test photo seen in training)
@@ -45,9 +46,18 @@ def test_builtin_split_by_source_photo_and_deterministic():
 def test_builtin_counts_and_limit():
     info = D.builtin_info(256)  # no flat patches at this size: counts follow from the photo sizes
     assert info["per_photo"]["astronaut"] == 5 and info["per_photo"]["coffee"] == 1
-    assert (info["train"], info["test"]) == (23, 6)
+    assert (info["train"], info["val"], info["test"]) == (22, 1, 6)
     assert len(D.builtin_dataset(64, "test", limit=5)) == 5
-    assert len(D.builtin_dataset(64, "all")) == D.builtin_info(64)["train"] + D.builtin_info(64)["test"]
+    i64 = D.builtin_info(64)
+    assert len(D.builtin_dataset(64, "all")) == i64["train"] + i64["val"] + i64["test"]
+
+
+def test_builtin_accepts_the_config_dump():
+    cfg = {"type": "builtin", "root": None, "size": 32, "resize": "resize",
+           "splits": {"train": None, "val": None, "test": None}}  # config.DatasetCfg().model_dump()
+    assert len(D.make_dataset(cfg, split="test")) == len(D.builtin_dataset(32, "test"))
+    with pytest.raises(ConfigError, match="data.root"):
+        D.make_dataset({**cfg, "root": "/data/psv"})
 
 
 def test_builtin_patches_hold_content():
@@ -81,6 +91,12 @@ def test_folder_flist_and_hash_split(tmp_path):
     assert te.files == D.ImageFolderDataset(tmp_path, 8, "test").files
     (tmp_path / "test.txt").write_text("# held out\n001.png\n\n005.png\n")
     assert [p.name for p in D.ImageFolderDataset(tmp_path, 8, "test").files] == ["001.png", "005.png"]
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "mine.txt").write_text("002.png\n")
+    cfg = {"type": "folder", "root": str(tmp_path), "size": 8, "splits": {"test": "lists/mine.txt"}}
+    assert [p.name for p in D.make_dataset(cfg, split="test").files] == ["002.png"]  # config list wins
+    with pytest.raises(DataError, match="data.splits.test"):
+        D.make_dataset({**cfg, "splits": {"test": "lists/nope.txt"}}, split="test")
     (tmp_path / "test.txt").write_text("001.png\nmissing.png\n")
     with pytest.raises(DataError, match="missing.png"):
         D.ImageFolderDataset(tmp_path, 8, "test")
