@@ -255,7 +255,7 @@ def generate_mask(size, seed=0, family: str = "medium", ratio_bin: Sequence[floa
     segments = 0
     while canvas.need > 0:
         segments += _draw_stroke(canvas, fam, scale, rng)
-        if segments > _MAX_SEGMENTS:  # cannot happen for a target below 100%: every segment covers >= 1 new pixel eventually
+        if segments > _MAX_SEGMENTS:  # a safety net: targets up to 100% take well under 10^4 segments
             raise RuntimeError(f"mask generator did not reach {canvas.target} hole pixels")
     return (~canvas.hole).astype(np.uint8)
 
@@ -346,10 +346,6 @@ class MaskSet:
                        pick(self.files), pick(self.families), self.source)
 
 
-def _labels(ratios: torch.Tensor, bins) -> tuple:
-    return tuple(bin_of(float(r), bins) for r in ratios)
-
-
 def _write_png(path: Path, pixels: np.ndarray) -> None:
     from PIL import Image
     Image.fromarray(pixels, mode="L").save(path, format="PNG")
@@ -437,17 +433,37 @@ def _existing_set_matches(out: Path, digest: str) -> bool:
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-def load_mask_folder(path, size, polarity: str, bins=None) -> MaskSet:
-    """Read every mask image under ``path`` (sorted), binarise (> 127 is white), resize with nearest.
-
-    ``polarity`` is required: "white_is_hole" (strbench's own sets, NVIDIA testing masks) or
-    "white_is_known". Masks must have the aspect ratio of ``size``. Hole ratios and bin labels are
-    computed from the resized pixels; with ``bins`` given, masks outside every bin are left out.
-    """
+def _read_mask(f: Path, h: int, w: int, polarity: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(f) as im:
+            im = im.convert("L")
+            if abs(im.width / im.height - w / h) > 0.01:
+                raise DataError(f"mask {f} is {im.width}x{im.height}, which cannot be resized to {w}x{h} "
+                                "without distortion; crop the masks to that aspect ratio")
+            if im.size != (w, h):
+                im = im.resize((w, h), resample=Image.NEAREST)
+            return known_from_pixels(np.asarray(im), polarity)
+    except DataError:
+        raise
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot read mask image {f} ({e}); replace or remove the file") from None
 
+
+def load_mask_folder(path, size, polarity: str, bins=None, per_bin: int | None = None) -> MaskSet:
+    """Read the mask images under ``path`` (sorted), binarise (> 127 is white), resize with nearest.
+
+    ``polarity`` is required: "white_is_hole" (strbench's own sets) or "white_is_known"; see the module
+    docstring for the NVIDIA masks. Masks must have the aspect ratio of ``size``. Hole ratios and bin
+    labels are computed from the resized pixels. With ``bins`` given, masks outside every bin are left
+    out; with ``per_bin`` too, only the first ``per_bin`` masks (in file order) of each bin are kept and
+    reading stops once every bin is full.
+    """
     _check_polarity(polarity)
     h, w = _hw(size)
+    if per_bin is not None and (bins is None or int(per_bin) < 1):
+        raise ValueError(f"per_bin={per_bin} needs bins and must be >= 1")
+    use_bins = DEFAULT_BINS if bins is None else _check_bins(bins)
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"mask folder {root} does not exist; point masks.path at a folder of mask images")
@@ -455,33 +471,23 @@ def load_mask_folder(path, size, polarity: str, bins=None) -> MaskSet:
     if not files:
         raise DataError(f"mask folder {root} holds no mask images ({', '.join(MASK_SUFFIXES)}); "
                         "point masks.path at a folder of mask images")
-    arrays = []
+    arrays, labels, rel = [], [], []
+    filled = {bin_label(*b): 0 for b in use_bins}
     for f in files:
-        try:
-            with Image.open(f) as im:
-                im = im.convert("L")
-                if abs(im.width / im.height - w / h) > 0.01:
-                    raise DataError(f"mask {f} is {im.width}x{im.height}, which cannot be resized to {w}x{h} "
-                                    "without distortion; crop the masks to that aspect ratio")
-                if im.size != (w, h):
-                    im = im.resize((w, h), resample=Image.NEAREST)
-                arrays.append(known_from_pixels(np.asarray(im), polarity))
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-            if isinstance(e, DataError):
-                raise
-            raise DataError(f"cannot read mask image {f} ({e}); replace or remove the file") from None
-    masks = torch.from_numpy(np.stack(arrays)[:, None].astype(np.float32))
-    ratios = hole_ratio(masks)
-    rel = tuple(str(f.relative_to(root)) for f in files)
-    if bins is None:
-        labels = _labels(ratios, DEFAULT_BINS)
-    else:
-        bins = _check_bins(bins)
-        labels = _labels(ratios, bins)
-        keep = [i for i, lab in enumerate(labels) if lab is not None]
-        if not keep:
-            raise DataError(f"no mask in {root} has a hole ratio inside the bins "
-                            f"{[bin_label(*b) for b in bins]}; check the polarity ({polarity})")
-        masks, ratios = masks[keep], ratios[keep]
-        labels, rel = tuple(labels[i] for i in keep), tuple(rel[i] for i in keep)
-    return MaskSet(masks, ratios, labels, content_hash(masks), rel, (None,) * len(rel), str(root))
+        known = _read_mask(f, h, w, polarity)
+        label = bin_of((known.size - int(known.sum())) / known.size, use_bins)
+        if bins is not None and (label is None or (per_bin is not None and filled[label] >= per_bin)):
+            continue
+        if label is not None:
+            filled[label] += 1
+        arrays.append(known)
+        labels.append(label)
+        rel.append(str(f.relative_to(root)))
+        if per_bin is not None and all(n >= per_bin for n in filled.values()):
+            break
+    if not arrays:
+        raise DataError(f"no mask in {root} has a hole ratio inside the bins "
+                        f"{[bin_label(*b) for b in use_bins]}; check the polarity ({polarity})")
+    masks = torch.from_numpy(np.stack(arrays)[:, None]).to(torch.float32)
+    return MaskSet(masks, hole_ratio(masks), tuple(labels), content_hash(masks), tuple(rel),
+                   (None,) * len(rel), str(root))

@@ -162,6 +162,15 @@ def test_loader_rebins_and_filters(tmp_path):
     assert s.bin_of == ("0-10%", "30-40%", None) and s.files == ("0.png", "1.png", "2.png")
     f = M.load_mask_folder(tmp_path / "m", 32, "white_is_hole", bins=M.DEFAULT_BINS)
     assert len(f) == 2 and f.files == ("0.png", "1.png")
+    a = np.zeros((32, 32), np.uint8)
+    a[:2] = 255
+    _write(tmp_path / "m" / "3.png", a)                  # a second 0-10% mask
+    g = M.load_mask_folder(tmp_path / "m", 32, "white_is_hole", bins=[(0.0, 0.1)], per_bin=1)
+    assert g.files == ("0.png",)
+    with pytest.raises(ValueError):
+        M.load_mask_folder(tmp_path / "m", 32, "white_is_hole", per_bin=1)
+    with pytest.raises(DataError, match="polarity"):
+        M.load_mask_folder(tmp_path / "m", 32, "white_is_hole", bins=[(0.6, 0.9)])
 
 
 def test_loader_errors(tmp_path):
