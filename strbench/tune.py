@@ -222,7 +222,7 @@ class TuneSpec(_Strict):
 
 def _check_key_path(key: str) -> None:
     parts = key.split(".")
-    if not key or any(not p or not p.replace("_", "a").replace("-", "a").isalnum() for p in parts):
+    if any(not p or p != p.strip() or " " in p for p in parts):
         raise ValueError(f"bad key path {key!r}: use dotted names like schedule.texture.kind")
 
 
@@ -361,11 +361,8 @@ def runner_evaluator(spec: TuneSpec) -> Evaluator:
 
 
 def _describe_experiment(exp) -> dict:
-    """Name and tracking URI of the base experiment (pydantic model or dict), where it has them."""
-    d = exp.model_dump() if hasattr(exp, "model_dump") else dict(exp)
-    tracking = d.get("tracking") or {}
-    uri = tracking.get("uri") or tracking.get("tracking_uri") if isinstance(tracking, dict) else None
-    return {"name": d.get("name"), "tracking_uri": uri}
+    """MLflow defaults from the base experiment: its name and tracking URI."""
+    return {"name": exp.name, "tracking_uri": exp.tracking.uri}
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,315 @@
+"""strbench tune: schema, search space, storages with several workers, heartbeats/retries, export.
+
+Storage tests use a cheap deterministic objective (tests/tune_fake_worker.py) in subprocesses; the
+last test runs the real runner on the tiny CPU profile with MLflow.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+optuna = pytest.importorskip("optuna")
+from optuna.trial import TrialState  # noqa: E402
+
+from strbench import tune  # noqa: E402
+from strbench.errors import ConfigError, StrbenchError  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tune_fake_worker import fake_evaluator, fake_metrics  # noqa: E402
+
+WORKER = Path(__file__).parent / "tune_fake_worker.py"
+HB, GRACE = 1, 3  # heartbeat interval and grace period (s) of the storage tests
+
+
+def fake_spec(storage: str, *, name: str = "fake", n_trials: int = 6, objective="psnr", pruner="none",
+              sampler: str = "random", **study) -> dict:
+    s = {"name": name, "objective": objective, "n_trials": n_trials, "sampler": sampler, "storage": storage,
+         "seed": 1, "heartbeat_interval": HB, "grace_period": GRACE, "max_retry": 2, **study}
+    if pruner is not None:
+        s["pruner"] = pruner
+    return {"base": "unused.yaml", "study": s,
+            "space": {"kind": {"type": "categorical", "choices": ["a", "b"]},
+                      "x": {"type": "float", "low": 0.0, "high": 1.0}},
+            "set": {"fixed": 3}}
+
+
+def write_spec(tmp_path: Path, data: dict) -> Path:
+    p = tmp_path / "tune.yaml"
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return p
+
+
+def load(spec: tune.TuneSpec, storage: str):
+    st = tune.open_storage(storage, spec.study)
+    return optuna.load_study(study_name=spec.study.name, storage=st)
+
+
+def spawn(cfg: Path, storage: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(WORKER), str(cfg), "--storage", storage, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 60) -> None:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+
+
+# ------------------------------------------------------------------------------------------------
+# schema and search space
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("patch, needle", [
+    ({"bogus": 1}, "bogus: unknown key"),
+    ({"study": {"name": "s", "samplr": "tpe"}}, "study.samplr: unknown key"),
+    ({"study": {"name": "s", "sampler": "grid"}}, "study.sampler"),
+    ({"study": {"name": "s", "objective": "lpips"}}, "unknown objective 'lpips'"),
+    ({"study": {"name": "s", "objective": ["psnr", "fid"], "pruner": "median"}}, "multi-objective"),
+    ({"study": {"name": "s", "heartbeat_interval": 10, "grace_period": 5}}, "grace_period"),
+    ({"space": {"a.b": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}}, "['a.b']: log=true needs low > 0"),
+    ({"space": {"a.b": {"type": "float", "low": 1.0, "high": 1.0}}}, "low (1.0) must be < high"),
+    ({"space": {"a.b": {"type": "normal", "low": 1.0}}}, "['a.b']"),
+    ({"space": {"a.b": {"type": "int", "low": 1, "high": 4, "hgih": 5}}}, "['a.b'].hgih: unknown key"),
+    ({"space": {"p": {"type": "float", "low": 1, "high": 2, "when": {"k": "x"}},
+                "k": {"type": "categorical", "choices": ["x"]}}}, "must be an earlier key"),
+    ({"space": {"k": {"type": "categorical", "choices": ["x"]},
+                "p": {"type": "float", "low": 1, "high": 2, "when": {"k": "y"}}}}, "not among the choices"),
+    ({"set": {"x": 1}}, "both in set and in space"),
+])
+def test_spec_rejects_bad_keys_with_one_line_naming_the_key(patch, needle):
+    data = fake_spec("j.log")
+    data.update(patch)
+    with pytest.raises(ConfigError) as e:
+        tune.parse_spec(data, "t.yaml")
+    msg = str(e.value)
+    assert needle in msg and msg.startswith("t.yaml: ") and "\n" not in msg, msg
+
+
+def test_shipped_tune_config_validates():
+    spec = tune.load_spec(Path(__file__).parents[1] / "experiments" / "tune_schedules.yaml")
+    assert spec.study.directions == ["maximize"] and spec.study.sampler == "tpe"
+    assert "schedule.texture.kind" in spec.space and spec.study.pruner_name == "median"
+
+
+def test_conditional_key_sampled_only_when_its_condition_holds():
+    spec = tune.parse_spec({
+        "base": "b.yaml", "study": {"name": "s"}, "set": {"train.steps": 2},
+        "space": {"schedule.texture.kind": {"type": "categorical", "choices": ["cosine", "power"]},
+                  "schedule.texture.params.power": {"type": "float", "low": 0.5, "high": 4, "log": True,
+                                                    "when": {"schedule.texture.kind": "power"}},
+                  "schedule.texture.T": {"type": "int", "low": 4, "high": 8}}})
+    cos = tune.sample_overlay(optuna.trial.FixedTrial({"schedule.texture.kind": "cosine", "schedule.texture.T": 5}), spec)
+    assert cos == {"train.steps": 2, "schedule.texture.kind": "cosine", "schedule.texture.T": 5}
+    pw = tune.sample_overlay(optuna.trial.FixedTrial({"schedule.texture.kind": "power", "schedule.texture.T": 6,
+                                                      "schedule.texture.params.power": 2.5}), spec)
+    assert pw["schedule.texture.params.power"] == 2.5
+    # probes: one per key, with the key's condition made true (validates every path up front)
+    probes = tune.probe_overlays(spec)
+    assert probes[1] == {"train.steps": 2, "schedule.texture.kind": "power", "schedule.texture.params.power": 0.5}
+
+
+def test_storage_urls():
+    assert tune.storage_kind("sqlite:///a.db") == "rdb"
+    assert tune.storage_kind("postgresql+psycopg2://u:pw@h/db") == "rdb"
+    assert tune.storage_kind("runs/journal.log") == "journal"
+    assert tune.resolve_storage_url(None) == "journal:" + str(Path(tune.DEFAULT_STORAGE).resolve())
+    assert "pw" not in tune.redact("postgresql://u:pw@h:5432/db")
+    with pytest.raises(ConfigError, match="unknown scheme 'redis'"):
+        tune.storage_kind("redis://localhost")
+
+
+# ------------------------------------------------------------------------------------------------
+# one process: create/join rules, budget, pruning, export
+# ------------------------------------------------------------------------------------------------
+
+
+def test_worker_needs_an_existing_study_and_the_same_search(tmp_path):
+    url = str(tmp_path / "j.log")
+    spec = tune.parse_spec(fake_spec(url))
+    with pytest.raises(StrbenchError, match=r"does not exist in storage journal:.*j\.log"):
+        tune.run_study(spec, evaluator=fake_evaluator(), worker=True, track=False, quiet=True)
+    tune.open_study(spec)  # the first process creates it
+    other = fake_spec(url)
+    other["space"]["x"]["high"] = 2.0
+    with pytest.raises(ConfigError, match="different tune config .*space"):
+        tune.open_study(tune.parse_spec(other), worker=True)
+    flipped = fake_spec(url, objective="fid")
+    with pytest.raises(ConfigError, match="directions"):
+        tune.open_study(tune.parse_spec(flipped), worker=True)
+
+
+def test_budget_then_export_reproduces_the_best_value(tmp_path):
+    url = str(tmp_path / "j.log")
+    spec = tune.parse_spec(fake_spec(url, n_trials=5))
+    s = tune.run_study(spec, evaluator=fake_evaluator(), track=False, quiet=True)
+    assert (s.ran, s.n_complete, s.n_running) == (5, 5, 0)
+    again = tune.run_study(spec, evaluator=fake_evaluator(), track=False, quiet=True)
+    assert again.ran == 0  # the budget is met: a second process has nothing to do
+    out, best = tune.export_best(spec, tmp_path / "best.yaml")
+    text = out.read_text()
+    assert f"trial {best.number}" in text and "study 'fake'" in text and "--set-from" in text
+    overlay = tune.read_overlay(out)
+    assert set(overlay) == {"fixed", "kind", "x"} and overlay["fixed"] == 3
+    study = load(spec, url)
+    assert best.value == max(t.value for t in study.trials)
+    assert fake_metrics(overlay)["psnr"] == best.value  # re-evaluating the overlay gives the same value
+
+
+def test_multi_objective_export_is_best_first_objective_on_the_pareto_front(tmp_path):
+    url = str(tmp_path / "j.log")
+    spec = tune.parse_spec(fake_spec(url, n_trials=6, objective=["psnr", "fid"], sampler="nsga2"))
+    tune.run_study(spec, evaluator=fake_evaluator(), track=False, quiet=True)
+    study = load(spec, url)
+    _, best = tune.export_best(spec, tmp_path / "best.yaml")
+    front = study.best_trials
+    assert best.number in {t.number for t in front}
+    assert best.values[0] == max(t.values[0] for t in front)
+
+
+def test_median_pruner_stops_trials_below_the_median(tmp_path):
+    url = str(tmp_path / "j.log")
+    spec = tune.parse_spec(fake_spec(url, n_trials=12, pruner="median", n_startup_trials=2))
+    tune.run_study(spec, evaluator=fake_evaluator(), track=False, quiet=True)
+    study = load(spec, url)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert pruned and len(pruned) + len(complete) == 12
+    for t in pruned:  # below the median (numpy percentile 50) of the earlier complete trials' curves
+        step = max(t.intermediate_values)
+        earlier = [u.intermediate_values[step] for u in complete if u.number < t.number]
+        assert max(t.intermediate_values.values()) < float(np.percentile(earlier, 50))
+    for t in complete[2:]:  # and no complete trial was ever below it
+        for step, v in t.intermediate_values.items():
+            earlier = [u.intermediate_values[step] for u in complete if u.number < t.number]
+            best = max(w for k, w in t.intermediate_values.items() if k <= step)
+            assert best >= float(np.percentile(earlier, 50)) - 1e-12
+
+
+def test_diverged_trial_fails_and_the_study_goes_on(tmp_path):
+    from strbench.errors import TrainingDiverged
+
+    url = str(tmp_path / "j.log")
+    spec = tune.parse_spec(fake_spec(url, n_trials=3))
+
+    def evaluate(overlay, report):
+        if overlay["x"] < 0.3:
+            raise TrainingDiverged("loss is nan at step 3")
+        return fake_metrics(overlay)
+
+    s = tune.run_study(spec, evaluator=tune.Evaluator(evaluate), n_trials=8, track=False, quiet=True)
+    study = load(spec, url)
+    states = [t.state for t in study.trials]
+    assert s.ran == 8 and states.count(TrialState.FAIL) == sum(t.params["x"] < 0.3 for t in study.trials)
+
+
+# ------------------------------------------------------------------------------------------------
+# several processes on one study
+# ------------------------------------------------------------------------------------------------
+
+
+def assert_consistent(spec, url: str, log: Path, n: int, pids: int = 2) -> None:
+    study = load(spec, url)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * n, [t.state for t in trials]
+    assert sorted(t.number for t in trials) == list(range(n))  # none lost, none duplicated
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(lines) == n  # each trial evaluated exactly once
+    ran = sorted(json.dumps(x["overlay"], sort_keys=True) for x in lines)
+    stored = sorted(json.dumps(t.user_attrs[tune.OVERLAY_ATTR], sort_keys=True) for t in trials)
+    assert ran == stored
+    assert len({x["pid"] for x in lines}) == pids
+    for t in trials:
+        assert t.value == fake_metrics(t.user_attrs[tune.OVERLAY_ATTR])["psnr"]
+
+
+def run_two_workers(tmp_path: Path, url: str, n_each: int = 3) -> None:
+    cfg = write_spec(tmp_path, fake_spec(url, n_trials=2 * n_each))
+    spec = tune.load_spec(cfg)
+    tune.open_study(spec)  # the first process creates the study; both workers join it
+    log = tmp_path / "evals.jsonl"
+    procs = [spawn(cfg, url, "--worker", "--n-trials", str(n_each), "--sleep", "0.3", "--log", str(log))
+             for _ in range(2)]
+    for p in procs:
+        finish(p)
+    assert_consistent(spec, url, log, 2 * n_each)
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_two_workers_share_one_study(tmp_path, kind):
+    url = str(tmp_path / "j.log") if kind == "journal" else f"sqlite:///{tmp_path / 'optuna.db'}"
+    run_two_workers(tmp_path, url)
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_killed_worker_trial_turns_stale_and_is_retried(tmp_path, kind):
+    url = str(tmp_path / "j.log") if kind == "journal" else f"sqlite:///{tmp_path / 'optuna.db'}"
+    cfg = write_spec(tmp_path, fake_spec(url, n_trials=2))
+    spec = tune.load_spec(cfg)
+    tune.open_study(spec)
+    hung = spawn(cfg, url, "--worker", "--hang")
+    try:
+        deadline = time.time() + 30
+        while True:  # wait until the hung worker holds a RUNNING trial
+            running = load(spec, url).get_trials(states=(TrialState.RUNNING,))
+            if running or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert running, "the hanging worker never started its trial"
+        time.sleep(HB + 0.5)  # it has beaten at least once
+    finally:
+        hung.send_signal(signal.SIGKILL)
+        hung.wait(10)
+    dead = running[0]
+    study = load(spec, url)  # still readable; the dead trial is RUNNING until someone notices
+    assert study.trials[dead.number].state == TrialState.RUNNING
+    time.sleep(GRACE + 1.5)
+    s = tune.run_study(spec, evaluator=fake_evaluator(), worker=True, track=False, quiet=True)
+    study = load(spec, url)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states and s.n_running == 0
+    assert study.trials[dead.number].state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    failed = study.trials[dead.number]
+    assert retries[0].params == failed.params and set(failed.params) == {"kind", "x"}  # same params again
+    assert retries[0].user_attrs[tune.OVERLAY_ATTR] == failed.user_attrs[tune.OVERLAY_ATTR]
+    assert states.count(TrialState.COMPLETE) == 2  # the budget counts finished trials only
+
+
+# ------------------------------------------------------------------------------------------------
+# the real runner, tiny CPU profile, MLflow parent + nested runs
+# ------------------------------------------------------------------------------------------------
+
+
+def test_journal_heartbeat_keeps_a_live_trial_and_flags_a_silent_one(tmp_path, monkeypatch):
+    spec = tune.parse_spec(fake_spec(str(tmp_path / "j.log")))
+    study, _ = tune.open_study(spec)
+    st = study._storage
+    assert optuna.storages._heartbeat.is_heartbeat_enabled(st)
+    trial = study.ask()
+    clock = {"now": time.time()}
+
+    class FakeTime:
+        @staticmethod
+        def time():
+            return clock["now"]
+
+    monkeypatch.setattr(tune, "time", FakeTime)
+    assert st._get_stale_trial_ids(study._study_id) == []  # just started
+    clock["now"] += GRACE + 1
+    assert st._get_stale_trial_ids(study._study_id) == [trial._trial_id]  # silent for > grace
+    st.record_heartbeat(trial._trial_id)  # a beat (at the fake now) makes it live again
+    clock["now"] += GRACE - 0.5
+    assert st._get_stale_trial_ids(study._study_id) == []
+    study.tell(trial, 1.0)
+    clock["now"] += 100
+    assert st._get_stale_trial_ids(study._study_id) == []  # finished trials are never stale
