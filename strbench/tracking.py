@@ -306,3 +306,95 @@ def read_csv_artifact(tracking_uri: Optional[str], run_id: str, path: str):
 
 __all__ = ["Tracker", "MetricBuffer", "search_cell_runs", "read_csv_artifact", "flatten", "clean_key",
            "tracking_exists", "sqlite_path", "DEFAULT_URI"]
+
+
+# --- tuning (strbench tune) ---
+# One parent run per Optuna study (tag strbench.role=study, strbench.study=<name>), found again by tag
+# when workers join; one nested run per finished trial (tag strbench.role=trial, mlflow.parentRunId),
+# with the trial's overlay as params, its validation metrics, the intermediate curve (val_<metric> by
+# step) and its state (FINISHED = complete, KILLED = pruned, FAILED = failed; tag strbench.trial_state).
+
+STUDY_TAG, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG = "strbench.study", "strbench.trial_number", "strbench.trial_state"
+TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+
+class StudyRuns:
+    """MLflow runs of one tuning study (parent + nested trial runs) in one experiment."""
+
+    def __init__(self, uri: str, experiment: str, study_name: str, artifact_location: str | None = None):
+        self.tracker = Tracker(uri, experiment, artifact_location)
+        self.study = study_name
+
+    def parent(self, run_id: Optional[str] = None, *, params: Mapping[str, Any],
+               tags: Mapping[str, Any]) -> str:
+        """The study's parent run: `run_id` if it still exists, else the oldest run tagged with this
+        study, else a new one. Marked RUNNING while a process works on the study."""
+        client = self.tracker.client
+        if run_id:
+            try:
+                run = client.get_run(run_id)
+                if run.info.lifecycle_stage != "deleted" and run.info.experiment_id == self.tracker.experiment_id:
+                    client.update_run(run_id, status="RUNNING")
+                    return run_id
+            except Exception:  # removed from this backend: find or create another
+                pass
+        esc = self.study.replace("'", "\\'")
+        runs = self.tracker._search(f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{esc}'")
+        if runs:
+            run_id = sorted(runs, key=lambda r: r.info.start_time or 0)[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            return run_id
+        all_tags = {ROLE_TAG: "study", STUDY_TAG: self.study, HOST_TAG: socket.gethostname(),
+                    PID_TAG: str(os.getpid()), **{clean_key(k): str(v)[:TAG_MAX] for k, v in tags.items()}}
+        run = client.create_run(self.tracker.experiment_id, tags=all_tags, run_name=f"study {self.study}")
+        self.tracker.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_trial(self, parent_id: str, number: int, *, params: Mapping[str, Any], metrics: Mapping[str, float],
+                  curve: Iterable[tuple[int, Mapping[str, Any]]] = (), state: str = "COMPLETE",
+                  retry_of: Optional[int] = None, error: Optional[str] = None) -> str:
+        """One nested, already terminated run for a finished trial."""
+        if state not in TRIAL_STATUS:
+            raise ValueError(f"unknown trial state {state!r}; expected one of {sorted(TRIAL_STATUS)}")
+        tags = {ROLE_TAG: "trial", STUDY_TAG: self.study, TRIAL_NUMBER_TAG: str(number), TRIAL_STATE_TAG: state,
+                "mlflow.parentRunId": parent_id, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+        if retry_of is not None:
+            tags["strbench.retry_of"] = str(retry_of)
+        run = self.tracker.client.create_run(self.tracker.experiment_id, tags=tags, run_name=f"trial {number}")
+        run_id = run.info.run_id
+        self.tracker.log_params(run_id, params)
+        rows = [(k, float(v), 0) for k, v in metrics.items()]
+        rows += [(f"val_{k}", float(v), int(step)) for step, m in curve for k, v in m.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if rows:
+            self.tracker.log_metric_rows(run_id, rows)
+        self.tracker.end(run_id, TRIAL_STATUS[state], error=error)
+        return run_id
+
+    def finish_parent(self, parent_id: str, metrics: Mapping[str, float]) -> None:
+        if metrics:
+            self.tracker.log_metrics(parent_id, metrics)
+        self.tracker.end(parent_id, "FINISHED")
+
+
+def search_study_runs(tracking_uri: Optional[str], experiment: str, study_name: str):
+    """(parent runs, trial runs) of a study as mlflow.search_runs DataFrames (empty when none)."""
+    import pandas as pd
+
+    uri = tracking_uri or DEFAULT_URI
+    if not tracking_exists(uri):
+        return pd.DataFrame(), pd.DataFrame()
+    mlflow = _mlflow()
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    if exp is None:
+        return pd.DataFrame(), pd.DataFrame()
+    mlflow.set_tracking_uri(uri)
+    esc = study_name.replace("'", "\\'")
+
+    def runs(role: str):
+        return mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="pandas",
+                                  filter_string=f"tags.`{ROLE_TAG}` = '{role}' and tags.`{STUDY_TAG}` = '{esc}'")
+
+    return runs("study"), runs("trial")

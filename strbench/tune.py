@@ -16,7 +16,8 @@ JournalStorage has no heartbeat of its own; :class:`HeartbeatJournalStorage` add
 trial system attributes in the journal).
 
 MLflow: one parent run per study (tag ``strbench.role=study``), one nested run per finished trial
-(tag ``strbench.role=trial``), written through :mod:`strbench.tracking`.
+(tag ``strbench.role=trial``), written through :mod:`strbench.tracking` (``StudyRuns``). A trial
+whose worker was killed gets no run; its retry does.
 """
 from __future__ import annotations
 
@@ -362,7 +363,8 @@ def runner_evaluator(spec: TuneSpec) -> Evaluator:
 
 def _describe_experiment(exp) -> dict:
     """MLflow defaults from the base experiment: its name and tracking URI."""
-    return {"name": exp.name, "tracking_uri": exp.tracking.uri}
+    return {"name": exp.experiment_name, "tracking_uri": exp.tracking.uri,
+            "artifact_location": exp.tracking.artifact_location}
 
 
 # --------------------------------------------------------------------------------------------
@@ -712,11 +714,11 @@ def run_study(spec: TuneSpec, *, evaluator: Evaluator | None = None, storage: st
     say(f"study {spec.study.name!r} in {redact(url)}: objective {spec.study.objectives}, "
         f"sampler {spec.study.sampler}, pruner {spec.study.pruner_name}")
 
-    log_trial = _tracker(spec, study, url, evaluator) if track else None
+    study_log = _StudyLog(spec, study, url, evaluator) if track else None
 
     def on_trial(record: dict) -> None:
-        if log_trial is not None:
-            log_trial(record)
+        if study_log is not None:
+            study_log.trial(record)
         vals = "" if record["values"] is None else " " + " ".join(
             f"{o}={v:.4g}" for o, v in zip(spec.study.objectives, record["values"]))
         retry = "" if record["retry_of"] is None else f" (retry of trial {record['retry_of']})"
@@ -724,7 +726,10 @@ def run_study(spec: TuneSpec, *, evaluator: Evaluator | None = None, storage: st
 
     objective = make_objective(spec, evaluator, on_trial)
     ran = _optimize_loop(study, objective, spec.study, n_trials, say)
-    return summarize(study, url, ran)
+    summary = summarize(study, url, ran)
+    if study_log is not None:
+        study_log.finish(summary)
+    return summary
 
 
 def _optimize_loop(study, objective, st: StudySpec, n_trials: int | None, say) -> int:
@@ -819,30 +824,42 @@ def export_best(spec: TuneSpec, out: str | os.PathLike, *, storage: str | None =
 # --------------------------------------------------------------------------------------------
 
 
-def _tracker(spec: TuneSpec, study, url: str, evaluator: Evaluator) -> Callable[[dict], None]:
-    """Parent run of the study (created once, found again by the study's user attr or by tag);
-    returns a function that logs one nested run per finished trial."""
-    from strbench import tracking
+class _StudyLog:
+    """Parent run of the study (created once; found again through the study's user attr or the MLflow
+    study tag when workers join) and one nested run per finished trial."""
 
-    base_name = evaluator.describe.get("name") or Path(spec.base).stem
-    uri = spec.mlflow.tracking_uri or evaluator.describe.get("tracking_uri") or tracking.DEFAULT_TRACKING_URI
-    experiment = spec.mlflow.experiment or f"{base_name}-tune"
-    parent = tracking.study_parent_run(
-        uri, experiment, spec.study.name, run_id=study.user_attrs.get(PARENT_RUN_ATTR),
-        params={"base": spec.base, "profile": spec.profile or "", "objective": ",".join(spec.study.objectives),
-                "sampler": spec.study.sampler, "pruner": spec.study.pruner_name,
-                "n_trials": spec.study.n_trials, "seed": spec.study.seed},
-        tags={"strbench.storage": redact(url), "strbench.space": json.dumps(spec.search_definition()["space"])})
-    if study.user_attrs.get(PARENT_RUN_ATTR) != parent:
-        study.set_user_attr(PARENT_RUN_ATTR, parent)
+    def __init__(self, spec: TuneSpec, study, url: str, evaluator: Evaluator):
+        from strbench import tracking
 
-    def log(record: dict) -> None:
-        values = {} if record["values"] is None else dict(zip(spec.study.objectives, record["values"]))
-        tracking.log_trial_run(uri, parent, spec.study.name, record["number"], params=record["overlay"],
-                               metrics={**record["metrics"], **values}, curve=record["curve"],
-                               state=record["state"], retry_of=record["retry_of"], error=record["error"])
+        d = evaluator.describe
+        base_name = d.get("name") or Path(spec.base).stem
+        self.uri = spec.mlflow.tracking_uri or d.get("tracking_uri") or tracking.DEFAULT_URI
+        self.experiment = spec.mlflow.experiment or f"{base_name}-tune"
+        self.objectives = spec.study.objectives
+        self.runs = tracking.StudyRuns(self.uri, self.experiment, spec.study.name, d.get("artifact_location"))
+        st = spec.study
+        self.parent = self.runs.parent(
+            study.user_attrs.get(PARENT_RUN_ATTR),
+            params={"base": spec.base, "profile": spec.profile or "", "objective": ",".join(st.objectives),
+                    "sampler": st.sampler, "pruner": st.pruner_name, "n_trials": st.n_trials, "seed": st.seed,
+                    **{f"space.{k}": json.dumps(v.model_dump(exclude_none=True)) for k, v in spec.space.items()},
+                    **{f"set.{k}": v for k, v in spec.set.items()}},
+            tags={"strbench.storage": redact(url), "strbench.base": spec.base})
+        if study.user_attrs.get(PARENT_RUN_ATTR) != self.parent:
+            study.set_user_attr(PARENT_RUN_ATTR, self.parent)
 
-    return log
+    def trial(self, record: dict) -> None:
+        values = {} if record["values"] is None else dict(zip(self.objectives, record["values"]))
+        self.runs.log_trial(self.parent, record["number"], params=record["overlay"],
+                            metrics={**record["metrics"], **values}, curve=record["curve"],
+                            state=record["state"], retry_of=record["retry_of"], error=record["error"])
+
+    def finish(self, s: "StudySummary") -> None:
+        m = {"n_complete": s.n_complete, "n_pruned": s.n_pruned, "n_failed": s.n_failed}
+        if s.best_values is not None:
+            m.update({f"best_{o}": v for o, v in zip(self.objectives, s.best_values)})
+            m["best_trial"] = s.best_number
+        self.runs.finish_parent(self.parent, m)
 
 
 # --------------------------------------------------------------------------------------------

@@ -313,3 +313,42 @@ def test_journal_heartbeat_keeps_a_live_trial_and_flags_a_silent_one(tmp_path, m
     study.tell(trial, 1.0)
     clock["now"] += 100
     assert st._get_stale_trial_ids(study._study_id) == []  # finished trials are never stale
+
+
+def test_mlflow_parent_run_per_study_and_one_nested_run_per_trial(tmp_path):
+    from strbench import tracking
+    from strbench.errors import TrainingDiverged
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    data = fake_spec(str(tmp_path / "j.log"), pruner="median", n_startup_trials=1)
+    data["mlflow"] = {"tracking_uri": uri, "experiment": "tune-test"}
+    spec = tune.parse_spec(data)
+    base = fake_evaluator()
+
+    def evaluate(overlay, report):
+        if overlay["x"] < 0.2:
+            raise TrainingDiverged("loss is nan")
+        return base.evaluate(overlay, report)
+
+    study, _ = tune.open_study(spec)
+    for x in (0.7, 0.1, 0.3):  # complete, diverged (FAIL), below the median at step 0 (PRUNED)
+        study.enqueue_trial({"kind": "a", "x": x})
+    tune.run_study(spec, evaluator=tune.Evaluator(evaluate), n_trials=4, quiet=True)
+    tune.run_study(spec, evaluator=tune.Evaluator(evaluate), n_trials=2, worker=True, quiet=True)  # joins
+    study = load(spec, str(tmp_path / "j.log"))
+    assert [t.state for t in study.trials[:3]] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED]
+    parents, runs = tracking.search_study_runs(uri, "tune-test", "fake")
+    assert len(parents) == 1  # the joining process reused the parent run
+    parent = parents["run_id"][0]
+    assert study.user_attrs[tune.PARENT_RUN_ATTR] == parent
+    assert len(runs) == len(study.trials) == 6
+    assert set(runs["tags.mlflow.parentRunId"]) == {parent}
+    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+    by_number = {int(r["tags.strbench.trial_number"]): r for _, r in runs.iterrows()}
+    for t in study.trials:
+        r = by_number[t.number]
+        assert r["tags.strbench.trial_state"] == t.state.name and r["status"] == status[t.state.name]
+        assert float(r["params.x"]) == pytest.approx(t.params["x"], rel=1e-12)
+        if t.state == TrialState.COMPLETE:
+            assert r["metrics.psnr"] == pytest.approx(t.value, rel=1e-12)
+    assert parents["metrics.n_complete"][0] == sum(t.state == TrialState.COMPLETE for t in study.trials)
