@@ -54,8 +54,10 @@ class DatasetCfg(Strict):
     type: Literal["builtin", "folder", "psv", "celeba", "places2"] = "builtin"
     root: Optional[str] = None  # required for every type but builtin (checked before a run starts)
     size: int = Field(32, ge=8, le=1024)
-    resize: Literal["resize", "center_crop", "random_crop"] = "resize"  # training images
+    resize: Literal["resize", "center_crop", "random_crop"] = "resize"  # training images (test: no random crop)
     splits: SplitsCfg = SplitsCfg()
+    train_limit: Optional[int] = Field(None, ge=1)  # use the first N training images (training holds them in memory)
+    test_fraction: Optional[float] = Field(None, gt=0.0, lt=1.0)  # type folder without split folders/lists
 
 
 def _check_bin(v: list[float]) -> list[float]:
@@ -117,24 +119,25 @@ class RepaintMethod(Strict):
     jump_n_sample: int = Field(10, ge=1)
 
 
-class ResamplingCfg(Strict):
-    """Adaptive resampling (Alg. 1 in `paper` mode; the authors' code in `official` mode)."""
-
-    u_max: int = Field(25, ge=1)  # maximum resampling iterations U
-    u_min: int = Field(4, ge=0)  # official: below u_min a rejected candidate is averaged
-    jump: int = Field(2, ge=1)  # official: resample every `jump` steps
-    re: int = Field(2, ge=1)  # official: re-noising steps of the structure
-    stage_end: float = Field(0.4, ge=0.0, le=1.0)  # official: resample while t >= stage_end * T
-    accept: Literal["higher", "lower"] = "higher"  # Alg. 1 as written: accept a higher D score
-
-
 class StrDiffusionMethod(Strict):
+    """StrDiffusion sampling settings (strbench.sample.SETTINGS; None = the sampler's default for the
+    mode/ablation: the official-only keys need mode official, jump_* need ablation A)."""
+
     method: Literal["strdiffusion"]
     ablation: Literal["A", "B", "C", "D"] = "D"  # Table 2: A IR-SDE+RePaint, B no D, C no resampling, D full
-    mode: Literal["paper", "official"] = "paper"
-    resampling: ResamplingCfg = ResamplingCfg()
-    jump_length: int = Field(10, ge=1)  # ablation A only (RePaint resampling)
-    jump_n_sample: int = Field(10, ge=1)  # ablation A only
+    mode: Literal["paper", "official"] = "paper"  # Alg. 1 as written | the authors' code
+    accept: Literal["lower", "higher"] = "lower"  # Alg. 1 line 10 as written: accept when S < Delta
+    u_max: int = Field(25, ge=1)  # U of Alg. 1 (the authors' T=400 value: 6)
+    structure_repaint: Optional[bool] = None  # known structure replaced by a forward sample (official: on)
+    disc_time: Optional[Literal["t-1", "t"]] = None  # time given to D (paper t-1, official t)
+    disc_mask_texture: bool = False  # D sees y * known (authors' test script)
+    u_min: Optional[int] = Field(None, ge=1)  # official: 4
+    jump: Optional[int] = Field(None, ge=1)  # official: 2
+    re: Optional[int] = Field(None, ge=1)  # official: 2
+    stage_end: Optional[float] = Field(None, ge=0.0, le=1.0)  # official: 0.4
+    late_structure: Optional[Literal["texture_mean", "net"]] = None  # official: texture_mean
+    jump_length: Optional[int] = Field(None, ge=1)  # ablation A: 10
+    jump_n_sample: Optional[int] = Field(None, ge=1)  # ablation A: 10
 
 
 MethodCfg = Annotated[Union[IrsdeMethod, RepaintMethod, StrDiffusionMethod], Field(discriminator="method")]
