@@ -352,3 +352,56 @@ def test_mlflow_parent_run_per_study_and_one_nested_run_per_trial(tmp_path):
         if t.state == TrialState.COMPLETE:
             assert r["metrics.psnr"] == pytest.approx(t.value, rel=1e-12)
     assert parents["metrics.n_complete"][0] == sum(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+TINY_BASE = """\
+name: tune-tiny
+dataset: {type: builtin, size: 16}
+masks: {bins: [[0.1, 0.5]], per_bin: 4, train: {count: 16}}
+methods: {IR-SDE: {method: irsde}}
+schedule: {texture: {T: 4}}
+nets: {preset: tiny, unet: {nf: 8}}
+train: {steps: 3, batch: 2, checkpoint_every: 100, log_every: 100}
+sample: {batch: 2}
+metrics: {fid: false, bootstrap: 0}
+device: cpu
+"""
+
+
+@pytest.mark.slow
+def test_three_trials_on_the_tiny_profile_then_export_reproduces_the_validation_metric(tmp_path):
+    """Real runner (16 px, T = 4, 3 training steps, IR-SDE): 3 trials through `strbench tune`, 3
+    nested MLflow runs under one parent; the exported overlay gives the best trial's val PSNR again."""
+    runner = pytest.importorskip("strbench.runner")
+    if not hasattr(runner, "evaluate"):
+        pytest.skip("strbench.runner.evaluate is not there yet")
+    from strbench import cli, config, tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = tmp_path / "base.yaml"
+    base.write_text(TINY_BASE + f"cache_dir: {tmp_path / 'cache'}\ntracking: {{uri: '{uri}'}}\n")
+    cfg = tmp_path / "tune.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "base": str(base),
+        "study": {"name": "tiny", "objective": "psnr", "n_trials": 3, "sampler": "random", "seed": 0,
+                  "storage": str(tmp_path / "journal.log")},
+        "space": {"schedule.texture.kind": {"type": "categorical", "choices": ["cosine", "power"]},
+                  "schedule.texture.params.power": {"type": "float", "low": 0.5, "high": 3.0, "log": True,
+                                                    "when": {"schedule.texture.kind": "power"}},
+                  "schedule.texture.eps": {"type": "float", "low": 0.002, "high": 0.02, "log": True}},
+    }, sort_keys=False))
+    assert cli.main(["tune", str(cfg), "-q"]) == 0
+    parents, runs = tracking.search_study_runs(uri, "tune-tiny-tune", "tiny")
+    assert len(parents) == 1 and len(runs) == 3
+    assert set(runs["tags.mlflow.parentRunId"]) == {parents["run_id"][0]}
+    assert set(runs["status"]) == {"FINISHED"} and runs["metrics.psnr"].notna().all()
+
+    best_yaml = tmp_path / "best.yaml"
+    assert cli.main(["tune", str(cfg), "--export", str(best_yaml), "-q"]) == 0
+    spec = tune.load_spec(cfg)
+    study = load(spec, str(tmp_path / "journal.log"))
+    exp = config.load_experiment(base, overlay=best_yaml)
+    assert exp.schedule.texture.kind == study.best_trial.params["schedule.texture.kind"]
+    again = runner.evaluate(exp, split="val")
+    assert again["psnr"] == pytest.approx(study.best_value, abs=1e-9)
+    assert again["psnr"] == pytest.approx(runs["metrics.psnr"].max(), abs=1e-9)
