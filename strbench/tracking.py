@@ -371,10 +371,10 @@ class StudyRuns:
         self.tracker.end(run_id, TRIAL_STATUS[state], error=error)
         return run_id
 
-    def finish_parent(self, parent_id: str, metrics: Mapping[str, float]) -> None:
+    def finish_parent(self, parent_id: str, metrics: Mapping[str, float], status: str = "FINISHED") -> None:
         if metrics:
             self.tracker.log_metrics(parent_id, metrics)
-        self.tracker.end(parent_id, "FINISHED")
+        self.tracker.end(parent_id, status)
 
 
 def search_study_runs(tracking_uri: Optional[str], experiment: str, study_name: str):

@@ -45,6 +45,7 @@ SPEC_ATTR = "strbench.spec"  # study user attr: what defines the search (workers
 OVERLAY_ATTR = "strbench.overlay"  # trial user attr: the exact overlay the trial ran
 METRICS_ATTR = "strbench.metrics"  # trial user attr: all validation metrics of the trial
 PARENT_RUN_ATTR = "strbench.mlflow_parent_run"  # study user attr: MLflow parent run id
+ERROR_ATTR = "strbench.error"  # trial user attr: why an evaluated trial failed (e.g. training diverged)
 
 # objective name -> optimisation direction (metrics returned by runner.evaluate)
 OBJECTIVES: dict[str, str] = {"psnr": "maximize", "ssim": "maximize", "fid": "minimize", "kid": "minimize"}
@@ -620,11 +621,17 @@ def _check_same_search(study, spec: TuneSpec, url: str) -> None:
 
 
 def _counts(study) -> dict[str, int]:
+    """Trials per state, plus BUDGET: finished trials that count toward study.n_trials (complete,
+    pruned, and failed-while-evaluated; a stale trial failed for its dead worker is retried instead)."""
     from optuna.trial import TrialState
 
     out = {s.name: 0 for s in TrialState}
+    out["BUDGET"] = 0
     for t in study.get_trials(deepcopy=False):
         out[t.state.name] += 1
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+                t.state == TrialState.FAIL and ERROR_ATTR in t.user_attrs):
+            out["BUDGET"] += 1
     return out
 
 
@@ -633,8 +640,9 @@ def _finite_values(metrics: dict, objectives: list[str]) -> list[float]:
     for name in objectives:
         v = metrics.get(name)
         if v is None:
-            why = metrics.get(f"{name}_missing") or metrics.get("fid_missing") or "not returned"
-            raise StrbenchError(f"objective {name!r}: the evaluation gave no value ({why}); "
+            why = metrics.get(f"{name}_missing") or f"not among the returned metrics {sorted(metrics)}"
+            hint = " (FID needs metrics.fid: true in the base experiment)" if name in ("fid", "kid") else ""
+            raise StrbenchError(f"objective {name!r}: the evaluation gave no value ({why}){hint}; "
                                 f"choose another study.objective")
         v = float(v)
         if not math.isfinite(v):
@@ -673,6 +681,10 @@ def make_objective(spec: TuneSpec, evaluator: Evaluator, on_trial: Callable[[dic
             raise
         except BaseException as e:
             record.update(state="FAIL", error=f"{type(e).__name__}: {e}")
+            try:  # an evaluated failure counts toward the budget (a stale trial, retried, does not)
+                trial.set_user_attr(ERROR_ATTR, record["error"][:2000])
+            except Exception:
+                pass
             raise
         else:
             record.update(state="COMPLETE", values=values, metrics=_numeric(metrics))
@@ -725,17 +737,21 @@ def run_study(spec: TuneSpec, *, evaluator: Evaluator | None = None, storage: st
         say(f"trial {record['number']} {record['state']}{vals}{retry}")
 
     objective = make_objective(spec, evaluator, on_trial)
-    ran = _optimize_loop(study, objective, spec.study, n_trials, say)
-    summary = summarize(study, url, ran)
-    if study_log is not None:
-        study_log.finish(summary)
+    ok = False
+    try:
+        ran = _optimize_loop(study, objective, spec.study, n_trials, say)
+        ok = True
+    finally:
+        summary = summarize(study, url, ran if ok else 0)
+        if study_log is not None:
+            study_log.finish(summary, ok)
     return summary
 
 
 def _optimize_loop(study, objective, st: StudySpec, n_trials: int | None, say) -> int:
     """Trials one at a time (study.optimize does the heartbeat thread and fails stale trials first).
-    Budget mode (n_trials None): stop when the study has `st.n_trials` finished trials and nothing is
-    WAITING; while the rest is RUNNING elsewhere, wait (a dead worker's trial turns stale, is retried
+    Budget mode (n_trials None): stop when the study has `st.n_trials` finished trials (see _counts)
+    and nothing is WAITING; while the rest is RUNNING elsewhere, wait (a dead worker's trial turns stale, is retried
     here). Two workers that check the budget at the same instant may overshoot it by one trial."""
     from optuna.storages import fail_stale_trials
 
@@ -749,7 +765,7 @@ def _optimize_loop(study, objective, st: StudySpec, n_trials: int | None, say) -
         else:
             fail_stale_trials(study)
             c = _counts(study)
-            finished = c["COMPLETE"] + c["PRUNED"]
+            finished = c["BUDGET"]
             if c["WAITING"] == 0 and finished >= st.n_trials:
                 return ran
             if c["WAITING"] == 0 and finished + c["RUNNING"] >= st.n_trials:
@@ -854,12 +870,12 @@ class _StudyLog:
                             metrics={**record["metrics"], **values}, curve=record["curve"],
                             state=record["state"], retry_of=record["retry_of"], error=record["error"])
 
-    def finish(self, s: "StudySummary") -> None:
+    def finish(self, s: "StudySummary", ok: bool = True) -> None:
         m = {"n_complete": s.n_complete, "n_pruned": s.n_pruned, "n_failed": s.n_failed}
         if s.best_values is not None:
             m.update({f"best_{o}": v for o, v in zip(self.objectives, s.best_values)})
             m["best_trial"] = s.best_number
-        self.runs.finish_parent(self.parent, m)
+        self.runs.finish_parent(self.parent, m, status="FINISHED" if ok else "FAILED")
 
 
 # --------------------------------------------------------------------------------------------

@@ -209,6 +209,11 @@ def test_diverged_trial_fails_and_the_study_goes_on(tmp_path):
     study = load(spec, url)
     states = [t.state for t in study.trials]
     assert s.ran == 8 and states.count(TrialState.FAIL) == sum(t.params["x"] < 0.3 for t in study.trials)
+    assert all("TrainingDiverged" in t.user_attrs[tune.ERROR_ATTR] for t in study.trials if t.state == TrialState.FAIL)
+    # budget mode: an evaluated failure counts toward study.n_trials (no endless replacement)
+    spec2 = tune.parse_spec(fake_spec(url, name="budget", n_trials=5))
+    tune.run_study(spec2, evaluator=tune.Evaluator(evaluate), track=False, quiet=True)
+    assert len(load(spec2, url).trials) == 5
 
 
 # ------------------------------------------------------------------------------------------------
@@ -271,7 +276,8 @@ def test_killed_worker_trial_turns_stale_and_is_retried(tmp_path, kind):
     dead = running[0]
     study = load(spec, url)  # still readable; the dead trial is RUNNING until someone notices
     assert study.trials[dead.number].state == TrialState.RUNNING
-    time.sleep(GRACE + 1.5)
+    # a new worker runs a fresh trial, then (budget 2 = 1 complete + 1 running) waits until the dead
+    # trial misses its heartbeats for GRACE s, fails it, and runs the enqueued retry
     s = tune.run_study(spec, evaluator=fake_evaluator(), worker=True, track=False, quiet=True)
     study = load(spec, url)
     states = [t.state for t in study.trials]
@@ -315,11 +321,17 @@ def test_journal_heartbeat_keeps_a_live_trial_and_flags_a_silent_one(tmp_path, m
     assert st._get_stale_trial_ids(study._study_id) == []  # finished trials are never stale
 
 
-def test_mlflow_parent_run_per_study_and_one_nested_run_per_trial(tmp_path):
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    """One MLflow backend for the module's MLflow tests (creating its schema takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def test_mlflow_parent_run_per_study_and_one_nested_run_per_trial(tmp_path, mlflow_uri):
     from strbench import tracking
     from strbench.errors import TrainingDiverged
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     data = fake_spec(str(tmp_path / "j.log"), pruner="median", n_startup_trials=1)
     data["mlflow"] = {"tracking_uri": uri, "experiment": "tune-test"}
     spec = tune.parse_spec(data)
@@ -369,15 +381,16 @@ device: cpu
 
 
 @pytest.mark.slow
-def test_three_trials_on_the_tiny_profile_then_export_reproduces_the_validation_metric(tmp_path):
+def test_three_trials_on_the_tiny_profile_then_export_reproduces_the_validation_metric(tmp_path, mlflow_uri):
     """Real runner (16 px, T = 4, 3 training steps, IR-SDE): 3 trials through `strbench tune`, 3
-    nested MLflow runs under one parent; the exported overlay gives the best trial's val PSNR again."""
+    nested MLflow runs under one parent; 2 schedule kinds -> at most 2 models trained (the runner's
+    cache); the exported overlay gives the best trial's val PSNR again."""
     runner = pytest.importorskip("strbench.runner")
     if not hasattr(runner, "evaluate"):
         pytest.skip("strbench.runner.evaluate is not there yet")
     from strbench import cli, config, tracking
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     base = tmp_path / "base.yaml"
     base.write_text(TINY_BASE + f"cache_dir: {tmp_path / 'cache'}\ntracking: {{uri: '{uri}'}}\n")
     cfg = tmp_path / "tune.yaml"
@@ -385,16 +398,17 @@ def test_three_trials_on_the_tiny_profile_then_export_reproduces_the_validation_
         "base": str(base),
         "study": {"name": "tiny", "objective": "psnr", "n_trials": 3, "sampler": "random", "seed": 0,
                   "storage": str(tmp_path / "journal.log")},
-        "space": {"schedule.texture.kind": {"type": "categorical", "choices": ["cosine", "power"]},
-                  "schedule.texture.params.power": {"type": "float", "low": 0.5, "high": 3.0, "log": True,
-                                                    "when": {"schedule.texture.kind": "power"}},
-                  "schedule.texture.eps": {"type": "float", "low": 0.002, "high": 0.02, "log": True}},
+        "space": {"schedule.texture.kind": {"type": "categorical", "choices": ["cosine", "power"]}},
+        "set": {"schedule.texture.eps": 0.01},
     }, sort_keys=False))
     assert cli.main(["tune", str(cfg), "-q"]) == 0
     parents, runs = tracking.search_study_runs(uri, "tune-tiny-tune", "tiny")
     assert len(parents) == 1 and len(runs) == 3
     assert set(runs["tags.mlflow.parentRunId"]) == {parents["run_id"][0]}
     assert set(runs["status"]) == {"FINISHED"} and runs["metrics.psnr"].notna().all()
+    kinds = set(runs["params.schedule.texture.kind"])
+    models = list((tmp_path / "cache" / "models").glob("*/model.pt"))
+    assert len(models) == len(kinds) <= 2  # same schedule -> same cached model, trained once
 
     best_yaml = tmp_path / "best.yaml"
     assert cli.main(["tune", str(cfg), "--export", str(best_yaml), "-q"]) == 0
