@@ -350,7 +350,11 @@ def runner_evaluator(spec: TuneSpec) -> Evaluator:
     def load(overlay: dict):
         with tempfile.TemporaryDirectory(prefix="strbench-tune-") as d:
             path = write_overlay(overlay, Path(d) / "overlay.yaml")
-            return config.load_experiment(base, overlay=path, profile=spec.profile)
+            try:
+                return config.load_experiment(base, overlay=path, profile=spec.profile)
+            except ConfigError as e:  # name the tune config's keys, not the temporary file
+                raise ConfigError(str(e).replace(f"overlay {path}", "the tune space/set keys")
+                                  .replace(str(path), "the tune space/set keys")) from None
 
     def evaluate(overlay: dict, report: Report) -> dict:
         return runner.evaluate(load(overlay), split="val", report=report)
@@ -461,6 +465,21 @@ def redact(url: str) -> str:
     return url
 
 
+def _postgres_driver(url: str) -> str:
+    """`postgresql://` -> `postgresql+psycopg2://` when psycopg2 is what is installed (SQLAlchemy 2.1
+    picks psycopg 3 for a bare postgresql:// URL)."""
+    import importlib.util
+
+    has2, has3 = (importlib.util.find_spec(m) is not None for m in ("psycopg2", "psycopg"))
+    if url.startswith("postgresql://"):
+        if has2 and not has3:
+            return "postgresql+psycopg2://" + url[len("postgresql://"):]
+        if not (has2 or has3):
+            raise ConfigError(f"storage {redact(url)}: PostgreSQL needs psycopg2 "
+                              f"(pip install psycopg2-binary, or the dev extra)")
+    return url
+
+
 def open_storage(url: str | None, study: StudySpec):
     """Optuna storage for `url` with heartbeats and the retry-on-stale callback."""
     optuna = _optuna()
@@ -483,11 +502,7 @@ def open_storage(url: str | None, study: StudySpec):
         if db and db != ":memory:":
             Path(db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("postgresql"):
-        try:
-            import psycopg2  # noqa: F401
-        except ImportError:
-            raise ConfigError(f"storage {redact(url)}: PostgreSQL needs psycopg2 "
-                              f"(pip install psycopg2-binary, or the dev extra)") from None
+        url = _postgres_driver(url)
     try:
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=study.heartbeat_interval,

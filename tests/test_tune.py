@@ -296,6 +296,7 @@ def test_killed_worker_trial_turns_stale_and_is_retried(tmp_path, kind):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 def test_journal_heartbeat_keeps_a_live_trial_and_flags_a_silent_one(tmp_path, monkeypatch):
     spec = tune.parse_spec(fake_spec(str(tmp_path / "j.log")))
     study, _ = tune.open_study(spec)

@@ -66,7 +66,7 @@ def pg_url():
         shutil.rmtree(root, ignore_errors=True)
         pytest.fail(f"could not start a throwaway PostgreSQL: {e.stderr or e.stdout}\n{log}")
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"  # psycopg2 driver picked by tune
     finally:
         subprocess.run(_as_server_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
                        capture_output=True, timeout=60)
