@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -138,23 +139,68 @@ class MetricResult:
     reason: str | None = None
 
 
-class _UInt8Images(torch.utils.data.Dataset):
-    """In-memory uint8 (3, H, W) images, the input torch-fidelity's Inception extractor expects."""
-
-    def __init__(self, images_u8: torch.Tensor):
-        self.images = images_u8.cpu()
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i]
-
-
 def kid_subsets(n1: int, n2: int, subset_size: int = 1000, subsets: int = 100) -> tuple[int, int]:
     """KID subset size min(n, 1000); when a subset must hold every image all subsets are equal, so one is used."""
     size = min(n1, n2, subset_size)
     return size, (1 if size == min(n1, n2) else subsets)
+
+
+@functools.lru_cache(maxsize=2)
+def _extractor(path: str, sha256: str, device: str):
+    """torch-fidelity's InceptionV3 (`inception-v3-compat`) loaded from a local file, kept per process."""
+    from torch_fidelity.utils import create_feature_extractor
+
+    fe = create_feature_extractor("inception-v3-compat", ["2048"], cuda=False, feature_extractor_weights_path=path,
+                                  verbose=False)
+    return fe.to(device)
+
+
+def inception_features(images: torch.Tensor, weights: tuple[str, str], batch_size: int = 32) -> torch.Tensor:
+    """Pool3 features (N, 2048) float32 on CPU of images (N, 3, H, W) in [0, 1]; torch-fidelity takes the
+    uint8 images and resizes them to 299 itself. `weights` = (path, sha256) from `resolve_fid_weights`."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (N, 3, H, W); got {tuple(images.shape)}")
+    fe = _extractor(str(weights[0]), weights[1], str(images.device))
+    x = to_uint8(images)
+    with torch.no_grad():
+        return torch.cat([fe(x[i: i + batch_size])[0].cpu() for i in range(0, x.shape[0], batch_size)])
+
+
+def fid_from_features(f1: torch.Tensor, f2: torch.Tensor) -> float:
+    """Frechet distance ||mu1 - mu2||^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2) of two feature sets.
+
+    With fewer images than feature dimensions the covariances have rank < n and tr sqrt(S1 S2) is exactly the
+    nuclear norm of X1 X2^T / sqrt((n1 - 1)(n2 - 1)) (X centred features): an n1 x n2 SVD instead of the
+    eigenvalues of a 2048 x 2048 product (seconds on a CPU). Otherwise torch-fidelity's own formula is used.
+    """
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    n1, n2, d = f1.shape[0], f2.shape[0], f1.shape[1]
+    if min(n1, n2) > d:
+        s1, s2 = fid_features_to_statistics(f1.double()), fid_features_to_statistics(f2.double())
+        return float(fid_statistics_to_metric(s1, s2, verbose=False)["frechet_inception_distance"])
+    x1, x2 = f1.double().cpu().numpy(), f2.double().cpu().numpy()
+    mu1, mu2 = x1.mean(axis=0), x2.mean(axis=0)
+    c1, c2 = x1 - mu1, x2 - mu2
+    tr1, tr2 = (c1 ** 2).sum() / (n1 - 1), (c2 ** 2).sum() / (n2 - 1)
+    tr_covmean = np.linalg.svd(c1 @ c2.T / math.sqrt((n1 - 1) * (n2 - 1)), compute_uv=False).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + tr1 + tr2 - 2 * tr_covmean)
+
+
+FID_FORMULA = ("||mu1-mu2||^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2); tr sqrt(S1 S2) as the nuclear norm of "
+               "X1 X2^T/sqrt((n1-1)(n2-1)) when n <= 2048, else torch-fidelity's eigvals(S1 S2)")
+
+
+def kid_from_features(f1: torch.Tensor, f2: torch.Tensor, subset_size: int = 1000, subsets: int = 100,
+                      seed: int = 0) -> tuple[float, float, int, int]:
+    """KID (unbiased MMD^2, cubic polynomial kernel; torch-fidelity) -> (mean, std, subset size, subsets)."""
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    size, n_sub = kid_subsets(len(f1), len(f2), subset_size, subsets)
+    out = kid_features_to_metric(f1.double(), f2.double(), kid_subset_size=size, kid_subsets=n_sub, rng_seed=seed,
+                                 verbose=False)
+    return (float(out["kernel_inception_distance_mean"]), float(out["kernel_inception_distance_std"]), size, n_sub)
 
 
 def _inception_protocol(pred: torch.Tensor, gt: torch.Tensor, weights: str | None, sha256: str | None,
@@ -171,8 +217,10 @@ def _inception_protocol(pred: torch.Tensor, gt: torch.Tensor, weights: str | Non
 
 def inception_metrics(pred: torch.Tensor, gt: torch.Tensor, *, weights_path: str | None = None,
                       which: Sequence[str] = ("fid", "kid"), kid_subset_size: int = 1000,
-                      kid_subsets_max: int = 100, seed: int = 0) -> dict[str, MetricResult]:
-    """FID and/or KID of pred vs gt images (B, 3, H, W) in [0, 1] with one feature extraction.
+                      kid_subsets_max: int = 100, seed: int = 0, gt_features: torch.Tensor | None = None
+                      ) -> dict[str, MetricResult]:
+    """FID and/or KID of pred vs gt images (B, 3, H, W) in [0, 1], features extracted once per set
+    (`gt_features` from `inception_features(gt, weights)` skips the ground truth's extraction).
 
     Weights: see `strbench.fid_weights.resolve_fid_weights` (an explicit or env path that does not exist
     raises WeightsError; no weights at all gives value None with the reason). Runs on the inputs' device.
@@ -198,24 +246,17 @@ def inception_metrics(pred: torch.Tensor, gt: torch.Tensor, *, weights_path: str
     if min(n1, n2) < 2:
         why = f"FID/KID need at least 2 images per set (got {n1} and {n2})"
         return {m: MetricResult(None, proto, why) for m in which}
-
-    import torch_fidelity
-
-    size, subsets = kid_subsets(n1, n2, kid_subset_size, kid_subsets_max)
-    out = torch_fidelity.calculate_metrics(
-        input1=_UInt8Images(to_uint8(pred)), input2=_UInt8Images(to_uint8(gt)),
-        fid="fid" in which, kid="kid" in which, feature_extractor="inception-v3-compat",
-        feature_extractor_weights_path=str(path), cuda=pred.is_cuda, batch_size=min(64, max(n1, n2)),
-        kid_subset_size=size, kid_subsets=subsets, rng_seed=seed, cache=False, save_cpu_ram=True,
-        verbose=False)
+    f1 = inception_features(pred, (str(path), sha))
+    f2 = gt_features if gt_features is not None else inception_features(gt.to(pred.device), (str(path), sha))
+    if f2.shape != (n2, f1.shape[1]):
+        raise ValueError(f"gt_features must be ({n2}, {f1.shape[1]}); got {tuple(f2.shape)}")
     res = {}
     if "fid" in which:
-        res["fid"] = MetricResult(float(out["frechet_inception_distance"]), {**proto, "metric": "fid"})
+        res["fid"] = MetricResult(fid_from_features(f1, f2), {**proto, "metric": "fid", "formula": FID_FORMULA})
     if "kid" in which:
-        res["kid"] = MetricResult(float(out["kernel_inception_distance_mean"]),
-                                  {**proto, "metric": "kid", "kid_subset_size": size, "kid_subsets": subsets,
-                                   "kid_std": float(out["kernel_inception_distance_std"]), "kid_kernel": "poly3",
-                                   "rng_seed": seed})
+        mean, std, size, n_sub = kid_from_features(f1, f2, kid_subset_size, kid_subsets_max, seed)
+        res["kid"] = MetricResult(mean, {**proto, "metric": "kid", "kid_subset_size": size, "kid_subsets": n_sub,
+                                         "kid_std": std, "kid_kernel": "poly3", "rng_seed": seed})
     return res
 
 

@@ -124,3 +124,16 @@ def test_kid_subsets_adapt_to_small_sets():
     assert M.kid_subsets(10, 12) == (10, 1)
     assert M.kid_subsets(5000, 3000) == (1000, 100)
     assert M.kid_subsets(1000, 1000) == (1000, 1)
+
+
+@pytest.mark.parametrize("n1,n2,d", [(10, 7, 64), (3, 40, 64), (100, 90, 64)])
+def test_fid_low_rank_formula_equals_torch_fidelity(n1, n2, d):
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    g = torch.Generator().manual_seed(n1)
+    a = torch.randn(n1, d, generator=g) * 2 + 1
+    b = torch.randn(n2, d, generator=g) @ torch.randn(d, d, generator=g) * 0.3
+    ref = fid_statistics_to_metric(fid_features_to_statistics(a.double()), fid_features_to_statistics(b.double()),
+                                   verbose=False)["frechet_inception_distance"]
+    assert M.fid_from_features(a, b) == pytest.approx(ref, rel=1e-6)
+    assert M.fid_from_features(a, a) == pytest.approx(0.0, abs=1e-9)
