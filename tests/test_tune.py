@@ -100,6 +100,23 @@ def test_shipped_tune_config_validates():
     assert "schedule.texture.kind" in spec.space and spec.study.pruner_name == "median"
 
 
+def test_shipped_tune_config_fits_its_base_experiment(tmp_path, monkeypatch):
+    """Every space key (with its condition made true) and the `set` keys load on the base experiment."""
+    root = Path(__file__).parents[1]
+    spec = tune.load_spec(root / "experiments" / "tune_schedules.yaml")
+    if not (root / spec.base).is_file():
+        pytest.skip(f"base experiment {spec.base} not in this checkout")
+    from strbench import config
+
+    monkeypatch.chdir(root)  # the tune config's paths are relative to the repository root
+    ev = tune.runner_evaluator(spec)
+    for overlay in tune.probe_overlays(spec):
+        ev.check(overlay)
+    only_set = tune.write_overlay(spec.set, tmp_path / "set.yaml")
+    exp = config.load_experiment(spec.base, profile=spec.profile, overlay=only_set)
+    assert list(exp.methods) == ["StrDiffusion"]  # `set` removed the other cases
+
+
 def test_conditional_key_sampled_only_when_its_condition_holds():
     spec = tune.parse_spec({
         "base": "b.yaml", "study": {"name": "s"}, "set": {"train.steps": 2},
