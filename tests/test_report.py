@@ -1,0 +1,264 @@
+"""`strbench report`: paper reference numbers, golden Markdown/LaTeX tables from a fixed synthetic runs table,
+missing FID as n/a with its reason, best measured value in bold, loaders/CLI on a fake tracking module, Fig. 8.
+
+Regenerate the golden files (then read them by eye) with: STRBENCH_UPDATE_GOLDEN=1 pytest tests/test_report.py
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from strbench import report as R
+from strbench.errors import StrbenchError
+
+GOLDEN = Path(__file__).parent / "golden"
+URI = "http://tracking.invalid"  # never contacted: the tracking module is faked
+
+
+# ----------------------------------------------------------------------------------------------- fixtures
+def synthetic_table1_runs() -> pd.DataFrame:
+    """3 methods x 2 bins x 2 seeds; RePaint* at 30-40% has no FID (weights missing); one FAILED run."""
+    recs = []
+    for k, (case, base, nfe, sec) in enumerate((("IR-SDE", 20.0, 100, 0.52), ("RePaint*", 20.5, 1000, 5.1),
+                                                ("StrDiffusion", 21.0, 250, 1.47))):
+        for j, (lo, hi) in enumerate(((0.1, 0.2), (0.3, 0.4))):
+            for seed in (0, 1):
+                r = {"run_id": f"{case[:3].lower()}-{j}-{seed}", "status": "FINISHED", "tags.strbench.case": case,
+                     "tags.strbench.mask_bin": f"{lo * 100:g}-{hi * 100:g}%", "tags.strbench.mask_set": "irregular",
+                     "tags.strbench.dataset": "builtin", "tags.strbench.seed": str(seed),
+                     "metrics.psnr": base - 3 * j + 0.25 * seed, "metrics.ssim": 0.8 - 0.1 * j + 0.004 * seed + 0.01 * k * (1 - 2 * j),
+                     "metrics.nfe_per_image": nfe, "metrics.sec_per_image": sec, "metrics.n_images": 4,
+                     "metrics.kid": 0.05 - 0.01 * (case == "StrDiffusion")}
+                if case == "RePaint*" and j == 1:
+                    r["metrics.fid"] = np.nan
+                    r["tags.strbench.fid_missing"] = "no FID weights: set `metrics.fid_weights` (or env STRBENCH_FID_WEIGHTS)"
+                else:
+                    r["metrics.fid"] = 60.0 - 5 * (case == "StrDiffusion") + 10 * j + seed
+                recs.append(r)
+    recs.append({"run_id": "failed", "status": "FAILED", "tags.strbench.case": "IR-SDE",
+                 "tags.strbench.mask_bin": "10-20%", "metrics.psnr": 99.0})
+    return pd.DataFrame(recs)
+
+
+def synthetic_per_image(runs: pd.DataFrame) -> dict:
+    """Per-image values consistent with each run's mean (4 images), for the bootstrap intervals."""
+    out = {}
+    for _, r in runs[runs.status == "FINISHED"].iterrows():
+        off = np.array([-0.6, -0.2, 0.2, 0.6])
+        out[r.run_id] = pd.DataFrame({"image_id": range(4), "hole_ratio": 0.15, "psnr": r["metrics.psnr"] + off,
+                                      "ssim": r["metrics.ssim"] + off / 20})
+    return out
+
+
+def synthetic_table2_runs() -> pd.DataFrame:
+    recs = []
+    for k, case in enumerate("ABCD"):
+        for ms, b in (("hard", "30-50%"), ("easy", "10-20%")):
+            recs.append({"run_id": f"{case}-{ms}", "status": "FINISHED", "tags.strbench.case": case,
+                         "tags.strbench.ablation": case, "tags.strbench.mask_set": ms, "tags.strbench.mask_bin": b,
+                         "tags.strbench.dataset": "builtin", "metrics.psnr": 18 + k + 3 * (ms == "easy"),
+                         "metrics.ssim": 0.7 + 0.01 * k + 0.1 * (ms == "easy"), "metrics.fid": 80 - 4 * k,
+                         "metrics.nfe_per_image": [1000, 400, 100, 400][k], "metrics.sec_per_image": 0.1 * (k + 1),
+                         "metrics.n_images": 6, "metrics.psnr_ci_low": 17 + k, "metrics.psnr_ci_high": 19 + k,
+                         "metrics.ssim_ci_low": 0.65, "metrics.ssim_ci_high": 0.75})
+    return pd.DataFrame(recs)
+
+
+class FakeTracking:
+    """Stands in for strbench.tracking (search_cell_runs / read_csv_artifact)."""
+
+    def __init__(self, runs: dict, artifacts: dict):
+        self.runs, self.artifacts, self.searched = runs, artifacts, []
+
+    def search_cell_runs(self, tracking_uri, experiment):
+        self.searched.append(experiment)
+        return self.runs.get(experiment, pd.DataFrame())
+
+    def read_csv_artifact(self, tracking_uri, run_id, path):
+        if (run_id, path) not in self.artifacts:
+            raise FileNotFoundError(f"{run_id}/{path}")
+        return self.artifacts[(run_id, path)]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    runs = synthetic_table1_runs()
+    per = synthetic_per_image(runs)
+    f = FakeTracking({"quickstart": runs}, {(k, "per_image.csv"): v for k, v in per.items()})
+    monkeypatch.setattr(R, "_tracking", lambda: f)
+    return f
+
+
+def _golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("STRBENCH_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"golden file {path} missing: run with STRBENCH_UPDATE_GOLDEN=1 and inspect it"
+    assert text == path.read_text()
+
+
+# ----------------------------------------------------------------------------------------------- reference
+def test_paper_reference_holds_the_papers_numbers():
+    ref = R.load_reference()
+    t1, t2, t3 = ref[1], ref[2], ref[3]
+    row = {r["method"]: r for r in t1["rows"]}
+    assert row["StrDiffusion"]["psnr"][t1["columns"].index("10-20%")] == 29.45
+    assert row["StrDiffusion"]["fid"] == [8.750, 16.16, 23.72, 36.93]
+    assert row["IR-SDE"]["ssim"] == [0.961, 0.928, 0.908, 0.864] and row["IR-SDE"]["venue"] == "ICML' 23"
+    assert row["FAR"]["fid"] == [None] * 4 and row["RePaint*"]["psnr"][3] == 22.11
+    assert [r["method"] for r in t1["rows"]] == ["RFR", "PENNet", "HiFill", "FAR", "HAN", "CMT", "MEDFE", "CTSDG",
+                                                 "ZITS", "RePaint*", "IR-SDE", "StrDiffusion"]
+    case = {r["method"]: r for r in t2["rows"]}
+    assert t2["columns"] == ["hard", "easy"] and case["D"]["fid"] == [42.28, 26.74] and case["A"]["psnr"][0] == 24.65
+    cel = {r["method"]: r for r in t3["rows"]}
+    assert t3["columns"] == ["0-20%", "20-40%", "40-60%"] and cel["MAT"]["fid"][0] == 0.900
+    assert cel["StrDiffusion"]["psnr"] == [36.44, 29.31, 24.50] and len(t3["rows"]) == 8
+    for t in (t1, t2, t3):
+        for r in t["rows"]:
+            assert all(len(r[m]) == len(t["columns"]) for m in ("psnr", "ssim", "fid"))
+
+
+# ----------------------------------------------------------------------------------------------- golden
+def test_table1_golden_markdown_and_latex():
+    runs = synthetic_table1_runs()
+    rt = R.build_table(runs, 1, per_image=synthetic_per_image(runs), experiment="quickstart",
+                       notes=["No runs in `table1_places2`: showing experiment `quickstart` instead."])
+    _golden("table1.md", R.to_markdown(rt))
+    _golden("table1.tex", R.to_latex(rt))
+    _golden("table1.csv", R.to_csv(rt))
+
+
+def test_table2_golden_markdown_and_latex():
+    rt = R.build_table(synthetic_table2_runs(), 2, experiment="ablation_resampling")
+    _golden("table2.md", R.to_markdown(rt))
+    _golden("table2.tex", R.to_latex(rt))
+
+
+# ----------------------------------------------------------------------------------------------- semantics
+def test_missing_fid_is_na_with_reason_never_a_number():
+    rt = R.build_table(synthetic_table1_runs(), 1)
+    rp = next(r for r in rt.rows if r.label == "RePaint* (measured)")
+    assert rp.values[("fid", "30-40%")] is None and rp.footnotes[("fid", "30-40%")] == 1
+    assert "metrics.fid_weights" in rt.footnotes[0]
+    md = R.to_markdown(rt)
+    line = next(ln for ln in md.splitlines() if ln.startswith("| RePaint* (measured)"))
+    assert "n/a [1]" in line and "0.00" not in line
+    assert "[1] FID n/a: no FID weights" in md
+
+
+def test_measured_values_are_means_over_seeds_and_failed_runs_ignored():
+    rt = R.build_table(synthetic_table1_runs(), 1)
+    ir = next(r for r in rt.rows if r.label == "IR-SDE (measured)")
+    assert ir.values[("psnr", "10-20%")] == pytest.approx(20.125)  # FAILED run's 99.0 is not averaged in
+    assert rt.columns == ["10-20%", "30-40%"] and ir.nfe == 100
+    paper = next(r for r in rt.rows if r.label == "StrDiffusion (paper)")
+    assert paper.values[("psnr", "10-20%")] == 29.45 and paper.values[("psnr", "30-40%")] == 24.43
+
+
+def test_latex_bolds_best_measured_only():
+    tex = R.to_latex(R.build_table(synthetic_table1_runs(), 1))
+    line = next(ln for ln in tex.splitlines() if ln.startswith("StrDiffusion (measured)"))
+    assert r"\textbf{21.12}" in line and r"\textbf{55.50}" in line  # best PSNR and FID among measured rows
+    paper = next(ln for ln in tex.splitlines() if ln.startswith("StrDiffusion (paper)"))
+    assert r"\textbf" not in paper  # paper numbers are never bolded, even when better
+    assert r"\toprule" in tex and r"\cmidrule(lr){3-4}" in tex and r"10-20\%" in tex
+
+
+def test_variants_within_a_case_get_their_own_rows():
+    runs = synthetic_table1_runs()
+    runs.loc[runs["tags.strbench.case"] == "StrDiffusion", "tags.strbench.variant"] = \
+        ["gray2edge", "gray2gray"] * 2
+    labels = [r.label for r in R.build_table(runs, 1).rows if r.source == "measured"]
+    assert "StrDiffusion [gray2edge] (measured)" in labels and "StrDiffusion [gray2gray] (measured)" in labels
+
+
+# ----------------------------------------------------------------------------------------------- command
+def test_table1_falls_back_to_quickstart_and_writes_out(fake, tmp_path, capsys):
+    assert R.report_command(1, None, None, URI, "markdown", str(tmp_path)) == 0
+    printed = capsys.readouterr().out
+    assert fake.searched == ["table1_places2", "quickstart"]
+    assert "| IR-SDE (measured)" in printed and "| StrDiffusion (paper)" in printed
+    assert "showing experiment `quickstart`" in printed and "[0.0" not in printed
+    assert (tmp_path / "table1.md").read_text() == printed
+    from strbench.metrics import bootstrap_ci
+
+    pooled = pd.concat([fake.artifacts[(f"ir--0-{s}", "per_image.csv")].psnr for s in (0, 1)])
+    lo, hi = bootstrap_ci(pooled.to_numpy())  # IR-SDE 10-20%: images of both seeds pooled
+    assert f"| IR-SDE       | 10-20% |      2 |        8 |  20.12 | [{lo:.2f}, {hi:.2f}] |" in printed
+
+
+def test_csv_writes_main_and_details(fake, tmp_path, capsys):
+    R.report_command(1, None, "quickstart", URI, "csv", str(tmp_path))
+    main = pd.read_csv(tmp_path / "table1_quickstart.csv")
+    det = pd.read_csv(tmp_path / "table1_quickstart_details.csv")
+    assert "psnr 10-20%" in main.columns and set(main.source) == {"paper", "measured"}
+    assert len(det) == 6 and det.psnr_ci_low.notna().all() and det.fid.isna().sum() == 1
+
+
+def test_no_runs_says_which_command_makes_them(fake, tmp_path):
+    with pytest.raises(StrbenchError, match=r"strbench run experiments/ablation_resampling.yaml"):
+        R.report_command(2, None, None, URI, "markdown", None)
+    fake.runs.clear()
+    with pytest.raises(StrbenchError, match=r"table1_places2.*quickstart.*strbench run experiments/quickstart.yaml"):
+        R.report_command(1, None, None, URI, "markdown", None)
+
+
+def test_missing_sqlite_store_is_not_created(monkeypatch, tmp_path):
+    def boom():
+        raise AssertionError("tracking must not be touched for a missing sqlite store")
+
+    monkeypatch.setattr(R, "_tracking", boom)
+    db = tmp_path / "mlflow.db"
+    with pytest.raises(StrbenchError, match="no finished cell runs"):
+        R.report_command(3, None, None, f"sqlite:///{db}", "markdown", None)
+    assert not db.exists()
+
+
+def test_report_module_does_not_import_mlflow():
+    code = ("import sys; from strbench import report as R; import pandas as pd; "
+            "R.to_latex(R.build_table(pd.DataFrame({'run_id': ['a'], 'tags.strbench.case': ['IR-SDE'], "
+            "'tags.strbench.mask_bin': ['10-20%'], 'metrics.psnr': [20.0]}), 1)); "
+            "assert 'mlflow' not in sys.modules, 'mlflow imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------------------------- Fig. 8
+def _kl_frame() -> pd.DataFrame:
+    recs = []
+    for v_i, variant in enumerate(R.VARIANT_ORDER):
+        for seed in (0, 1):
+            for step in range(0, 20, 2):
+                for region, scale in (("masked", 1.0), ("unmasked", 0.2)):
+                    recs.append({"variant": variant, "run_id": f"{variant}-{seed}", "step": step, "t": 20 - step,
+                                 "region": region, "kl": scale * (v_i + 1) * np.exp(-step / 8) + 0.01 * seed})
+    return pd.DataFrame(recs)
+
+
+def test_figure8_has_four_variants_in_both_panels(tmp_path):
+    fig = R.figure8(_kl_frame())
+    axes = fig.get_axes()
+    assert [a.get_title() for a in axes] == ["masked region", "unmasked region"]
+    for ax in axes:
+        assert len(ax.get_lines()) >= 4
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == list(R.VARIANT_ORDER)
+    paths = R.save_figure(fig, tmp_path, "fig8_kl")
+    assert [p.suffix for p in paths] == [".png", ".pdf"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
+
+
+def test_figure8_command_reads_kl_artifacts(monkeypatch, tmp_path, capsys):
+    kl = _kl_frame()
+    runs = pd.DataFrame([{"run_id": rid, "status": "FINISHED", "tags.strbench.variant": rid.split("-")[0]}
+                         for rid in kl.run_id.unique()])
+    arts = {(rid, "kl_trajectory.csv"): g.drop(columns=["variant", "run_id"]) for rid, g in kl.groupby("run_id")}
+    monkeypatch.setattr(R, "_tracking", lambda: FakeTracking({"structure_variants": runs}, arts))
+    assert R.report_command(None, 8, None, URI, "markdown", str(tmp_path)) == 0
+    assert (tmp_path / "fig8_kl.png").stat().st_size > 10_000 and (tmp_path / "fig8_kl.pdf").exists()
+    monkeypatch.setattr(R, "_tracking", lambda: FakeTracking({"structure_variants": runs}, {}))
+    with pytest.raises(StrbenchError, match="kl_trajectory.csv"):
+        R.report_command(None, 8, None, URI, "markdown", str(tmp_path))
