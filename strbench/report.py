@@ -152,18 +152,28 @@ def _row_labels(runs: pd.DataFrame) -> pd.Series:
     return labels
 
 
+def _logged_ci(run: pd.Series, metric: str) -> tuple[float, float] | None:
+    lo, hi = _num(run.get(f"{MET}{metric}_ci_low")), _num(run.get(f"{MET}{metric}_ci_high"))
+    return None if lo is None or hi is None else (lo, hi)
+
+
 def _ci(runs: pd.DataFrame, metric: str, per_image: dict[str, pd.DataFrame], n_boot: int, seed: int
         ) -> tuple[float, float] | None:
+    """A single run's own logged interval; several runs (seeds): bootstrap over their pooled per-image values."""
     from strbench.metrics import bootstrap_ci
 
+    if len(runs) == 1 and _logged_ci(runs.iloc[0], metric) is not None:
+        return _logged_ci(runs.iloc[0], metric)
     frames = [per_image.get(r) for r in runs["run_id"]]
-    if all(f is not None and metric in f.columns for f in frames) and frames:
+    if frames and all(f is not None and metric in f.columns for f in frames):
         return bootstrap_ci(pd.concat([f[metric] for f in frames]).to_numpy(), n=n_boot, seed=seed)
-    if len(runs) == 1:
-        lo, hi = _num(_col(runs, f"{MET}{metric}_ci_low").iloc[0]), _num(_col(runs, f"{MET}{metric}_ci_high").iloc[0])
-        if lo is not None and hi is not None:
-            return (lo, hi)
     return None
+
+
+def _cell_keys(runs: pd.DataFrame, axis: str) -> pd.Series:
+    """(row label, column) of each run, as build_table groups them."""
+    col = _col(runs, TAG + axis).fillna(_col(runs, TAG + "mask_set")).fillna("all").astype(str)
+    return _row_labels(runs) + "\x00" + col
 
 
 def _mean(values: pd.Series) -> float | None:
@@ -189,7 +199,7 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
     per_image = per_image or {}
     runs = runs[_col(runs, "status").fillna("FINISHED") == "FINISHED"].copy()
     runs["_row"] = _row_labels(runs)
-    runs["_col"] = _col(runs, TAG + spec.axis).fillna(_col(runs, TAG + "mask_set")).fillna("all").astype(str)
+    runs["_col"] = _cell_keys(runs, spec.axis).str.split("\x00").str[1]
     columns = _column_order(runs["_col"].tolist(), spec.axis, ref["columns"])
 
     rows: list[Row] = []
@@ -434,6 +444,7 @@ def figure8(kl: pd.DataFrame, *, seed: int = 0):
     import seaborn as sns
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     need = {"variant", "step", "region", "kl"}
     if not need <= set(kl.columns):
@@ -450,6 +461,7 @@ def figure8(kl: pd.DataFrame, *, seed: int = 0):
             sns.lineplot(data=part, x="step", y="kl", hue="variant", hue_order=order, ax=ax,
                          errorbar=("ci", 95) if several else None, n_boot=200, seed=seed)
         ax.set_title(f"{region} region")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("reverse-process step")
         ax.set_ylabel("KL(state || ground truth)")
     fig.suptitle("Fig. 8: KL divergence to the ground truth along the reverse process")
@@ -505,11 +517,20 @@ def load_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     return runs.reset_index(drop=True)
 
 
-def load_per_image(tracking_uri: str, runs: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """per_image.csv of each run (pooled over seeds for the intervals); returns (frames by run_id, notes)."""
+def load_per_image(tracking_uri: str, runs: pd.DataFrame, axis: str = "mask_bin"
+                   ) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """per_image.csv of the runs whose interval must be computed here: runs without a logged interval and
+    runs that share a table cell with others (seeds, pooled). Returns (frames by run_id, notes)."""
     frames, failed = {}, []
+    if runs.empty:
+        return frames, []
+    runs = runs.reset_index(drop=True)
+    keys = _cell_keys(runs, axis)
+    shared = keys.map(keys.value_counts()) > 1
     tracking = _tracking()
-    for _, run in runs.iterrows():
+    for i, run in runs.iterrows():
+        if not shared[i] and _logged_ci(run, "psnr") is not None and _logged_ci(run, "ssim") is not None:
+            continue
         try:
             frames[run["run_id"]] = tracking.read_csv_artifact(tracking_uri, run["run_id"], "per_image.csv")
         except Exception:  # noqa: BLE001 - reported as a note: that cell's interval shows as missing
@@ -572,6 +593,7 @@ def report_command(table: int | None, figure: int | None, experiment: str | None
     if figure is not None:
         if figure != 8:
             raise StrbenchError(f"unknown figure {figure}; only --figure 8 exists")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         name = experiment or FIGURE8_EXPERIMENT
         fig = figure8(load_kl_trajectories(uri, name))
         for p in save_figure(fig, out or "reports", "fig8_kl"):
@@ -579,8 +601,10 @@ def report_command(table: int | None, figure: int | None, experiment: str | None
         return 0
     if table not in TABLES:
         raise StrbenchError(f"unknown table {table}; choose one of {sorted(TABLES)}")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in the report
     runs, name, notes = _runs_for_table(TABLES[table], experiment, uri)
-    per_image, more = load_per_image(uri, runs)
+    runs = runs[_col(runs, "status").fillna("FINISHED") == "FINISHED"].reset_index(drop=True)
+    per_image, more = load_per_image(uri, runs, TABLES[table].axis)
     rt = build_table(runs, table, per_image=per_image, experiment=name, notes=notes + more)
     render, ext = RENDERERS[fmt]
     text = render(rt)

@@ -262,3 +262,24 @@ def test_figure8_command_reads_kl_artifacts(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(R, "_tracking", lambda: FakeTracking({"structure_variants": runs}, {}))
     with pytest.raises(StrbenchError, match="kl_trajectory.csv"):
         R.report_command(None, 8, None, URI, "markdown", str(tmp_path))
+
+
+def test_logged_interval_is_used_and_per_image_fetched_only_when_needed(monkeypatch):
+    runs = synthetic_table2_runs()  # one run per cell, each with its logged interval
+    runs.loc[runs.run_id == "D-hard", ["metrics.psnr_ci_low", "metrics.ssim_ci_low"]] = np.nan
+    arts = {(r, "per_image.csv"): pd.DataFrame({"psnr": [10.0, 30.0, 20.0], "ssim": [0.5, 0.7, 0.6]})
+            for r in runs.run_id}
+    fake = FakeTracking({}, arts)
+    monkeypatch.setattr(R, "_tracking", lambda: fake)
+    per, notes = R.load_per_image(URI, runs, "mask_set")
+    assert list(per) == ["D-hard"] and notes == []  # the only run without a logged interval
+    det = R.build_table(runs, 2, per_image=per).details.set_index(["method", "column"])
+    assert det.loc[("A", "hard"), "psnr_ci"] == (17, 19)  # logged, not recomputed
+    lo, hi = det.loc[("D", "hard"), "psnr_ci"]
+    assert 10.0 <= lo < 20.0 < hi <= 30.0  # bootstrapped from its per-image values
+    seeds = pd.concat([runs.assign(run_id=runs.run_id + "-s1"), runs])  # two seeds per cell: pool them
+    fake.artifacts.update({(r + "-s1", "per_image.csv"): arts[(r, "per_image.csv")] for r in runs.run_id})
+    per, _ = R.load_per_image(URI, seeds, "mask_set")
+    assert len(per) == len(seeds)
+    det = R.build_table(seeds, 2, per_image=per).details.set_index(["method", "column"])
+    assert det.loc[("A", "hard"), "runs"] == 2 and det.loc[("A", "hard"), "psnr_ci"] != (17, 19)
