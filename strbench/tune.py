@@ -130,8 +130,6 @@ def _check_range(low, high, log, step) -> None:
 
 Dist = Annotated[Union[FloatDist, IntDist, CategoricalDist], Field(discriminator="type")]
 
-SAMPLERS = ("tpe", "random", "cmaes", "nsga2")
-PRUNERS = ("median", "hyperband", "none")
 
 
 class StudySpec(_Strict):

@@ -6,7 +6,6 @@ last test runs the real runner on the tiny CPU profile with MLflow.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -132,6 +131,25 @@ def test_conditional_key_sampled_only_when_its_condition_holds():
     # probes: one per key, with the key's condition made true (validates every path up front)
     probes = tune.probe_overlays(spec)
     assert probes[1] == {"train.steps": 2, "schedule.texture.kind": "power", "schedule.texture.params.power": 0.5}
+
+
+@pytest.mark.parametrize("sampler, pruner", [("tpe", "median"), ("random", "hyperband"), ("nsga2", "none"),
+                                             ("cmaes", "median")])
+def test_sampler_and_pruner_registries(tmp_path, sampler, pruner):
+    spec = tune.parse_spec(fake_spec(str(tmp_path / "j.log"), sampler=sampler, pruner=pruner))
+    try:
+        import cmaes  # noqa: F401
+    except ImportError:
+        if sampler == "cmaes":
+            with pytest.raises(ConfigError, match="cmaes needs the `cmaes` package"):
+                tune.open_study(spec)
+            return
+    study, _ = tune.open_study(spec)
+    names = {"tpe": "TPESampler", "random": "RandomSampler", "nsga2": "NSGAIISampler", "cmaes": "CmaEsSampler",
+             "median": "MedianPruner", "hyperband": "HyperbandPruner", "none": "NopPruner"}
+    assert (type(study.sampler).__name__, type(study.pruner).__name__) == (names[sampler], names[pruner])
+    s = tune.run_study(spec, evaluator=fake_evaluator(), n_trials=2, track=False, quiet=True)
+    assert s.n_complete + s.n_pruned == 2
 
 
 def test_storage_urls():
