@@ -15,6 +15,14 @@ is enqueued (``RetryHeartbeatStaleTrialCallback``, at most ``max_retry`` times).
 JournalStorage has no heartbeat of its own; :class:`HeartbeatJournalStorage` adds one (heartbeats are
 trial system attributes in the journal).
 
+Budget: without ``--n-trials`` a process runs trials until the study holds ``study.n_trials`` finished
+ones (complete, pruned, or failed while evaluating, e.g. a diverged training), waiting for trials that
+other workers are running; two workers checking at the same instant can overshoot by one trial.
+``--n-trials K`` runs exactly K trials in this process (e.g. to extend a finished study).
+
+Conditional keys: ``when: {schedule.texture.kind: power}`` samples a key only when earlier keys have
+those values (Optuna's define-by-run space); otherwise the key is left out of the overlay.
+
 MLflow: one parent run per study (tag ``strbench.role=study``), one nested run per finished trial
 (tag ``strbench.role=trial``), written through :mod:`strbench.tracking` (``StudyRuns``). A trial
 whose worker was killed gets no run; its retry does.
@@ -131,11 +139,10 @@ def _check_range(low, high, log, step) -> None:
 Dist = Annotated[Union[FloatDist, IntDist, CategoricalDist], Field(discriminator="type")]
 
 
-
 class StudySpec(_Strict):
     name: str = Field(min_length=1)
     objective: Union[str, list[str]] = "psnr"
-    n_trials: PositiveInt = 20  # study budget: finished (complete + pruned) trials over all workers
+    n_trials: PositiveInt = 20  # study budget over all workers: complete + pruned + evaluated-and-failed
     sampler: Literal["tpe", "random", "cmaes", "nsga2"] = "tpe"
     n_startup_trials: Optional[PositiveInt] = None  # tpe/cmaes random start; median pruner warm-up
     pruner: Optional[Literal["median", "hyperband", "none"]] = None  # None: median (single), none (multi)
