@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -155,6 +156,17 @@ def _extractor(path: str, sha256: str, device: str):
     return fe.to(device)
 
 
+@contextlib.contextmanager
+def _full_fp32():
+    """No TF32 in convolutions/matmuls (CUDA defaults cuDNN to TF32): GPU features match the CPU's."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
 def inception_features(images: torch.Tensor, weights: tuple[str, str], batch_size: int = 32) -> torch.Tensor:
     """Pool3 features (N, 2048) float32 on CPU of images (N, 3, H, W) in [0, 1]; torch-fidelity takes the
     uint8 images and resizes them to 299 itself. `weights` = (path, sha256) from `resolve_fid_weights`."""
@@ -162,7 +174,7 @@ def inception_features(images: torch.Tensor, weights: tuple[str, str], batch_siz
         raise ValueError(f"images must be (N, 3, H, W); got {tuple(images.shape)}")
     fe = _extractor(str(weights[0]), weights[1], str(images.device))
     x = to_uint8(images)
-    with torch.no_grad():
+    with torch.no_grad(), _full_fp32():
         return torch.cat([fe(x[i: i + batch_size])[0].cpu() for i in range(0, x.shape[0], batch_size)])
 
 
