@@ -591,9 +591,11 @@ def _check_cross(exp: Experiment, source: str) -> None:
             sde_mod.make_sde(**cfg)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{source}: schedule.{name}: {_one_line(e)}; fix schedule.{name}.params") from None
-    if exp.masks.source == "folder" and not exp.masks.path:
-        raise ConfigError(f"{source}: masks.path: required when masks.source is 'folder'; "
-                          "set it to a folder of mask PNGs")
+    from strbench.metrics import PROTOCOLS
+
+    if exp.metrics.protocol not in PROTOCOLS:
+        raise ConfigError(f"{source}: metrics.protocol: unknown protocol {exp.metrics.protocol!r}; "
+                          f"choose one of {sorted(PROTOCOLS)}")
     if exp.default_profile is not None and exp.default_profile not in exp.profiles:
         raise ConfigError(f"{source}: default_profile: no profile {exp.default_profile!r}; "
                           f"profiles are {sorted(exp.profiles) or '(none)'}")
@@ -617,6 +619,8 @@ def merge_layers(base: dict, *, source: str, profile: str | None = None, overlay
                  overrides: Iterable[str] = ()) -> tuple[dict, dict[str, str], str | None]:
     """base YAML -> profile -> overlay file -> --set overrides. Returns (merged, provenance, profile)."""
     data = copy.deepcopy(base)
+    if "methods" not in data:  # so that profiles/overrides can edit the default methods by case name
+        data["methods"] = {k: v.model_dump() for k, v in _default_methods().items()}
     provenance: dict[str, str] = {}
     profiles = data.get("profiles") or {}
     if not isinstance(profiles, dict):

@@ -324,6 +324,9 @@ def check_resources(exp: Experiment, cells: list[Cell]) -> None:
                     raise DataError(f"{src}: dataset.splits.{split}: file list {f} not found (absolute or "
                                     f"relative to dataset.root {root})")
         if mk["source"] == "folder":
+            if not mk["path"]:
+                raise ConfigError(f"{src}: masks.path: required when masks.source is 'folder'; set it to a folder "
+                                  "of mask PNGs (e.g. --set masks.path=/data/irregular_mask/test)")
             p = Path(mk["path"]).expanduser()
             if not p.is_dir():
                 raise DataError(f"{src}: masks.path: folder {p} does not exist; point it at a folder of mask "
@@ -612,8 +615,9 @@ def evaluate_cell(cell_cfg: Mapping, res: Resources, *, split: str = "test", qui
         bar.close()
     pred = torch.cat(outputs)
     df = pd.concat(rows, ignore_index=True)
-    protocol = rows[0].attrs.get("protocol", {})
+    protocol = M.protocol_record(mcfg["protocol"], size, size, n)
     df.insert(0, "image_id", image_ids)
+    df = df[["image_id", "hole_ratio", "psnr", "ssim"]]
     metrics: dict[str, float] = {"psnr": float(np.mean(df["psnr"])), "ssim": float(np.mean(df["ssim"])),
                                  "n_images": float(n), "nfe_per_image": nfe_total / n,
                                  "sec_per_image": sample_sec / n, "hole_ratio": float(np.mean(df["hole_ratio"]))}
@@ -850,19 +854,12 @@ def run_experiment(exp: Experiment, *, quiet: bool = False, dry_run: bool = Fals
     _say(quiet, f"{exp.name}: {len(mine)} cells ({summary.done_before} already finished, {len(todo)} to run) "
                 f"on {res.device}; tracking {exp.tracking.uri}, experiment {exp.experiment_name!r}")
     sweep = _progress(quiet, total=len(todo), desc="cells", unit="cell", position=0)
-    current: dict = {}
     try:
         with _sigterm_as_interrupt():
             for i, cell in enumerate(todo, 1):
-                _run_one(exp, cell, tracker, parent, res, exp_hash, summary, current, quiet, i, len(todo))
+                _run_one(exp, cell, tracker, parent, res, exp_hash, summary, quiet, i, len(todo))
                 sweep.update(1)
     except KeyboardInterrupt:
-        run_id = current.get("run_id")
-        with contextlib.suppress(Exception):
-            if run_id:
-                if current.get("buffer") is not None:
-                    current["buffer"].flush()
-                tracker.end(run_id, "KILLED", error="interrupted (SIGINT/SIGTERM); run `strbench run` again to resume")
         with contextlib.suppress(Exception):
             tracker.end(parent, "KILLED")
         sweep.close()
@@ -875,14 +872,13 @@ def run_experiment(exp: Experiment, *, quiet: bool = False, dry_run: bool = Fals
 
 
 def _run_one(exp, cell: Cell, tracker, parent: str, res: Resources, exp_hash: str, summary: RunSummary,
-             current: dict, quiet: bool, i: int, n: int) -> None:
+             quiet: bool, i: int, n: int) -> None:
     from strbench.tracking import MetricBuffer
 
     t0 = time.time()
     run_id = tracker.start_cell(parent, cell.hash, run_name=cell.label, tags=_cell_tags(cell, exp_hash),
                                 params=_cell_params(cell, exp))
     buf = MetricBuffer(tracker, run_id)
-    current.update(run_id=run_id, buffer=buf)
     bars: dict = {}
 
     def on_train(spec: ModelSpec):
@@ -918,9 +914,13 @@ def _run_one(exp, cell: Cell, tracker, parent: str, res: Resources, exp_hash: st
         summary.ran += 1
         summary.results[cell.hash] = result.metrics
         _say(quiet, cell_summary(i, n, cell, result.metrics, time.time() - t0))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: this cell's run is KILLED, the caller ends the parent
         for b in bars.values():
             b.close()
+        with contextlib.suppress(Exception):
+            buf.flush()
+        with contextlib.suppress(Exception):
+            tracker.end(run_id, "KILLED", error="interrupted (SIGINT/SIGTERM); run the same command again to resume")
         raise
     except Exception as e:  # a failing cell: FAILED with the error, the sweep goes on
         for b in bars.values():
@@ -935,8 +935,6 @@ def _run_one(exp, cell: Cell, tracker, parent: str, res: Resources, exp_hash: st
         tracker.end(run_id, "FAILED", error=msg)
         summary.failed.append((cell.label, cell.hash, msg))
         _say(quiet, f"[{i}/{n}] {cell.label}: FAILED ({msg})")
-    finally:
-        current.clear()
 
 
 # ================================================================================================

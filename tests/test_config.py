@@ -1,0 +1,219 @@
+"""Experiment schema: strict keys and types, one-line errors naming file and key path, layering of
+profiles / overlays / overrides, and the shipped experiments."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from strbench import config as C
+from strbench.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER_EXPERIMENTS = ("quickstart", "table1_places2", "ablation_resampling", "table3_celeba", "structure_variants")
+EXPERIMENTS = [ROOT / "experiments" / f"{n}.yaml" for n in RUNNER_EXPERIMENTS]
+
+
+def load(d: dict, **kw):
+    return C.load_experiment({"name": "t", **d}, **kw)
+
+
+def err(d: dict, **kw) -> str:
+    with pytest.raises(ConfigError) as e:
+        load(d, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg, "errors must be one line"
+    return msg
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+def test_unknown_key_names_path_and_suggests():
+    msg = err({"masks": {"binz": [[0.1, 0.2]]}})
+    assert "masks.binz" in msg and "did you mean 'bins'" in msg
+
+
+def test_unknown_key_inside_a_method_lists_that_methods_keys():
+    msg = err({"methods": {"R": {"method": "repaint", "jump_lenght": 3}}})
+    assert "methods.R.jump_lenght" in msg and "jump_length" in msg
+
+
+@pytest.mark.parametrize("d, path", [
+    ({"masks": {"per_bin": "8"}}, "masks.per_bin"),
+    ({"dataset": {"size": 32.5}}, "dataset.size"),
+    ({"train": {"lr": "1e-4"}}, "train.lr"),
+    ({"train": {"steps": True}}, "train.steps"),  # bools are not ints
+    ({"schedule": {"texture": {"T": [10]}}}, "schedule.texture.T"),
+    ({"metrics": {"fid": "yes"}}, "metrics.fid"),
+])
+def test_wrong_type_names_the_key(d, path):
+    assert f"{path}: expected" in err(d)
+
+
+@pytest.mark.parametrize("bins, where", [
+    ([[0.1, 0.2], [0.5, 1.2]], "masks.bins[1]"),
+    ([[-0.1, 0.2]], "masks.bins[0]"),
+    ([[0.3, 0.2]], "masks.bins[0]"),
+])
+def test_mask_bin_outside_unit_interval(bins, where):
+    msg = err({"masks": {"bins": bins}})
+    assert where in msg and "outside (0, 1)" in msg
+
+
+def test_bin_starting_at_zero_is_allowed():
+    assert load({"masks": {"bins": [[0.0, 0.2]]}}).masks.bins == [[0.0, 0.2]]
+
+
+def test_unknown_method_and_literal_choices():
+    assert "methods.S.method: unknown method 'strdiff'" in err({"methods": {"S": {"method": "strdiff"}}})
+    msg = err({"methods": {"S": {"method": "strdiffusion", "ablation": "E"}}})
+    assert "methods.S.ablation" in msg and "'D'" in msg
+
+
+def test_schedule_params_are_checked_by_the_sde_code():
+    msg = err({"schedule": {"texture": {"kind": "power", "params": {"start": 3.0}}}})
+    assert "schedule.texture" in msg and "start" in msg
+
+
+def test_structure_T_must_match():
+    assert "structure T" in err({"schedule": {"structure": {"T": 5}}})
+
+
+def test_error_names_the_yaml_file(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("name: x\ndataset: {sise: 32}\n")
+    with pytest.raises(ConfigError, match=rf"^{p}: dataset.sise: unknown key"):
+        C.load_experiment(p)
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\ndataset: {size: 32\n")
+    with pytest.raises(ConfigError, match="line"):
+        C.load_experiment(p)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="no such experiment file"):
+        C.load_experiment("does/not/exist.yaml")
+
+
+# ------------------------------------------------------------------------------------------ layers
+
+
+def test_defaults_filled_and_resolved_roundtrip():
+    e = load({})
+    r = e.resolved()
+    assert r["schedule"]["texture"]["T"] == 100 and r["tracking"]["uri"] == "sqlite:///mlflow.db"
+    assert r["cache_dir"] == ".strbench" and set(r["methods"]) == {"IR-SDE", "RePaint*", "StrDiffusion"}
+    again = C.validate_dict({k: v for k, v in r.items()})
+    assert again.resolved() == r
+
+
+def test_override_overlay_profile_order(tmp_path):
+    base = {"name": "t", "default_profile": "p",
+            "profiles": {"p": {"dataset": {"size": 16}, "schedule.texture.T": 7}}}
+    ov = tmp_path / "ov.yaml"
+    ov.write_text(yaml.safe_dump({"schedule.texture.T": 9, "train": {"lr": 0.01}}))
+    e = C.load_experiment(base)
+    assert (e.dataset.size, e.schedule.texture.T, e.profile) == (16, 7, "p")
+    e = C.load_experiment(base, overlay=ov)
+    assert (e.schedule.texture.T, e.train.lr) == (9, 0.01)
+    e = C.load_experiment(base, overlay=ov, overrides=["schedule.texture.T=11", "methods.StrDiffusion.u_max=3"])
+    assert e.schedule.texture.T == 11 and e.methods["StrDiffusion"].u_max == 3
+
+
+def test_error_says_which_layer_set_the_bad_value():
+    msg = err({"default_profile": "p", "profiles": {"p": {"dataset": {"size": "big"}}}})
+    assert "dataset.size" in msg and "profile 'p'" in msg
+    assert "--set dataset.size=x" in err({}, overrides=["dataset.size=x"])
+
+
+def test_profile_can_remove_a_method():
+    e = load({"methods": {"A": {"method": "irsde"}, "B": {"method": "repaint"}},
+              "default_profile": "p", "profiles": {"p": {"methods": {"B": None}}}})
+    assert list(e.methods) == ["A"]
+
+
+def test_unknown_profile():
+    with pytest.raises(ConfigError, match="profile 'gpu' not found"):
+        load({"profiles": {"cpu": {}}}, profile="gpu")
+
+
+def test_parse_override_values_are_yaml():
+    assert C.parse_override("a.b=3") == ("a.b", 3)
+    assert C.parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
+    assert C.parse_override("a.b=0.5") == ("a.b", 0.5)
+    assert C.parse_override("a.b=x") == ("a.b", "x")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        C.parse_override("noequals")
+
+
+def test_paths_with_list_index_and_sweep_keys():
+    d = {"masks": {"bins": [[0.1, 0.2], [0.2, 0.3]]}, "sweep": {}}
+    C.set_path(d, "masks.bins.1", [0.3, 0.4])
+    C.set_path(d, "sweep.schedule.texture.T", [5, 6])
+    assert d["masks"]["bins"][1] == [0.3, 0.4] and d["sweep"] == {"schedule.texture.T": [5, 6]}
+    assert C.get_path(d, "masks.bins.1.0") == 0.3
+    with pytest.raises(ConfigError, match="no list item"):
+        C.set_path(d, "masks.bins.5", [0.1, 0.2])
+
+
+def test_sweep_values_are_validated_with_their_path():
+    msg = err({"sweep": {"seed": [0, "a"]}})
+    assert "sweep.seed[1]" in msg
+    msg = err({"sweep": {"schedule.texture.TT": [1]}})
+    assert "schedule.texture.TT" in msg and "did you mean 'T'" in msg
+    assert "cannot be swept" in err({"sweep": {"device": ["cpu"]}})
+
+
+def test_structure_schedule_inherits_unset_fields():
+    e = load({"schedule": {"texture": {"T": 10, "lam": 0.2}, "structure": {"kind": "linear"}}})
+    s = C.sde_dict(e.resolved(), "structure")
+    assert (s["T"], s["lam"], s["kind"]) == (10, 0.2, "linear")
+    assert C.sde_dict(e.resolved(), "texture")["kind"] == "cosine"
+
+
+# ------------------------------------------------------------------------------------------ drift
+
+
+def test_train_defaults_match_train_config():
+    """The experiment schema's training defaults are the TrainConfig defaults (no silent drift)."""
+    from strbench.train import TrainConfig
+
+    ours = C.TrainCfg().model_dump()
+    theirs = dataclasses.asdict(TrainConfig())
+    for k, v in ours.items():
+        if k != "roles":
+            assert k in theirs, f"train.{k} is not a TrainConfig field"
+            assert v == theirs[k], f"train.{k}: schema default {v!r} != TrainConfig default {theirs[k]!r}"
+
+
+def test_sampler_defaults_match_sample_settings():
+    from strbench.sample import SETTINGS
+
+    for model, name in ((C.IrsdeMethod, "irsde"), (C.RepaintMethod, "repaint"),
+                        (C.StrDiffusionMethod, "strdiffusion")):
+        fields = {k: v for k, v in model(method=name).model_dump().items() if k != "method"}
+        for k, v in fields.items():
+            assert k in SETTINGS[name], f"{name}.{k} is not a sampler setting"
+            assert v == SETTINGS[name][k], f"{name}.{k}: schema default {v!r} != sampler default"
+
+
+# ------------------------------------------------------------------------------------------ shipped
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_shipped_experiments_validate_in_every_profile(path):
+    e = C.load_experiment(path, check_profiles=True)
+    assert e.profile == "cpu" and "paper" in e.profiles
+    paper = C.load_experiment(path, profile="paper")
+    assert paper.dataset.size == 256 and paper.dataset.type != "builtin"
+    assert e.dataset.type == "builtin" and e.dataset.size <= 64
+
+
+def test_expected_experiments_exist():
+    assert all(p.is_file() for p in EXPERIMENTS)

@@ -1,0 +1,301 @@
+"""Runner: expansion into frozen hashed cells, model hashes (what changes a model and what does not),
+sharding, resource checks before tracking, the model cache and resuming a half-trained model."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from strbench import config as C
+from strbench import runner
+from strbench.errors import ConfigError, DataError
+
+
+def tiny(tmp_path: Path, **extra) -> dict:
+    """A config that trains and samples in seconds: 16 px, T = 5, 2-4 training steps."""
+    d = {
+        "name": "tiny",
+        "dataset": {"type": "builtin", "size": 16, "train_limit": 32},
+        "masks": {"bins": [[0.1, 0.3], [0.3, 0.5]], "per_bin": 2, "train": {"count": 8}},
+        "schedule": {"texture": {"T": 5}},
+        "methods": {"IR-SDE": {"method": "irsde"},
+                    "RePaint*": {"method": "repaint", "jump_length": 2, "jump_n_sample": 2},
+                    "StrDiffusion": {"method": "strdiffusion", "u_max": 2}},
+        "nets": {"unet": {"nf": 8, "ch_mult": [1, 2]}, "roles": {"discriminator": {"nf": 8, "ch_mult": [1, 2]}}},
+        "train": {"steps": 4, "batch": 2, "log_every": 1, "checkpoint_every": 1},
+        "sample": {"batch": 2},
+        "metrics": {"fid": False, "kid": False, "bootstrap": 20, "grid_images": 2, "strip_frames": 3},
+        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_location": str(tmp_path / "mlartifacts")},
+        "cache_dir": str(tmp_path / "cache"),
+        "device": "cpu",
+    }
+    for k, v in extra.items():
+        C.set_path(d, k, v)
+    return d
+
+
+def cells_of(d: dict, *overrides: str):
+    return runner.expand(C.load_experiment(d, overrides=list(overrides)))
+
+
+def model_hashes(cells) -> dict:
+    return {m.role: m.hash for c in cells for m in c.models}
+
+
+# ------------------------------------------------------------------------------------------ expansion
+
+
+def test_expansion_counts_and_order(tmp_path):
+    cells = cells_of(tiny(tmp_path))
+    assert len(cells) == 3 * 2  # methods x bins
+    assert [c.axes["case"] for c in cells] == ["IR-SDE"] * 2 + ["RePaint*"] * 2 + ["StrDiffusion"] * 2
+    assert [c.axes["mask_bin"] for c in cells[:2]] == ["10-30%", "30-50%"]
+    assert [c.index for c in cells] == list(range(6))
+    assert len({c.hash for c in cells}) == 6
+
+
+def test_sweep_axes_multiply_and_irrelevant_axes_collapse(tmp_path):
+    d = tiny(tmp_path, sweep={"seed": [0, 1], "variant": ["gray2edge", "edge2edge"]})
+    cells = cells_of(d)
+    # IR-SDE and RePaint* do not depend on the structure variant: 2 seeds x 2 methods x 2 bins;
+    # StrDiffusion: 2 seeds x 2 variants x 2 bins
+    assert len(cells) == 2 * 2 * 2 + 2 * 2 * 2
+    strd = [c for c in cells if c.axes["case"] == "StrDiffusion"]
+    assert {(c.axes["seed"], c.axes["variant"]) for c in strd} == {(s, v) for s in (0, 1)
+                                                                   for v in ("gray2edge", "edge2edge")}
+    assert all(c.axes["variant"] is None for c in cells if c.axes["case"] != "StrDiffusion")
+
+
+def test_any_dotted_key_can_be_an_axis(tmp_path):
+    cells = cells_of(tiny(tmp_path, sweep={"schedule.texture.T": [5, 7]}))
+    assert len(cells) == 12
+    assert {c.axes["schedule.texture.T"] for c in cells} == {5, 7}
+    assert {c.config["schedule"]["texture"]["T"] for c in cells} == {5, 7}
+
+
+def test_named_mask_sets_are_cells(tmp_path):
+    d = tiny(tmp_path)
+    d["masks"]["sets"] = {"hard": {"bins": [[0.4, 0.6]]}, "easy": {"bins": [[0.1, 0.3]]}}
+    cells = cells_of(d)
+    assert len(cells) == 3 * 2
+    assert {(c.config["mask"]["set"], c.config["mask"]["label"]) for c in cells} == {("hard", "40-60%"),
+                                                                                  ("easy", "10-30%")}
+
+
+def test_cells_are_frozen(tmp_path):
+    c = cells_of(tiny(tmp_path))[0]
+    with pytest.raises(TypeError):
+        c.config["seed"] = 3
+    with pytest.raises(Exception):
+        c.hash = "x"
+    assert isinstance(runner.thaw(c.config), dict)
+
+
+def test_models_needed_per_method(tmp_path):
+    d = tiny(tmp_path)
+    d["methods"] = {k: {"method": "strdiffusion", "ablation": k} for k in "ABCD"}
+    cells = cells_of(d)
+    roles = {c.axes["case"]: tuple(m.role for m in c.models) for c in cells}
+    assert roles == {"A": ("irsde",), "B": ("structure", "texture"), "C": ("structure", "texture"),
+                     "D": ("structure", "texture", "discriminator")}
+    # ablation A shares the IR-SDE model of the irsde / repaint methods
+    base = model_hashes(cells_of(tiny(tmp_path)))
+    assert [m.hash for c in cells if c.axes["case"] == "A" for m in c.models][0] == base["irsde"]
+
+
+# ------------------------------------------------------------------------------------------ hashing
+
+
+def test_same_config_same_hashes(tmp_path):
+    a, b = cells_of(tiny(tmp_path)), cells_of(copy.deepcopy(tiny(tmp_path)))
+    assert [c.hash for c in a] == [c.hash for c in b]
+    assert model_hashes(a) == model_hashes(b)
+    # key order in the YAML does not matter
+    d = tiny(tmp_path)
+    rev = dict(reversed(list(d.items())))
+    assert [c.hash for c in cells_of(rev)] == [c.hash for c in a]
+
+
+@pytest.mark.parametrize("override, changed", [
+    ("train.steps=5", {"irsde", "structure", "texture", "discriminator"}),
+    ("train.lr=0.001", {"irsde", "structure", "texture", "discriminator"}),
+    ("seed=1", {"irsde", "structure", "texture", "discriminator"}),
+    ("dataset.size=32", {"irsde", "structure", "texture", "discriminator"}),
+    ("schedule.texture.T=6", {"irsde", "structure", "texture", "discriminator"}),
+    ("schedule.structure.kind=linear", {"structure", "texture", "discriminator"}),
+    ("nets.unet.nf=16", {"irsde", "structure", "texture"}),
+    ("nets.roles.discriminator.nf=16", {"discriminator"}),
+    ("train.roles.texture.steps=6", {"texture"}),
+    ("train.target=official_code", {"texture", "discriminator"}),
+    ("variant=edge2edge", {"structure", "texture", "discriminator"}),
+    ("structure.canny_sigma=2.0", {"structure", "texture", "discriminator"}),
+    ("masks.train.count=9", {"irsde", "structure", "texture", "discriminator"}),
+    ("dataset.train_limit=31", {"irsde", "structure", "texture", "discriminator"}),
+])
+def test_model_relevant_change_gives_new_model_hash(tmp_path, override, changed):
+    before = model_hashes(cells_of(tiny(tmp_path)))
+    after = model_hashes(cells_of(tiny(tmp_path), override))
+    assert {r for r in before if before[r] != after[r]} == changed
+
+
+@pytest.mark.parametrize("override", [
+    "masks.per_bin=3", "masks.bins=[[0.2, 0.4]]", "masks.seed=5", "sample.batch=1", "metrics.kid=true",
+    "methods.StrDiffusion.u_max=3", "methods.RePaint*.jump_length=3", "structure.test_canny_sigma=2.0",
+])
+def test_eval_only_change_keeps_model_hashes_but_changes_cells(tmp_path, override):
+    a, b = cells_of(tiny(tmp_path)), cells_of(tiny(tmp_path), override)
+    assert model_hashes(a) == model_hashes(b)
+    assert {c.hash for c in a} != {c.hash for c in b}
+
+
+@pytest.mark.parametrize("override", ["train.log_every=2", "train.checkpoint_every=3", "device=auto",
+                                      "tracking.uri=sqlite:///other.db", "cache_dir=elsewhere", "description=x",
+                                      "shard.count=2"])
+def test_bookkeeping_changes_nothing(tmp_path, override):
+    a, b = cells_of(tiny(tmp_path)), cells_of(tiny(tmp_path), override)
+    assert [c.hash for c in a] == [c.hash for c in b] and model_hashes(a) == model_hashes(b)
+
+
+def test_model_hash_is_the_checkpoint_config_hash(tmp_path):
+    from strbench.train import TrainConfig
+
+    for c in cells_of(tiny(tmp_path)):
+        for m in c.models:
+            assert TrainConfig.from_dict(runner.thaw(m.train)).hash(m.role) == m.hash
+
+
+def test_guidance_net_makes_texture_depend_on_the_structure_model(tmp_path):
+    cells = cells_of(tiny(tmp_path, **{"train.guidance": "net"}))
+    strd = [c for c in cells if c.axes["case"] == "StrDiffusion"][0]
+    tex = strd.model("texture")
+    assert [n.role for n in tex.needs] == ["structure"] and tex.needs[0].hash == strd.model("structure").hash
+    a = model_hashes(cells_of(tiny(tmp_path, **{"train.guidance": "net"})))
+    b = model_hashes(cells_of(tiny(tmp_path, **{"train.guidance": "net", "train.roles.structure.steps": 7})))
+    assert a["texture"] != b["texture"]  # the structure net it learned from changed
+
+
+# ------------------------------------------------------------------------------------------ sharding
+
+
+def test_shards_partition_the_cells(tmp_path):
+    d = tiny(tmp_path, sweep={"seed": [0, 1, 2]})
+    cells = cells_of(d)
+    parts = [runner.shard_cells(cells, i, 3) for i in range(3)]
+    assert sorted(c.hash for p in parts for c in p) == sorted(c.hash for c in cells)
+    for p in parts:  # whole model groups stay on one shard
+        groups = {tuple(m.hash for m in c.models) for c in p}
+        for q in parts:
+            if q is not p:
+                assert not groups & {tuple(m.hash for m in c.models) for c in q}
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+def test_invalid_sampler_combination_is_caught_at_expansion(tmp_path):
+    d = tiny(tmp_path)
+    d["methods"]["StrDiffusion"]["u_min"] = 3  # official-only setting in paper mode
+    with pytest.raises(ConfigError, match=r"methods\.StrDiffusion: .*u_min"):
+        cells_of(d)
+
+
+def test_invalid_net_override_names_model(tmp_path):
+    with pytest.raises(ConfigError, match="nets.*nope|nope.*allowed"):
+        cells_of(tiny(tmp_path, **{"nets.unet.nope": 3}))
+
+
+def test_resource_checks(tmp_path):
+    d = tiny(tmp_path, **{"dataset.type": "psv"})
+    exp = C.load_experiment(d)
+    with pytest.raises(ConfigError, match="dataset.root: required"):
+        runner.check_resources(exp, runner.expand(exp))
+    exp = C.load_experiment(tiny(tmp_path, **{"dataset.type": "psv", "dataset.root": str(tmp_path / "nope")}))
+    with pytest.raises(DataError, match="dataset.root: folder .*nope does not exist"):
+        runner.check_resources(exp, runner.expand(exp))
+    exp = C.load_experiment(tiny(tmp_path, **{"masks.source": "folder"}))
+    with pytest.raises(ConfigError, match="masks.path: required"):
+        runner.check_resources(exp, runner.expand(exp))
+
+
+def test_validate_command_prints_cell_count(tmp_path, capsys):
+    p = tmp_path / "t.yaml"
+    import yaml
+
+    p.write_text(yaml.safe_dump(tiny(tmp_path)))
+    assert runner.validate_command(str(p)) == 0
+    assert "6 cells, 4 models" in capsys.readouterr().out
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+# ------------------------------------------------------------------------------------------ cache
+
+
+def test_dry_run_lists_cells_and_models_without_side_effects(tmp_path, capsys):
+    exp = C.load_experiment(tiny(tmp_path))
+    runner.run_experiment(exp, dry_run=True)
+    out = capsys.readouterr().out
+    assert "6 cells, 4 models" in out and "Nothing was trained or logged" in out
+    assert out.count("pending") == 6 and "missing" in out
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "cache").exists()
+
+
+def _train_calls(monkeypatch):
+    import strbench.train as T
+
+    calls, real = [], T.train_model
+
+    def spy(role, cfg, *a, **kw):
+        calls.append(role)
+        return real(role, cfg, *a, **kw)
+
+    monkeypatch.setattr(T, "train_model", spy)
+    return calls
+
+
+def test_model_cache_trains_once_and_resumes_half_trained_model(tmp_path, monkeypatch):
+    d = tiny(tmp_path)
+    d["methods"] = {"IR-SDE": {"method": "irsde"}}
+    cell = cells_of(d)[0]
+    spec = cell.model("irsde")
+    res = runner.Resources(tmp_path / "cache", "cpu")
+    assert res.model_status(spec) == "missing"
+
+    steps = []
+
+    def interrupt_at_3(ev):
+        steps.append(ev["step"])
+        if ev["step"] == 3:
+            raise KeyboardInterrupt  # a Ctrl-C in the middle of training
+
+    with pytest.raises(KeyboardInterrupt):
+        res.model(spec, callback=interrupt_at_3)
+    assert res.model_status(spec) == "partial"  # checkpoint of step 3 kept, not marked complete
+
+    calls = _train_calls(monkeypatch)
+    res2 = runner.Resources(tmp_path / "cache", "cpu")
+    steps.clear()
+    res2.model(spec, callback=lambda ev: steps.append(ev["step"]))
+    assert steps == [4]  # resumed after step 3, did not start over
+    assert res2.model_status(spec) == "cached" and calls == ["irsde"]
+    info = json.loads((res2.model_dir(spec) / "complete.json").read_text())
+    assert info["hash"] == spec.hash and info["steps"] == 4
+
+    res3 = runner.Resources(tmp_path / "cache", "cpu")
+    res3.model(spec)  # loaded from the cache, not trained
+    assert calls == ["irsde"]
+
+
+def test_evaluate_for_tuning_uses_val_split_and_reports(tmp_path):
+    d = tiny(tmp_path)
+    d["methods"] = {"IR-SDE": {"method": "irsde"}}
+    d["masks"]["bins"] = [[0.1, 0.3]]
+    exp = C.load_experiment(d)
+    seen = []
+    m = runner.evaluate(exp, split="val", report=lambda step, met: seen.append((step, met)))
+    assert m["n_images"] == 2 and m["n_cells"] == 1 and 0 < m["ssim"] <= 1 and m["psnr"] > 0
+    assert [s for s, _ in seen] == [0] and "psnr" in seen[0][1]
+    t = runner.evaluate(exp, split="test")
+    assert t["psnr"] != m["psnr"]  # other images and masks
+    assert not (tmp_path / "mlflow.db").exists()
