@@ -45,7 +45,7 @@ PRESETS: dict[str, dict] = {
 
 _UNET_KEYS = ("nf", "ch_mult", "num_res_blocks", "norm", "attention", "dropout")
 _TEXTURE_KEYS = ("cond_hidden", "cond_resize")
-_DISC_KEYS = ("nf", "ch_mult")
+_DISC_KEYS = ("nf", "ch_mult", "norm")
 
 
 def _unet(channels: int) -> Callable[[dict], nn.Module]:
