@@ -13,6 +13,18 @@ from strbench import runner
 from strbench.errors import ConfigError, DataError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a shared 2-core machine OpenMP spinning makes
+    2 threads several times slower than 1: run these tests single-threaded (restored afterwards)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny(tmp_path: Path, **extra) -> dict:
     """A config that trains and samples in seconds: 16 px, T = 5, 2-4 training steps."""
     d = {
@@ -34,6 +46,24 @@ def tiny(tmp_path: Path, **extra) -> dict:
     for k, v in extra.items():
         C.set_path(d, k, v)
     return d
+
+
+_TEMPLATE: dict = {}
+
+
+def migrated_db(tmp_path: Path) -> None:
+    """Put an empty, already migrated MLflow sqlite DB at tmp_path/mlflow.db (creating one runs
+    MLflow's schema migrations, ~5 s; tests copy a template made once per session)."""
+    import shutil
+    import tempfile
+
+    if "path" not in _TEMPLATE:
+        from strbench import tracking
+
+        d = Path(tempfile.mkdtemp(prefix="strbench-mlflow-template-"))
+        tracking.Tracker(f"sqlite:///{d}/mlflow.db", "template", str(d / "art"))
+        _TEMPLATE["path"] = d / "mlflow.db"
+    shutil.copy(_TEMPLATE["path"], tmp_path / "mlflow.db")
 
 
 def cells_of(d: dict, *overrides: str):

@@ -1,0 +1,140 @@
+"""Interrupting `strbench run` (Ctrl-C, SIGTERM, SIGKILL) and starting it again: the sweep finishes
+with every cell exactly once FINISHED in MLflow, the half-trained model resumes from its checkpoint,
+and nothing is left half-written."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from strbench import cli
+from test_runner import migrated_db, one_thread, tiny  # noqa: F401 (one_thread: autouse fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small(tmp_path: Path, steps: int = 4) -> dict:
+    d = tiny(tmp_path)
+    d["methods"] = {"IR-SDE": {"method": "irsde"},
+                    "C": {"method": "strdiffusion", "ablation": "C"}}
+    d["masks"]["bins"] = [[0.1, 0.3]]
+    d["train"].update(steps=steps, checkpoint_every=2, log_every=2)
+    return d
+
+
+def write(tmp_path: Path, d: dict) -> str:
+    migrated_db(tmp_path)
+    p = tmp_path / "exp.yaml"
+    p.write_text(yaml.safe_dump(d, sort_keys=False))
+    return str(p)
+
+
+def runs(tmp_path):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    return mlflow.search_runs(experiment_names=["tiny"])
+
+
+def assert_each_cell_finished_once(tmp_path, n_cells: int):
+    df = runs(tmp_path)
+    cells = df[df["tags.strbench.role"] == "cell"]
+    fin = cells[cells["status"] == "FINISHED"]
+    assert len(fin) == n_cells and fin["tags.strbench.cell_hash"].nunique() == n_cells
+    assert not (cells["status"] == "RUNNING").any()
+    parents = df[df["tags.strbench.role"] == "experiment"]
+    assert len(parents) == 1 and parents["status"].iloc[0] == "FINISHED"
+    return cells
+
+
+def test_ctrl_c_in_training_then_resume(tmp_path, monkeypatch):
+    """In-process: a KeyboardInterrupt after the texture net's first checkpoint."""
+    import strbench.train as T
+
+    real = T.train_model
+    seen: dict = {}
+
+    def interrupted(role, cfg, *a, callback=None, **kw):
+        def cb(ev):
+            seen.setdefault(role, []).append(ev["step"])
+            if callback:
+                callback(ev)
+            if role == "texture" and ev["step"] == 2 and not seen.get("interrupted"):
+                seen["interrupted"] = True
+                raise KeyboardInterrupt
+        return real(role, cfg, *a, callback=cb, **kw)
+
+    monkeypatch.setattr(T, "train_model", interrupted)
+    path = write(tmp_path, small(tmp_path))
+    assert cli.main(["run", path, "-q"]) == 130
+    df = runs(tmp_path)
+    killed = df[(df["tags.strbench.role"] == "cell") & (df["status"] == "KILLED")]
+    assert len(killed) == 1 and killed["tags.strbench.case"].iloc[0] == "C"
+    assert "interrupted" in killed["tags.strbench.error"].iloc[0]
+    assert df[df["tags.strbench.role"] == "experiment"]["status"].iloc[0] == "KILLED"
+    seen.clear()
+    seen["interrupted"] = True
+    assert cli.main(["run", path, "-q"]) == 0
+    assert seen["texture"] == [4]  # resumed from the step-2 checkpoint, not from scratch
+    assert "irsde" not in seen  # the finished IR-SDE cell was skipped
+    assert_each_cell_finished_once(tmp_path, 2)
+
+
+def _start(path: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "strbench.cli", "run", path, "-q"], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, cache: Path, timeout: float = 90.0) -> Path:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        found = list(cache.glob("models/*/model.pt"))
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before training: {proc.communicate()}")
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.parametrize("sig, rc, status", [(signal.SIGINT, 130, "KILLED"), (signal.SIGKILL, -9, "RUNNING")])
+def test_signal_mid_training_then_rerun(tmp_path, sig, rc, status):
+    d = small(tmp_path, steps=150)
+    d["methods"] = {"IR-SDE": {"method": "irsde"}}
+    path = write(tmp_path, d)
+    proc = _start(path, tmp_path)
+    _wait_for_checkpoint(proc, tmp_path / "cache")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == rc, err
+    df = runs(tmp_path)
+    cell = df[df["tags.strbench.role"] == "cell"]
+    assert list(cell["status"]) == [status]
+    model_dir = next((tmp_path / "cache" / "models").iterdir())
+    assert (model_dir / "model.pt").is_file() and not (model_dir / "complete.json").exists()
+    assert not list(model_dir.glob("*.tmp*")) or sig == signal.SIGKILL
+    # start again: finishes, the stale run (SIGKILL) is marked FAILED, the checkpoint is not corrupt
+    proc = _start(path, tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    cells = assert_each_cell_finished_once(tmp_path, 1)
+    assert len(cells) == 2
+    old = cells[cells["status"] != "FINISHED"]
+    assert list(old["status"]) == (["FAILED"] if sig == signal.SIGKILL else ["KILLED"])
+    assert (model_dir / "complete.json").is_file()
+    from mlflow.tracking import MlflowClient
+
+    fin = cells[cells["status"] == "FINISHED"]["run_id"].iloc[0]
+    hist = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(fin, "train/irsde_loss")
+    assert hist and min(m.step for m in hist) > 2  # the re-run resumed from a checkpoint, not from step 0
+    from strbench.train import load_model
+
+    load_model(model_dir / "model.pt", expected_hash=model_dir.name)

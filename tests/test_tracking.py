@@ -1,0 +1,138 @@
+"""MLflow layer: parent reuse, cell runs, stale RUNNING runs, readers for reports, study/trial runs."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from strbench import tracking
+from test_runner import migrated_db
+
+
+@pytest.fixture
+def uri(tmp_path):
+    migrated_db(tmp_path)  # an empty DB with MLflow's schema (migrations cost seconds)
+    return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def tracker(uri, tmp_path, name="exp"):
+    return tracking.Tracker(uri, name, str(tmp_path / "art"))
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_flatten_and_keys():
+    flat = tracking.flatten({"a": {"b": 1, "c": [1, 2]}, "m": {"RePaint*": {"x": "y" * 600}}, "e": {}})
+    assert flat["a.b"] == "1" and flat["a.c"] == "[1, 2]" and flat["e"] == "{}"
+    assert flat["m.RePaint_.x"].endswith("...") and len(flat["m.RePaint_.x"]) == tracking.PARAM_MAX
+
+
+def test_tracking_exists_does_not_create(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert not tracking.tracking_exists(uri)
+    assert tracking.search_cell_runs(uri, "exp").empty
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_experiment_artifacts_go_to_the_given_folder(tmp_path, uri):
+    t = tracker(uri, tmp_path)
+    exp = t.client.get_experiment(t.experiment_id)
+    assert exp.artifact_location.startswith("file://") and exp.artifact_location.endswith("/art")
+    assert tracking.Tracker(uri, "exp").experiment_id == t.experiment_id  # found again by name
+
+
+def test_parent_run_is_reused_for_the_same_experiment_hash(tmp_path, uri):
+    t = tracker(uri, tmp_path)
+    a = t.parent_run("h1", run_name="p", tags={}, params={"x": 1}, cell_hashes=["c" * 64])
+    t.end(a, "FINISHED")
+    b = t.parent_run("h1", run_name="p", tags={}, params={"x": 1}, cell_hashes=["c" * 64])
+    c = t.parent_run("h2", run_name="p", tags={}, params={"x": 2}, cell_hashes=["d" * 64])
+    assert a == b != c
+    assert t.client.get_run(a).info.status == "RUNNING"  # running again
+
+
+def test_finished_cells_and_stale_runs(tmp_path, uri):
+    t = tracker(uri, tmp_path)
+    parent = t.parent_run("h", run_name="p", tags={}, params={}, cell_hashes=["a", "b", "c"])
+    done = t.start_cell(parent, "a", run_name="a", tags={}, params={})
+    t.end(done, "FINISHED")
+    failed = t.start_cell(parent, "b", run_name="b", tags={}, params={})
+    t.end(failed, "FAILED", error="boom\nline two")
+    assert t.client.get_run(failed).data.tags[tracking.ERROR_TAG] == "boom line two"
+    # a run left RUNNING by a process that died (SIGKILL), and one of a live process on this host
+    stale = t.start_cell(parent, "b", run_name="b", tags={}, params={})
+    t.set_tags(stale, {tracking.PID_TAG: str(dead_pid())})
+    live = t.start_cell(parent, "c", run_name="c", tags={}, params={})
+    t.set_tags(live, {tracking.PID_TAG: "1"})
+    assert t.finished_cells() == {"a": done}
+    marked, elsewhere = t.fail_stale_runs(["a", "b", "c"])
+    assert marked == ["b"] and elsewhere == ["c"]
+    assert t.client.get_run(stale).info.status == "FAILED"
+    assert "stale" in t.client.get_run(stale).data.tags[tracking.ERROR_TAG]
+    assert t.client.get_run(live).info.status == "RUNNING"
+    other = t.start_cell(parent, "c", run_name="c", tags={tracking.HOST_TAG: "elsewhere"}, params={})
+    t.set_tags(other, {tracking.HOST_TAG: "another-host"})
+    assert t.fail_stale_runs(["c"])[0] == []  # another host's runs are never touched
+
+
+def test_search_cell_runs_latest_parent_and_csv(tmp_path, uri):
+    t = tracker(uri, tmp_path)
+    p1 = t.parent_run("h1", run_name="p1", tags={}, params={}, cell_hashes=["a" * 64, "b" * 64])
+    for h in ("a" * 64, "b" * 64):
+        r = t.start_cell(p1, h, run_name=h[:3], tags={"strbench.case": h[0]}, params={})
+        t.log_metrics(r, {"psnr": 20.0})
+        d = tmp_path / f"art_{h[0]}"
+        d.mkdir()
+        pd.DataFrame({"image_id": [0, 1], "psnr": [19.0, 21.0]}).to_csv(d / "per_image.csv", index=False)
+        t.log_artifacts(r, d)
+        t.end(r, "FINISHED")
+    t.end(p1, "FINISHED")
+    # the experiment is changed: its new parent keeps cell a and adds c
+    p2 = t.parent_run("h2", run_name="p2", tags={}, params={}, cell_hashes=["a" * 64, "c" * 64])
+    r = t.start_cell(p2, "c" * 64, run_name="c", tags={"strbench.case": "c"}, params={})
+    t.end(r, "FINISHED")
+    latest = tracking.search_cell_runs(uri, "exp")
+    assert sorted(latest["tags.strbench.case"]) == ["a", "c"]
+    assert len(tracking.search_cell_runs(uri, "exp", latest_only=False)) == 3
+    row = latest[latest["tags.strbench.case"] == "a"].iloc[0]
+    assert row["metrics.psnr"] == 20.0 and row["status"] == "FINISHED"
+    df = tracking.read_csv_artifact(uri, row["run_id"], "per_image.csv")
+    assert list(df["psnr"]) == [19.0, 21.0]
+    assert tracking.search_cell_runs(uri, "no-such-experiment").empty
+
+
+def test_metric_buffer_logs_in_batches(tmp_path, uri):
+    t = tracker(uri, tmp_path)
+    r = t.start_cell(t.parent_run("h", run_name="p", tags={}, params={}, cell_hashes=[]), "x",
+                     run_name="x", tags={}, params={})
+    buf = tracking.MetricBuffer(t, r, every=10)
+    for step in range(1, 26):
+        buf.add("train/irsde_loss", 1.0 / step, step)
+    assert len(buf.rows) == 5  # two batches of 10 were sent
+    buf.flush()
+    hist = t.client.get_metric_history(r, "train/irsde_loss")
+    assert sorted(m.step for m in hist) == list(range(1, 26))
+
+
+def test_study_and_trial_runs(tmp_path, uri):
+    parent = tracking.study_parent_run(uri, "exp-tune", "s1", params={"n_trials": 3}, tags={"strbench.storage": "x"})
+    assert tracking.study_parent_run(uri, "exp-tune", "s1") == parent
+    assert tracking.study_parent_run(uri, "exp-tune", "s1", run_id=parent) == parent
+    rid = tracking.log_trial_run(uri, parent, "s1", 0, params={"schedule.texture.kind": "power"},
+                                 metrics={"psnr": 21.5}, curve=[(0, {"psnr": 20.0}), (1, {"psnr": 21.0})],
+                                 state="COMPLETE")
+    pr = tracking.log_trial_run(uri, parent, "s1", 1, params={}, metrics={}, curve=[], state="PRUNED")
+    t = tracking.Tracker.of_run(uri, parent)
+    run = t.client.get_run(rid)
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.params["schedule.texture.kind"] == "power" and run.data.metrics["psnr"] == 21.5
+    assert [m.value for m in sorted(t.client.get_metric_history(rid, "curve/psnr"), key=lambda m: m.step)] == [20.0, 21.0]
+    assert t.client.get_run(pr).info.status == "KILLED"
