@@ -411,9 +411,10 @@ class Resources:
                                                             per_bin=n, seed=seed, families=mask["families"])
             sel = self._masks[key].select(lo, hi)
         else:
-            key = json.dumps([mask["path"], size, mask["polarity"]])
-            if key not in self._masks:
-                self._masks[key] = masks_mod.load_mask_folder(mask["path"], size, mask["polarity"])
+            key = json.dumps([mask["path"], size, mask["polarity"], lo, hi, 2 * n])
+            if key not in self._masks:  # test: the first n masks of the bin; val: the next n
+                self._masks[key] = masks_mod.load_mask_folder(mask["path"], size, mask["polarity"],
+                                                              bins=[(lo, hi)], per_bin=2 * n)
             full = self._masks[key].select(lo, hi)
             if len(full) == 0:
                 raise DataError(f"masks.path: no mask in {mask['path']} has a hole ratio in {mask['label']} "

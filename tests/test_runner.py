@@ -329,3 +329,30 @@ def test_evaluate_for_tuning_uses_val_split_and_reports(tmp_path):
     t = runner.evaluate(exp, split="test")
     assert t["psnr"] != m["psnr"]  # other images and masks
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_folder_masks_and_folder_dataset(tmp_path):
+    """A user's mask folder (test: first per_bin masks of a bin, val: the next ones) and image folder."""
+    import numpy as np
+    from PIL import Image
+
+    from strbench.masks import build_mask_set
+
+    build_mask_set(tmp_path / "masks", 16, bins=[(0.1, 0.3), (0.3, 0.5)], per_bin=4, seed=3)
+    for split in ("train", "test"):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        for i in range(3):
+            arr = (np.random.default_rng(i).random((20, 24, 3)) * 255).astype(np.uint8)
+            Image.fromarray(arr).save(tmp_path / "data" / split / f"{i}.png")
+    d = tiny(tmp_path, **{"masks.source": "folder", "masks.path": str(tmp_path / "masks"),
+                          "dataset.type": "folder", "dataset.root": str(tmp_path / "data")})
+    exp = C.load_experiment(d)
+    cells = runner.expand(exp)
+    runner.check_resources(exp, cells)
+    res = runner.Resources(tmp_path / "cache", "cpu")
+    mk = cells[0].config["mask"]
+    test, val = res.eval_masks(mk, 16, "test"), res.eval_masks(mk, 16, "val")
+    assert len(test) == len(val) == 2 and test.hash != val.hash
+    assert ((test.ratios > 0.1) & (test.ratios <= 0.3)).all()
+    ds = res.dataset(cells[0].config["dataset"], "test")
+    assert len(ds) == 3 and tuple(ds[0].shape) == (3, 16, 16)
