@@ -518,7 +518,8 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
         self.opt.step()
         if self.ema is not None:
-            torch._foreach_lerp_(self.ema_params, self.params, 1.0 - self.cfg.ema)
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema_params, self.params, 1.0 - self.cfg.ema)
         self.step_count += 1
         return loss.detach()
 

@@ -165,6 +165,7 @@ def test_config_strict_and_hash():
 def _run(tmp_path, cfg, role="texture", stop_at=None, **kw):
     imgs, masks = _data()
     losses = []
+    nets = []
 
     class Stop(Exception):
         pass
@@ -176,9 +177,12 @@ def _run(tmp_path, cfg, role="texture", stop_at=None, **kw):
                 raise Stop
 
     try:
-        train_model(role, cfg, imgs, masks, ckpt_path=tmp_path / "m.pt", callback=cb, device="cpu", **kw)
+        nets.append(train_model(role, cfg, imgs, masks, ckpt_path=tmp_path / "m.pt", callback=cb, device="cpu",
+                                **kw))
     except Stop:
         pass
+    for net in nets:  # the returned (EMA) model is a plain inference module
+        assert all(p.is_leaf and p.grad_fn is None for p in net.parameters())
     return losses
 
 
@@ -272,3 +276,16 @@ def test_bad_data_is_refused():
         Trainer("irsde", TrainConfig(), imgs, masks[:, :, :16, :16], device="cpu")
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         Trainer("irsde", TrainConfig(), imgs * 2, masks, device="cpu")
+
+
+def test_bench_train_runs_and_reports(capsys):
+    from strbench.bench import BENCHES, bench_command, bench_train
+
+    res = bench_train(device="cpu", size=16, batch=2, repeats=1, block=1, roles=("irsde", "discriminator"))
+    assert [r["role"] for r in res["overhead"]] == ["irsde", "discriminator"]
+    assert all(r["full_ms"] > 0 and r["bare_ms"] > 0 and r["ratio"] > 0 for r in res["overhead"])
+    assert [p["preset"] for p in res["params"]] == ["tiny", "small", "paper"]
+    assert "ratio" in capsys.readouterr().out
+    assert "train" in BENCHES
+    with pytest.raises(ConfigError, match="no benchmark named"):
+        bench_command("nope")

@@ -1,0 +1,145 @@
+"""Overhead benchmarks behind ``strbench bench``: a registry of named benchmarks.
+
+``train``: per role, the time of one full training step (``Trainer.step``: lr, batch/mask/level/noise
+sampling, structure guidance, target computation, forward, backward, grad clipping, Adam, EMA, loss
+bookkeeping) against the bare forward + backward + Adam step of the same network on fixed tensors;
+the ratio is the training loop's own overhead (aim <= 1.15). Also the parameter count of every
+preset and role. Everything is one library call (``bench_train``) that returns the rows it prints.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, Optional
+
+import torch
+
+from strbench.errors import ConfigError
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _per_step(fn: Callable[[], object], dev: torch.device, k: int) -> float:
+    """Wall seconds per call of fn over a block of k calls (synchronised at the block ends)."""
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(k):
+        fn()
+    _sync(dev)
+    return (time.perf_counter() - t0) / k
+
+
+def _synthetic(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smooth random images (upsampled noise) and random box masks; no files, no downloads."""
+    g = torch.Generator().manual_seed(seed)
+    low = max(size // 4, 2)
+    imgs = torch.nn.functional.interpolate(torch.rand(n, 3, low, low, generator=g), size=size, mode="bilinear",
+                                           align_corners=False).clamp(0, 1)
+    masks = torch.ones(n, 1, size, size)
+    for i in range(n):
+        h, w = (int(v) for v in torch.randint(size // 4, size // 2 + 1, (2,), generator=g))
+        y, x = (int(v) for v in torch.randint(0, size - max(h, w) + 1, (2,), generator=g))
+        masks[i, :, y:y + h, x:x + w] = 0
+    return imgs, masks
+
+
+def _bare_step(tr) -> Callable[[], None]:
+    """Forward + L1 + backward + Adam on one fixed batch of the trainer's own tensors (no sampling)."""
+    out: dict = {}
+    g = torch.Generator(device=tr.device)
+    g.manual_seed(1)
+    with torch.no_grad():
+        tr.objective(tr, tr.net, g, out)
+    net, opt = tr.net, tr.opt
+    if tr.role == "discriminator":
+        real, fake, x = out["real"], out["fake"], out["cond"]
+        t = torch.randint(0, tr.T, (real.shape[0],), generator=g, device=tr.device)
+
+        def loss_fn():
+            return net(real, x, t).mean() - net(fake, x, t).mean() + net(real, x, t).mean()
+    else:
+        x_t, target = out["x_t"], out["target"]
+        mu = torch.zeros_like(x_t)
+        cond = out.get("cond") if tr.role == "texture" else None
+        t = torch.randint(1, tr.T + 1, (x_t.shape[0],), generator=g, device=tr.device)
+
+        def loss_fn():
+            eps = net(x_t, mu, t) if cond is None else net(x_t, mu, t, cond=cond)
+            return (eps.float() - target).abs().mean()
+
+    def step():
+        with tr.autocast():
+            loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def bench_train(device: str = "auto", size: Optional[int] = None, batch: Optional[int] = None,
+                preset: str = "tiny", repeats: Optional[int] = None, roles=("irsde", "structure", "texture",
+                                                                           "discriminator"),
+                block: int = 10, amp: bool = False, quiet: bool = False) -> dict:
+    """Full training step vs bare forward+backward+step per role, and parameter counts per preset."""
+    from strbench.nets import PRESETS, ROLES, build_net, count_params
+    from strbench.train import TrainConfig, Trainer, resolve_device
+
+    if preset not in PRESETS:
+        raise ConfigError(f"bench --preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    dev = resolve_device(device)
+    size = size or PRESETS[preset]["size"]
+    batch = batch or 8
+    repeats = repeats or 7
+    imgs, masks = _synthetic(max(2 * batch, 16), size)
+    rows = []
+    for role in roles:
+        cfg = TrainConfig(preset=preset, batch=batch, steps=10 ** 9, lr=1e-4, amp=amp)
+        tr = Trainer(role, cfg, imgs, masks, device=dev)
+        bare = _bare_step(tr)
+        for _ in range(2):  # warm-up (allocator, cudnn autotune)
+            tr.step()
+            bare()
+        full_t, bare_t = [], []
+        for _ in range(repeats):  # interleaved blocks: drift and contention hit both alike
+            full_t.append(_per_step(tr.step, dev, block))
+            bare_t.append(_per_step(bare, dev, block))
+        f, b = statistics.median(full_t), statistics.median(bare_t)
+        rows.append({"role": role, "params": count_params(tr.net), "full_ms": 1e3 * f, "bare_ms": 1e3 * b,
+                     "ratio": f / b})
+    params = [{"preset": p, **{r: count_params(build_net(r, p)) for r in ROLES}} for p in PRESETS]
+    if not quiet:
+        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+        print(f"training-step overhead: preset {preset}, {size} px, batch {batch}, device {name}, amp {amp}, "
+              f"median of {repeats} blocks x {block} steps (aim: ratio <= 1.15)")
+        print(f"{'role':<14}{'params':>11}{'full step ms':>14}{'bare step ms':>14}{'ratio':>8}")
+        for r in rows:
+            print(f"{r['role']:<14}{r['params']:>11,}{r['full_ms']:>14.2f}{r['bare_ms']:>14.2f}{r['ratio']:>8.3f}")
+        print("\nparameters per preset")
+        print(f"{'preset':<8}" + "".join(f"{r:>15}" for r in ROLES))
+        for p in params:
+            print(f"{p['preset']:<8}" + "".join(f"{p[r]:>15,}" for r in ROLES))
+    return {"overhead": rows, "params": params}
+
+
+# name -> fn(device, size, batch, preset, repeats); the samplers register "sample" here
+BENCHES: dict[str, Callable[..., object]] = {
+    "train": bench_train,
+}
+
+
+def bench_command(what: str, device: str = "auto", size: Optional[int] = None, batch: Optional[int] = None,
+                  preset: str = "tiny", repeats: Optional[int] = None) -> int:
+    """``strbench bench <what>``: run one registered benchmark, or all of them."""
+    names = list(BENCHES) if what == "all" else [what]
+    for name in names:
+        if name not in BENCHES:
+            raise ConfigError(f"bench: no benchmark named {name!r}; available: {sorted(BENCHES)} or all")
+    for i, name in enumerate(names):
+        if i:
+            print()
+        BENCHES[name](device=device, size=size, batch=batch, preset=preset, repeats=repeats)
+    return 0
