@@ -16,6 +16,15 @@ from strbench.train import TrainConfig, Trainer, train_model, load_model
 SIZE = 32
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny nets gain nothing from 2 threads on a shared 2-core box; spinning threads only slow others."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _data(n=4, seed=0):
     """Smooth random RGB images (upsampled 8x8 noise) and two box masks (known = 1, holes = 0)."""
     g = torch.Generator().manual_seed(seed)
