@@ -81,7 +81,7 @@ def repaint_loop(net: Callable, sde: SDE, image: Tensor, known: Tensor, *, gener
     st = Stepper(sde)
     levels = jump_schedule(st.T, jump_length, jump_n_sample)
     mu = masked_mean(image, known)
-    hole = 1.0 - known
+    is_known = known > 0.5
     y = mu + st.lam * randn_like(mu, generator)  # y_T
     ts = time_table(st.T, y.shape[0], y.device)
     counter = {} if counter is None else counter
@@ -89,7 +89,7 @@ def repaint_loop(net: Callable, sde: SDE, image: Tensor, known: Tensor, *, gener
     for a, b in zip(levels[:-1], levels[1:]):
         if b < a:  # reverse step a -> a-1
             gt_a = st.q(image, mu, a, randn_like(image, generator))
-            y = gt_a * known + y * hole
+            y = torch.where(is_known, gt_a, y)  # known region <- forward sample of the ground truth
             eps = net(y, mu, ts[a])
             counter["irsde"] += 1
             y = st.reverse(y, mu, eps, a, randn_like(y, generator))

@@ -86,9 +86,14 @@ class _StandinD(torch.nn.Module):
 
 
 def bench_sample(device: str = "auto", size: int | None = None, batch: int | None = None,
-                 preset: str = "tiny", repeats: int | None = None, T: int = 20) -> list[dict]:
-    """Print and return one row per sampler: wall s, nfe by net, expected s, overhead ratio."""
+                 preset: str = "tiny", repeats: int | None = None, T: int = 20,
+                 threads: int | None = None) -> list[dict]:
+    """Print and return one row per sampler: wall s, nfe by net, expected s, overhead ratio.
+
+    `threads` sets torch's CPU threads (on a shared, oversubscribed CPU 1 thread gives steadier timings)."""
     dev = _device(device)
+    if threads:
+        torch.set_num_threads(threads)
     size = size or 64
     batch = batch or 4
     repeats = repeats or 3
@@ -143,7 +148,8 @@ def bench_sample(device: str = "auto", size: int | None = None, batch: int | Non
                      "wall_s": statistics.median(walls), "expected_s": statistics.median(expects),
                      "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
                      "bare_ms": {k: v * 1e3 for k, v in bare.items()}})
-    print(f"sampler overhead: device={dev} nets={kind} size={size} batch={batch} T={T} repeats={repeats}")
+    print(f"sampler overhead: device={dev} nets={kind} size={size} batch={batch} T={T} repeats={repeats} "
+          f"cpu threads={torch.get_num_threads()}")
     print(f"{'sampler':24s} {'nfe':>5s} {'wall s':>7s} {'expect s':>8s} {'ratio':>6s} {'(min-max)':>13s}  nfe by net")
     for r in rows:
         print(f"{r['sampler']:24s} {r['nfe']:5d} {r['wall_s']:7.3f} {r['expected_s']:8.3f} {r['ratio']:6.3f} "
@@ -161,8 +167,9 @@ def main(argv=None) -> None:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--T", type=int, default=20)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     a = p.parse_args(argv)
-    bench_sample(a.device, a.size, a.batch, a.preset, a.repeats, T=a.T)
+    bench_sample(a.device, a.size, a.batch, a.preset, a.repeats, T=a.T, threads=a.threads)
 
 
 if __name__ == "__main__":

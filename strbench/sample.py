@@ -254,7 +254,7 @@ class _StrDiffusion:
     def __init__(self, models: Models, image: Tensor, known: Tensor, sdes: SDEPair, generator, callback,
                  counter: dict, s: dict, x0: Tensor, mu_x: Tensor):
         self.m, self.g, self.cb, self.counter, self.s = models, generator, callback, counter, s
-        self.known, self.hole = known, 1.0 - known
+        self.known, self.is_known = known, known > 0.5
         self.sy, self.sx = Stepper(sdes.texture), Stepper(sdes.structure)
         self.T = self.sy.T
         self.mu_y = masked_mean(image, known)
@@ -281,7 +281,7 @@ class _StrDiffusion:
         """x_t -> x_{t-1} with the structure net (Alg. 1 line 2); known region first replaced by a
         forward sample of the true structure at level t when structure_repaint is on (authors' code)."""
         if self.repaint_x:
-            x = self.sx.q(self.x0, self.mu_x, t, self.noise(x)) * self.known + x * self.hole
+            x = torch.where(self.is_known, self.sx.q(self.x0, self.mu_x, t, self.noise(x)), x)
         eps = self.m.structure(x, self.mu_x, self.ts[t])
         self.counter["structure"] += 1
         return self.sx.reverse(x, self.mu_x, eps, t, self.noise(x))
