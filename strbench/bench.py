@@ -125,9 +125,93 @@ def bench_train(device: str = "auto", size: Optional[int] = None, batch: Optiona
     return {"overhead": rows, "params": params}
 
 
+def bench_sample(device: str = "auto", size: Optional[int] = None, batch: Optional[int] = None,
+                 preset: str = "tiny", repeats: Optional[int] = None, T: int = 20, threads: Optional[int] = None,
+                 quiet: bool = False) -> list[dict]:
+    """Sampler overhead: wall time / sum over networks of (calls x bare forward time), same batch size.
+
+    For IR-SDE, RePaint*, StrDiffusion C and D (paper and official modes) with real nets of `preset`, the
+    calls come from ``SampleResult.info["nfe_by_net"]``; each repeat times the bare forwards right before
+    the sampler and the ratio is taken per repeat (median reported), so load changes on a shared machine
+    hit both alike. `threads` sets torch's CPU threads (1 gives steadier timings on an oversubscribed CPU).
+    Aim: ratio <= 1.10.
+    """
+    from strbench.nets import PRESETS, build_net
+    from strbench.sample import Models, sample
+    from strbench.sde import make_sde_pair
+    from strbench.train import resolve_device
+
+    if preset not in PRESETS:
+        raise ConfigError(f"bench --preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    size = size or PRESETS[preset]["size"]
+    batch = batch or 4
+    repeats = repeats or 5
+    torch.manual_seed(0)
+    models = Models(**{r: build_net(r, preset).to(dev).eval() for r in ("texture", "structure", "discriminator",
+                                                                      "irsde")})
+    imgs, masks = _synthetic(batch, size)
+    img, known = imgs.to(dev), masks.to(dev)
+    x0 = img.mean(1, keepdim=True)
+    mu_x = x0 * known
+    sdes = make_sde_pair({"T": T})
+    tt = torch.full((batch,), T // 2, dtype=torch.long, device=dev)
+    bare_calls = {
+        "irsde": lambda: models.irsde(img, img, tt),
+        "texture": lambda: models.texture(img, img, tt, cond=x0),
+        "structure": lambda: models.structure(x0, mu_x, tt),
+        "discriminator": lambda: models.discriminator(img, x0, tt),
+    }
+    strd = {"x0": x0, "mu_x": mu_x}
+    cases = [
+        ("IR-SDE", "irsde", {}),
+        ("RePaint*", "repaint", {"jump_length": max(1, T // 10), "jump_n_sample": 10}),
+        ("StrDiffusion C", "strdiffusion", {"ablation": "C", **strd}),
+        ("StrDiffusion D", "strdiffusion", {"ablation": "D", "u_max": 5, "accept": "higher", **strd}),
+        ("StrDiffusion D official", "strdiffusion", {"ablation": "D", "mode": "official", "u_max": 5, "u_min": 2,
+                                                     **strd}),
+    ]
+    rows = []
+    with torch.no_grad():
+        for name, method, kw in cases:
+            res: dict = {}
+
+            def run():
+                res["r"] = sample(method, models, img, known, sdes=sdes,
+                                  generator=torch.Generator(device=dev).manual_seed(1), **kw)
+
+            run()  # warm-up; the call counts are fixed by the seed
+            by_net = {k: v for k, v in res["r"].info["nfe_by_net"].items() if v}
+            for k in by_net:
+                _per_step(bare_calls[k], dev, 2)  # warm-up
+            ratios, walls, expects = [], [], []
+            for _ in range(repeats):
+                bare = {k: _per_step(bare_calls[k], dev, 5) for k in by_net}
+                expected = sum(n * bare[k] for k, n in by_net.items())
+                wall = _per_step(run, dev, 1)
+                ratios.append(wall / expected)
+                walls.append(wall)
+                expects.append(expected)
+            rows.append({"sampler": name, "nfe": res["r"].nfe, "nfe_by_net": by_net,
+                         "wall_s": statistics.median(walls), "expected_s": statistics.median(expects),
+                         "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)})
+    if not quiet:
+        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+        print(f"sampler overhead: preset {preset}, {size} px, batch {batch}, T {T}, device {name}, median of "
+              f"{repeats} repeats (aim: ratio <= 1.10)")
+        print(f"{'sampler':<25}{'nfe':>6}{'wall s':>9}{'expected s':>12}{'ratio':>8}{'(min-max)':>15}  nfe by net")
+        for r in rows:
+            print(f"{r['sampler']:<25}{r['nfe']:>6}{r['wall_s']:>9.3f}{r['expected_s']:>12.3f}{r['ratio']:>8.3f}"
+                  f"   ({r['ratio_min']:.3f}-{r['ratio_max']:.3f})  {r['nfe_by_net']}")
+    return rows
+
+
 # name -> fn(device, size, batch, preset, repeats); the samplers register "sample" here
 BENCHES: dict[str, Callable[..., object]] = {
     "train": bench_train,
+    "sample": bench_sample,
 }
 
 

@@ -403,3 +403,14 @@ def test_real_nets_run():
         r = sample(method, m, img, known, sdes=sd, generator=_gen(0), **kw)
         assert torch.isfinite(r.output).all() and r.nfe >= 4
     assert math.isfinite(float(r.output.mean()))
+
+
+def test_bench_sample_runs():
+    """`strbench bench sample` (registered in strbench.bench.BENCHES) runs and counts what it should."""
+    bench = pytest.importorskip("strbench.bench")
+    assert bench.BENCHES["sample"] is bench.bench_sample
+    rows = bench.bench_sample(device="cpu", size=16, batch=2, repeats=1, T=3, quiet=True)
+    by = {r["sampler"]: r for r in rows}
+    assert by["IR-SDE"]["nfe"] == 3 and by["StrDiffusion C"]["nfe"] == 6
+    assert by["RePaint*"]["nfe"] == schedule_counts(3, 1, 10)["reverse"]
+    assert all(r["ratio"] > 0 and math.isfinite(r["ratio"]) for r in rows)
