@@ -19,6 +19,17 @@
   None), ``phase`` (``step`` | ``resample`` | ``undo``) and ``nfe`` (evaluations so far). Tensors are
   the live states (no copies); the caller keeps what it needs (Fig. 8 KL curves, MLflow strips).
 
+StrDiffusion (``strdiffusion``), per step t = T..1: structure step x_t -> x_{t-1} (structure net,
+mu_x), then texture step y_t -> y_{t-1} (texture net conditioned on x_{t-1}); x_T = mu_x + lambda_x n,
+y_T = mu_y + lambda n. ``mode="paper"``: Algorithm 1 as written (threshold Delta = first score, up to
+``u_max`` candidates x~_t = forward_step(x_{t-1}) -> x~_{t-1} -> y~_{t-1} from y_t; stop at the first
+rejected one, per image). ``mode="official"``: the authors' code (see :func:`_official_loop`).
+Ablations (Table 2): ``A`` = RePaint* on the IR-SDE net (``Models.irsde``); ``B`` = the same resampling
+with no discriminator, every candidate accepted, so a fixed number of tries per resampling step
+(paper: ``u_max`` every step; official: ``u_max - 1`` at each resampling step); ``C`` = no resampling;
+``D`` = full. The structure variant comes in as (x0, mu_x): computed with
+``structure_states(variant, image, known, canny_sigma)`` or given precomputed as settings.
+
 Settings are validated: an unknown name raises ``ConfigError`` (a ValueError) naming the valid ones.
 Settings that only apply to one mode/ablation default to None; giving a value where it does not
 apply raises too. See :data:`SETTINGS` for the defaults and ``README`` for what each means.
