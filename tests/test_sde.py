@@ -44,9 +44,9 @@ def test_bad_schedule_names_raise():
 
 
 def test_forward_marginal_matches_fine_euler_maruyama(sde100):
-    """Eq. 1 simulated with 20 sub-steps per level reproduces the closed-form mean and std."""
+    """Eq. 1 simulated with 10 sub-steps per level reproduces the closed-form mean and std."""
     g = torch.Generator().manual_seed(0)
-    n, sub = 40000, 20
+    n, sub = 20000, 10
     y0, mu = 0.8, 0.2
     y = torch.full((n,), y0, dtype=torch.float64)
     h = sde100.dt / sub
