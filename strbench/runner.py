@@ -537,9 +537,10 @@ class _Recorder:
 
 
 def _progress(quiet: bool, **kw):
+    """A tqdm bar on stderr: off with -q, and off when stderr is not a terminal (logs stay readable)."""
     from tqdm.auto import tqdm
 
-    return tqdm(disable=quiet, dynamic_ncols=True, **kw)
+    return tqdm(disable=True if quiet else None, dynamic_ncols=True, **kw)
 
 
 def evaluate_cell(cell_cfg: Mapping, res: Resources, *, split: str = "test", quiet: bool = True,
