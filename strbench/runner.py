@@ -94,7 +94,7 @@ class Cell:
     def label(self) -> str:
         a = self.axes
         extra = " ".join(f"{k}={v}" for k, v in a.items()
-                         if k not in ("case", "method", "mask_set", "mask_bin", "variant", "seed"))
+                         if k not in ("case", "method", "mask_set", "mask_bin", "variant", "seed", "n_mask_sets"))
         var = f" {a['variant']}" if a.get("variant") else ""
         mset = f"{a['mask_set']}/" if a.get("n_mask_sets", 1) > 1 else ""
         return f"{a['case']} {mset}{a['mask_bin']}{var} seed={a['seed']}" + (f" {extra}" if extra else "")

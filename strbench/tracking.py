@@ -34,6 +34,7 @@ def _quiet_mlflow() -> None:
     for name in ("mlflow", "alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reports read CSVs silently
 
 
 def _mlflow():

@@ -3,7 +3,6 @@ metrics and artifacts of docs/INTERFACES.md; a re-run creates no new runs; bad i
 line and creates no MLflow database."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 

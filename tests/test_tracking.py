@@ -1,8 +1,6 @@
 """MLflow layer: parent reuse, cell runs, stale RUNNING runs, readers for reports, study/trial runs."""
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 
