@@ -389,7 +389,10 @@ def set_path(d: dict, path: str, value: Any, *, source: str = "--set") -> None:
             raise ConfigError(f"{source}: {path}: no list item {last} (the list has {len(cur)} items)")
         cur[last] = value
     elif isinstance(cur, dict):
-        cur[last] = value
+        if value is None and ".".join(map(str, keys[:-1])) in DELETABLE:
+            cur.pop(last, None)  # `--set methods.RePaint*=null` removes that case
+        else:
+            cur[last] = value
     else:
         raise ConfigError(f"{source}: {'.'.join(map(str, keys[:-1]))} is not a mapping; cannot set {path}")
 

@@ -138,6 +138,11 @@ def test_profile_can_remove_a_method():
     assert list(e.methods) == ["A"]
 
 
+def test_null_removes_a_method_by_dotted_key_too():
+    e = load({}, overrides=["methods.RePaint*=null"])
+    assert list(e.methods) == ["IR-SDE", "StrDiffusion"]
+
+
 def test_unknown_profile():
     with pytest.raises(ConfigError, match="profile 'gpu' not found"):
         load({"profiles": {"cpu": {}}}, profile="gpu")
