@@ -266,59 +266,6 @@ class MetricBuffer:
         self.last = time.monotonic()
 
 
-# ---------------------------------------------------------------------- studies (strbench.tune)
-
-TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUNNING": "FAILED"}
-
-
-def study_parent_run(tracking_uri: Optional[str], experiment: str, study_name: str, *, run_id: Optional[str] = None,
-                     params: Mapping[str, Any] = (), tags: Mapping[str, Any] = ()) -> str:
-    """The parent run of an Optuna study (tag strbench.role=study): `run_id` if it still exists, else
-    the run tagged with this study name, else a new one. Returns its run id."""
-    t = Tracker(tracking_uri or DEFAULT_URI, experiment, DEFAULT_ARTIFACTS)
-    if run_id:
-        try:
-            r = t.client.get_run(run_id)
-            if r.info.experiment_id == t.experiment_id and r.info.lifecycle_stage == "active":
-                return run_id
-        except Exception:
-            pass
-    found = t._search(f"tags.`{ROLE_TAG}` = 'study' and tags.`strbench.study` = '{study_name}'")
-    if found:
-        return sorted(found, key=lambda r: r.info.start_time or 0)[0].info.run_id
-    run = t.client.create_run(t.experiment_id, run_name=f"study {study_name}",
-                              tags={ROLE_TAG: "study", "strbench.study": study_name,
-                                    **{clean_key(k): str(v)[:TAG_MAX] for k, v in dict(tags).items()}})
-    t.log_params(run.info.run_id, dict(params))
-    return run.info.run_id
-
-
-def log_trial_run(tracking_uri: Optional[str], parent_run_id: str, study_name: str, number: int, *,
-                  params: Mapping[str, Any], metrics: Mapping[str, float], curve: Iterable = (),
-                  state: str = "COMPLETE", retry_of: Optional[int] = None, error: Optional[str] = None) -> str:
-    """One nested run per finished trial (tag strbench.role=trial): the overlay as params, the final
-    metrics, the intermediate curve [(step, {name: value})] as metric history `curve/<name>`, and the
-    Optuna state (COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED)."""
-    t = Tracker.of_run(tracking_uri or DEFAULT_URI, parent_run_id)
-    client = t.client
-    parent = client.get_run(parent_run_id)
-    tags = {ROLE_TAG: "trial", "mlflow.parentRunId": parent_run_id, "strbench.study": study_name,
-            "strbench.trial": str(number), "strbench.trial_state": state}
-    if retry_of is not None:
-        tags["strbench.retry_of"] = str(retry_of)
-    run = client.create_run(parent.info.experiment_id, run_name=f"trial {number}", tags=tags)
-    rid = run.info.run_id
-    t.log_params(rid, flatten(dict(params)) if params else {})
-    rows = [(f"curve/{k}", v, int(step)) for step, m in curve for k, v in dict(m).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    rows += [(k, v, 0) for k, v in dict(metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    rows = [(k, v, s) for k, v, s in rows if v == v and abs(v) != float("inf")]
-    if rows:
-        t.log_metric_rows(rid, rows)
-    t.end(rid, TRIAL_STATUS.get(state, "FAILED"), error=error)
-    return rid
-
-
 # ---------------------------------------------------------------------- readers (strbench.report)
 
 
@@ -374,7 +321,7 @@ def read_csv_artifact(tracking_uri: Optional[str], run_id: str, path: str):
 
 
 __all__ = ["Tracker", "MetricBuffer", "search_cell_runs", "read_csv_artifact", "flatten", "clean_key",
-           "tracking_exists", "sqlite_path", "DEFAULT_URI", "DEFAULT_TRACKING_URI", "study_parent_run", "log_trial_run"]
+           "tracking_exists", "sqlite_path", "DEFAULT_URI", "DEFAULT_TRACKING_URI"]
 
 
 # --- tuning (strbench tune) ---

@@ -1,4 +1,4 @@
-"""MLflow layer: parent reuse, cell runs, stale RUNNING runs, readers for reports, study/trial runs."""
+"""MLflow layer: parent reuse, cell runs, stale RUNNING runs, readers for reports."""
 from __future__ import annotations
 
 import subprocess
@@ -118,19 +118,3 @@ def test_metric_buffer_logs_in_batches(tmp_path, uri):
     buf.flush()
     hist = t.client.get_metric_history(r, "train/irsde_loss")
     assert sorted(m.step for m in hist) == list(range(1, 26))
-
-
-def test_study_and_trial_runs(tmp_path, uri):
-    parent = tracking.study_parent_run(uri, "exp-tune", "s1", params={"n_trials": 3}, tags={"strbench.storage": "x"})
-    assert tracking.study_parent_run(uri, "exp-tune", "s1") == parent
-    assert tracking.study_parent_run(uri, "exp-tune", "s1", run_id=parent) == parent
-    rid = tracking.log_trial_run(uri, parent, "s1", 0, params={"schedule.texture.kind": "power"},
-                                 metrics={"psnr": 21.5}, curve=[(0, {"psnr": 20.0}), (1, {"psnr": 21.0})],
-                                 state="COMPLETE")
-    pr = tracking.log_trial_run(uri, parent, "s1", 1, params={}, metrics={}, curve=[], state="PRUNED")
-    t = tracking.Tracker.of_run(uri, parent)
-    run = t.client.get_run(rid)
-    assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent
-    assert run.data.params["schedule.texture.kind"] == "power" and run.data.metrics["psnr"] == 21.5
-    assert [m.value for m in sorted(t.client.get_metric_history(rid, "curve/psnr"), key=lambda m: m.step)] == [20.0, 21.0]
-    assert t.client.get_run(pr).info.status == "KILLED"
