@@ -128,18 +128,6 @@ class Tracker:
                 self.client.restore_experiment(exp.experiment_id)
             self.experiment_id = exp.experiment_id
 
-    @classmethod
-    def of_run(cls, uri: str, run_id: str) -> "Tracker":
-        """The tracker of the experiment that holds `run_id`."""
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=uri)
-        exp_id = client.get_run(run_id).info.experiment_id
-        t = cls.__new__(cls)
-        t.uri, t.client, t._mlflow = uri, client, _mlflow()
-        t.name, t.experiment_id = client.get_experiment(exp_id).name, exp_id
-        return t
-
     # ------------------------------------------------------------------ queries
     def _search(self, filter_string: str) -> list:
         runs, token = [], None
