@@ -92,7 +92,9 @@ class TrainMasksCfg(Strict):
 class MasksCfg(Strict):
     source: Literal["generator", "folder"] = "generator"
     path: Optional[str] = None  # folder of mask PNGs (e.g. NVIDIA irregular masks) when source=folder
-    polarity: Literal["white_is_hole", "white_is_known"] = "white_is_hole"  # NVIDIA masks: white_is_known
+    # Required with source=folder: which colour marks holes in the PNGs. strbench never guesses it (public
+    # copies of the NVIDIA irregular masks disagree); open one file and check.
+    polarity: Optional[Literal["white_is_hole", "white_is_known"]] = None
     name: str = "irregular"  # name of the default mask set (tag strbench.mask_set)
     bins: list[Bin] = [[0.1, 0.2], [0.2, 0.3], [0.3, 0.4], [0.4, 0.5]]
     sets: dict[str, MaskSetCfg] = {}  # named sets; when given they replace (name, bins)

@@ -327,6 +327,9 @@ def check_resources(exp: Experiment, cells: list[Cell]) -> None:
             if not mk["path"]:
                 raise ConfigError(f"{src}: masks.path: required when masks.source is 'folder'; set it to a folder "
                                   "of mask PNGs (e.g. --set masks.path=/data/irregular_mask/test)")
+            if mk["polarity"] is None:
+                raise ConfigError(f"{src}: masks.polarity: required when masks.source is 'folder'; open one mask "
+                                  "and set white_is_hole or white_is_known (e.g. --set masks.polarity=white_is_hole)")
             p = Path(mk["path"]).expanduser()
             if not p.is_dir():
                 raise DataError(f"{src}: masks.path: folder {p} does not exist; point it at a folder of mask "

@@ -247,6 +247,9 @@ def test_resource_checks(tmp_path):
     exp = C.load_experiment(tiny(tmp_path, **{"masks.source": "folder"}))
     with pytest.raises(ConfigError, match="masks.path: required"):
         runner.check_resources(exp, runner.expand(exp))
+    exp = C.load_experiment(tiny(tmp_path, **{"masks.source": "folder", "masks.path": str(tmp_path)}))
+    with pytest.raises(ConfigError, match="masks.polarity: required"):
+        runner.check_resources(exp, runner.expand(exp))
 
 
 def test_validate_command_prints_cell_count(tmp_path, capsys):
@@ -345,7 +348,7 @@ def test_folder_masks_and_folder_dataset(tmp_path):
             arr = (np.random.default_rng(i).random((20, 24, 3)) * 255).astype(np.uint8)
             Image.fromarray(arr).save(tmp_path / "data" / split / f"{i}.png")
     d = tiny(tmp_path, **{"masks.source": "folder", "masks.path": str(tmp_path / "masks"),
-                          "dataset.type": "folder", "dataset.root": str(tmp_path / "data")})
+                          "masks.polarity": "white_is_hole", "dataset.type": "folder", "dataset.root": str(tmp_path / "data")})
     exp = C.load_experiment(d)
     cells = runner.expand(exp)
     runner.check_resources(exp, cells)
