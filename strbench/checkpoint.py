@@ -7,11 +7,11 @@ A checkpoint is a dict of tensors and primitives only (so ``torch.load(weights_o
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from strbench.atomic import atomic_open
 from strbench.errors import CheckpointError
 
 FORMAT = 1
@@ -24,19 +24,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks keys {missing}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | os.PathLike, expected_hash: str | None = None,

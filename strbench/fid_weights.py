@@ -17,13 +17,13 @@ import importlib.util
 import io
 import json
 import os
-import tempfile
 import time
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
+from strbench import atomic
 from strbench.errors import WeightsError
 
 CONVERTED_NAME = "pt_inception-2015-12-05-converted.pth"
@@ -136,22 +136,6 @@ def convert_state_dict(source: dict, target_layout: dict) -> "OrderedDict[str, t
     return out
 
 
-def _atomic_write_bytes(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
@@ -189,8 +173,8 @@ def convert_fid_helper_weights(out_path: str | os.PathLike | None = None, *, sou
             raise WeightsError(f"converted FID weights disagree with {src}: max |diff| "
                                f"{record['max_abs_feature_diff']:.3g} >= {VERIFY_ATOL}")
     record["convert_seconds"] = round(time.perf_counter() - t0, 3)
-    _atomic_write_bytes(data, out)
-    _atomic_write_bytes((json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), _sidecar(out))
+    atomic.write_bytes(out, data)
+    atomic.write_text(_sidecar(out), json.dumps(record, indent=2, sort_keys=True) + "\n")
     return out, record["sha256"]
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from strbench import atomic
 from strbench.errors import StrbenchError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -556,18 +556,7 @@ def _runs_for_table(spec: TableSpec, experiment: str | None, uri: str) -> tuple[
                         f"{hint}{extra}, or pick another with --experiment")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+_atomic_write = atomic.write_bytes
 
 
 def save_figure(fig, out_dir: str | os.PathLike, stem: str) -> list[Path]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Optional
 
+from strbench import atomic
 from strbench import config as cfgmod
 from strbench.config import Experiment
 from strbench.errors import ConfigError, DataError, StrbenchError, WeightsError
@@ -350,11 +351,7 @@ def check_resources(exp: Experiment, cells: list[Cell]) -> None:
 # ================================================================================================
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+_atomic_write = atomic.write_text
 
 
 class Resources:

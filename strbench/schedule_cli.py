@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import yaml
 
+from strbench import atomic
 from strbench.errors import ConfigError
 from strbench.sde import SDE, make_sde
 
@@ -69,13 +69,10 @@ def plot_schedule(theta: SDE, delta: SDE, path: str) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=os.path.splitext(path)[1] or ".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
+    fmt = os.path.splitext(path)[1].lstrip(".") or "png"
+    with atomic.atomic_open(path) as f:
+        fig.savefig(f, dpi=120, format=fmt)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def run(T: int, kind: str, lam: float, eps: float, params: list[str], delta_kind: str | None,

@@ -45,6 +45,7 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
+from strbench import atomic
 from strbench.errors import ConfigError, StrbenchError, TrainingDiverged
 
 DEFAULT_STORAGE = ".strbench/optuna-journal.log"
@@ -313,9 +314,7 @@ def write_overlay(overlay: dict[str, Any], path: str | os.PathLike, header: list
     p.parent.mkdir(parents=True, exist_ok=True)
     body = yaml.safe_dump(dict(overlay), sort_keys=False, default_flow_style=False)
     text = "".join(f"# {line}\n" for line in header) + body
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
+    atomic.write_text(p, text)
     return p
 
 
