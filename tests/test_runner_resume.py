@@ -88,8 +88,11 @@ def test_ctrl_c_in_training_then_resume(tmp_path, monkeypatch):
 
 def _start(path: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # A shell's background job (e.g. CI started with `&`) inherits SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: restore the default so the child reacts to Ctrl-C as in a terminal.
     return subprocess.Popen([sys.executable, "-m", "strbench.cli", "run", path, "-q"], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_checkpoint(proc: subprocess.Popen, cache: Path, timeout: float = 90.0) -> Path:
