@@ -22,8 +22,9 @@ first, else ``root/<split>.txt`` or ``root/<split>.flist``::
              root/val_256/...  or root/val/...     test
 
 ``val``: the layout's own validation images where it has them (CelebA partition 1, a val/ folder or
-list); otherwise ``val`` is the test images: give a ``val`` file list to tune on images outside the
-test set. ``all`` is every image of the layout. ``resize``: "resize" (squash to size x size),
+list); otherwise a fixed VAL_FRACTION (2%) of the training images, chosen by a hash
+of each relative path and left out of ``train``, so tuning never scores on test images nor on images
+it trained on. ``all`` is every image of the layout. ``resize``: "resize" (squash to size x size),
 "center_crop" or "random_crop" (shorter side scaled to size, then a square crop; random crops are
 drawn from (seed, epoch, index), see ``set_epoch``).
 
@@ -120,30 +121,60 @@ def _hash_fraction(rel: str) -> float:
     return int(hashlib.sha1(rel.encode()).hexdigest()[:8], 16) / 2**32
 
 
-def _layout_folder(root: Path, split: str, test_fraction: float = 0.1) -> list[Path]:
-    if split == "all":
-        return list_images(root)
-    for name in {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}[split]:
-        if (root / name).is_dir():
-            return list_images(root / name)
-    if any((root / s).is_dir() for s in ("train", "test", "val")):
-        raise DataError(f"dataset folder {root} has split folders but no {split}/ (nor {split}.txt); add it")
-    if split == "val":
-        split = "test"
-    files = list_images(root)
-    pick = [f for f in files if (_hash_fraction(str(f.relative_to(root))) < test_fraction) == (split == "test")]
+VAL_FRACTION = 0.02  # share of the training images held out as `val` where a layout has no val split
+
+
+def _rel(f: Path, root: Path) -> str:
+    try:
+        return str(f.relative_to(root))
+    except ValueError:
+        return str(f)
+
+
+def _carve_val(train_files: list[Path], root: Path, split: str) -> list[Path]:
+    """For layouts without their own validation split: `val` is a fixed, hashed VAL_FRACTION of the
+    training images (stable when files are added), and `train` is the rest."""
+    if split not in ("train", "val"):
+        raise ValueError(split)
+    val = {f for f in train_files if _hash_fraction("val:" + _rel(f, root)) < VAL_FRACTION}
+    pick = [f for f in train_files if (f in val) == (split == "val")]
     if not pick:
-        raise DataError(f"the {split} split of {root} is empty (test_fraction={test_fraction}, "
-                        f"{len(files)} images); add {split}.txt or a {split}/ folder")
+        raise DataError(f"the {split} split of {root} is empty ({len(train_files)} training images); "
+                        f"add {split}.txt or a {split}/ folder")
     return pick
 
 
-def _layout_psv(root: Path, split: str) -> list[Path]:
-    train = ("paris_train_original",)
-    test = ("paris_eval_gt",)
+def _layout_folder(root: Path, split: str, test_fraction: float = 0.1) -> list[Path]:
     if split == "all":
-        return _layout_psv(root, "train") + _layout_psv(root, "test")
-    return list_images(_first_dir(root, train if split == "train" else test, f"Paris StreetView {split}"))
+        return list_images(root)
+    if split == "test":
+        for name in ("test", "val"):
+            if (root / name).is_dir():
+                return list_images(root / name)
+    elif (root / split).is_dir() and (split == "val" or (root / "val").is_dir()):
+        return list_images(root / split)
+    elif (root / "train").is_dir():  # no val/: val is carved from train/
+        return _carve_val(list_images(root / "train"), root, split)
+    if any((root / s).is_dir() for s in ("train", "test", "val")):
+        raise DataError(f"dataset folder {root} has split folders but no {split}/ (nor {split}.txt); add it")
+    files = list_images(root)
+    test = [f for f in files if _hash_fraction(str(f.relative_to(root))) < test_fraction]
+    if split == "test":
+        if not test:
+            raise DataError(f"the test split of {root} is empty (test_fraction={test_fraction}, "
+                            f"{len(files)} images); add test.txt or a test/ folder")
+        return test
+    return _carve_val([f for f in files if f not in set(test)], root, split)
+
+
+def _layout_psv(root: Path, split: str) -> list[Path]:
+    if split == "all":
+        return list_images(_first_dir(root, ("paris_train_original",), "Paris StreetView train")) + \
+            _layout_psv(root, "test")
+    if split == "test":
+        return list_images(_first_dir(root, ("paris_eval_gt",), "Paris StreetView test"))
+    return _carve_val(list_images(_first_dir(root, ("paris_train_original",), "Paris StreetView train")),
+                      root, split)
 
 
 CELEBA_DIRS = ("img_align_celeba", "CelebA-HQ-img", "celeba_hq", "CelebA-HQ")
@@ -165,14 +196,19 @@ def _layout_celeba(root: Path, split: str) -> list[Path]:
         return files
     files = list_images(img_dir)
     n_train = round(len(files) * 26 / 30)
-    return {"train": files[:n_train], "test": files[n_train:], "val": files[n_train:], "all": files}[split]
+    if split in ("train", "val"):
+        return _carve_val(files[:n_train], root, split)
+    return {"test": files[n_train:], "all": files}[split]
 
 
 def _layout_places2(root: Path, split: str) -> list[Path]:
+    """Places2's own val_256/ is the paper's test set; `val` is carved from the training images."""
+    train = lambda: list_images(_first_dir(root, ("data_256", "train"), "Places2 train"))  # noqa: E731
     if split == "all":
-        return _layout_places2(root, "train") + _layout_places2(root, "test")
-    names = ("data_256", "train") if split == "train" else ("val_256", "val")
-    return list_images(_first_dir(root, names, f"Places2 {split}"))
+        return train() + _layout_places2(root, "test")
+    if split == "test":
+        return list_images(_first_dir(root, ("val_256", "val"), "Places2 test"))
+    return _carve_val(train(), root, split)
 
 
 # layout name -> (root, split) -> files

@@ -86,8 +86,9 @@ def test_folder_dataset_tree_sorted_and_resized(tmp_path):
 def test_folder_flist_and_hash_split(tmp_path):
     for i in range(40):
         _png(tmp_path / f"{i:03d}.png", h=8, w=8, seed=i)
-    tr, te = D.ImageFolderDataset(tmp_path, 8, "train"), D.ImageFolderDataset(tmp_path, 8, "test")
-    assert len(tr) + len(te) == 40 and set(tr.files).isdisjoint(te.files) and len(te) > 0
+    tr, va, te = (D.ImageFolderDataset(tmp_path, 8, s) for s in ("train", "val", "test"))
+    assert len(tr) + len(va) + len(te) == 40 and len(te) > 0 and len(va) > 0
+    assert set(tr.files).isdisjoint(te.files) and set(va.files).isdisjoint(set(te.files) | set(tr.files))
     assert te.files == D.ImageFolderDataset(tmp_path, 8, "test").files
     (tmp_path / "test.txt").write_text("# held out\n001.png\n\n005.png\n")
     assert [p.name for p in D.ImageFolderDataset(tmp_path, 8, "test").files] == ["001.png", "005.png"]
@@ -177,3 +178,20 @@ def test_config_errors():
         D.make_dataset({"type": "builtin", "size": 4})
     with pytest.raises(ConfigError, match="resize"):
         D.ImageFolderDataset(".", 16, "train", resize="stretch")
+
+
+def test_val_is_carved_from_train_where_a_layout_has_none(tmp_path):
+    """PSV has no validation split: `val` is a fixed hashed share of the training images, never a test image,
+    and `train` leaves it out (tuning scores neither on test images nor on images it trained on)."""
+    psv = tmp_path / "psv"
+    for i in range(120):
+        _png(psv / "paris_train_original" / f"{i:03d}_im.png", h=8, w=8, seed=i)
+    _png(psv / "paris_eval_gt" / "001_im.png", seed=999)
+    cfg = {"type": "psv", "root": str(psv), "size": 8}
+    tr, va, te = (D.make_dataset(cfg, split=s) for s in ("train", "val", "test"))
+    assert 0 < len(va) < 10 and len(tr) + len(va) == 120 and len(te) == 1
+    assert set(va.files).isdisjoint(tr.files) and set(va.files).isdisjoint(te.files)
+    assert va.files == D.make_dataset(cfg, split="val").files  # deterministic
+    _png(tmp_path / "pl" / "data_256" / "x.jpg")  # one training image: no share left for val
+    with pytest.raises(DataError, match="val split .* is empty"):
+        D.make_dataset({"type": "places2", "root": str(tmp_path / "pl"), "size": 8, "split": "val"})
