@@ -122,10 +122,6 @@ def _axis_values(exp: Experiment) -> list[tuple[str, list]]:
     return [(k, list(v)) for k, v in exp.sweep.items()]
 
 
-def _variant_of(resolved: Mapping, method: Mapping) -> Optional[str]:
-    return resolved["variant"] if cfgmod.uses_structure(method) else None
-
-
 def model_specs(resolved: Mapping, roles: Iterable[str], *, source: str = "<dict>") -> dict[str, ModelSpec]:
     """TrainConfig and data spec of each role (with its dependencies); validated by strbench.train."""
     from strbench.train import TrainConfig
