@@ -12,17 +12,9 @@ from strbench.checkpoint import load_checkpoint
 from strbench.errors import CheckpointError, ConfigError, TrainingDiverged
 from strbench.hashing import config_hash
 from strbench.train import TrainConfig, Trainer, train_model, load_model
+from test_runner import one_thread  # noqa: F401 (autouse fixture: single-threaded tiny nets)
 
 SIZE = 32
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets gain nothing from 2 threads on a shared 2-core box; spinning threads only slow others."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _data(n=4, seed=0):
