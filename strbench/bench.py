@@ -22,6 +22,11 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
+def _device_name(dev: torch.device) -> str:
+    """The device as the bench tables print it: the GPU's name, or cpu with its thread count."""
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
 def _per_step(fn: Callable[[], object], dev: torch.device, k: int) -> float:
     """Wall seconds per call of fn over a block of k calls (synchronised at the block ends)."""
     _sync(dev)
@@ -112,9 +117,8 @@ def bench_train(device: str = "auto", size: Optional[int] = None, batch: Optiona
                      "ratio": f / b})
     params = [{"preset": p, **{r: count_params(build_net(r, p)) for r in ROLES}} for p in PRESETS]
     if not quiet:
-        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-        print(f"training-step overhead: preset {preset}, {size} px, batch {batch}, device {name}, amp {amp}, "
-              f"median of {repeats} blocks x {block} steps (aim: ratio <= 1.15)")
+        print(f"training-step overhead: preset {preset}, {size} px, batch {batch}, device {_device_name(dev)}, "
+              f"amp {amp}, median of {repeats} blocks x {block} steps (aim: ratio <= 1.15)")
         print(f"{'role':<14}{'params':>11}{'full step ms':>14}{'bare step ms':>14}{'ratio':>8}")
         for r in rows:
             print(f"{r['role']:<14}{r['params']:>11,}{r['full_ms']:>14.2f}{r['bare_ms']:>14.2f}{r['ratio']:>8.3f}")
@@ -198,9 +202,8 @@ def bench_sample(device: str = "auto", size: Optional[int] = None, batch: Option
                          "wall_s": statistics.median(walls), "expected_s": statistics.median(expects),
                          "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)})
     if not quiet:
-        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-        print(f"sampler overhead: preset {preset}, {size} px, batch {batch}, T {T}, device {name}, median of "
-              f"{repeats} repeats (aim: ratio <= 1.10)")
+        print(f"sampler overhead: preset {preset}, {size} px, batch {batch}, T {T}, device {_device_name(dev)}, "
+              f"median of {repeats} repeats (aim: ratio <= 1.10)")
         print(f"{'sampler':<25}{'nfe':>6}{'wall s':>9}{'expected s':>12}{'ratio':>8}{'(min-max)':>15}  nfe by net")
         for r in rows:
             print(f"{r['sampler']:<25}{r['nfe']:>6}{r['wall_s']:>9.3f}{r['expected_s']:>12.3f}{r['ratio']:>8.3f}"
