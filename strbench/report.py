@@ -556,9 +556,6 @@ def _runs_for_table(spec: TableSpec, experiment: str | None, uri: str) -> tuple[
                         f"{hint}{extra}, or pick another with --experiment")
 
 
-_atomic_write = atomic.write_bytes
-
-
 def save_figure(fig, out_dir: str | os.PathLike, stem: str) -> list[Path]:
     """Write `stem`.png and `stem`.pdf atomically; returns the paths."""
     import io
@@ -568,7 +565,7 @@ def save_figure(fig, out_dir: str | os.PathLike, stem: str) -> list[Path]:
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, **kw)
         path = Path(out_dir) / f"{stem}.{fmt}"
-        _atomic_write(path, buf.getvalue())
+        atomic.write_bytes(path, buf.getvalue())
         paths.append(path)
     return paths
 
@@ -602,8 +599,8 @@ def report_command(table: int | None, figure: int | None, experiment: str | None
         stem = f"table{table}" if experiment is None else f"table{table}_{name}"
         if fmt == "csv":
             for suffix, frame in (("", table_frame(rt)), ("_details", details_frame(rt))):
-                _atomic_write(Path(out) / f"{stem}{suffix}.csv",
-                              frame.to_csv(index=False, float_format=CSV_FLOAT).encode())
+                atomic.write_bytes(Path(out) / f"{stem}{suffix}.csv",
+                                   frame.to_csv(index=False, float_format=CSV_FLOAT).encode())
         else:
-            _atomic_write(Path(out) / f"{stem}.{ext}", text.encode())
+            atomic.write_bytes(Path(out) / f"{stem}.{ext}", text.encode())
     return 0

@@ -347,9 +347,6 @@ def check_resources(exp: Experiment, cells: list[Cell]) -> None:
 # ================================================================================================
 
 
-_atomic_write = atomic.write_text
-
-
 class Resources:
     """Datasets, mask sets and models of one process, memoised; models are cached on disk."""
 
@@ -453,8 +450,9 @@ class Resources:
         else:
             deps = {n.role: self.model(n, on_train=on_train, callback=callback) for n in spec.needs}
             d.mkdir(parents=True, exist_ok=True)
-            _atomic_write(d / "config.json", json.dumps({"role": spec.role, "hash": spec.hash, "train": thaw(spec.train),
-                                                         "data": thaw(spec.data)}, indent=1, sort_keys=True))
+            atomic.write_text(d / "config.json", json.dumps({"role": spec.role, "hash": spec.hash,
+                                                             "train": thaw(spec.train), "data": thaw(spec.data)},
+                                                            indent=1, sort_keys=True))
             if on_train is not None:
                 on_train(spec)
             cfg = TrainConfig.from_dict(thaw(spec.train))
@@ -467,8 +465,8 @@ class Resources:
             except StrbenchError as e:
                 self.failed[spec.hash] = str(e)
                 raise
-            _atomic_write(d / "complete.json", json.dumps({"role": spec.role, "hash": spec.hash,
-                                                           "steps": cfg.steps, "train_seconds": time.time() - t0}))
+            atomic.write_text(d / "complete.json", json.dumps({"role": spec.role, "hash": spec.hash, "steps": cfg.steps,
+                                                               "train_seconds": time.time() - t0}))
         net.eval()
         self._models[spec.hash] = net
         return net
