@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from strbench import cli
-from test_runner import migrated_db, one_thread, tiny  # noqa: F401 (one_thread: autouse fixture)  # the shared tiny config (16 px, T = 5, 4 training steps)
+from test_runner import migrated_db, one_thread, runs, tiny  # noqa: F401 (one_thread: autouse fixture)  # the shared tiny config (16 px, T = 5, 4 training steps)
 
 CELL_TAGS = ("strbench.cell_hash", "strbench.method", "strbench.case", "strbench.variant", "strbench.dataset",
              "strbench.mask_set", "strbench.mask_bin", "strbench.mask_lo", "strbench.mask_hi", "strbench.seed")
@@ -22,13 +22,6 @@ def write(tmp_path: Path, d: dict, name="tiny.yaml") -> str:
     p = tmp_path / name
     p.write_text(yaml.safe_dump(d, sort_keys=False))
     return str(p)
-
-
-def runs(tmp_path):
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    return mlflow.search_runs(experiment_names=["tiny"])
 
 
 def artifacts(tmp_path, run_id) -> set:

@@ -66,6 +66,14 @@ def migrated_db(tmp_path: Path) -> None:
     shutil.copy(_TEMPLATE["path"], tmp_path / "mlflow.db")
 
 
+def runs(tmp_path: Path):
+    """The MLflow runs of the tiny experiment tracked in tmp_path/mlflow.db (a pandas frame)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    return mlflow.search_runs(experiment_names=["tiny"])
+
+
 def cells_of(d: dict, *overrides: str):
     return runner.expand(C.load_experiment(d, overrides=list(overrides)))
 

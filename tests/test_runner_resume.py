@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from strbench import cli
-from test_runner import migrated_db, one_thread, tiny  # noqa: F401 (one_thread: autouse fixture)
+from test_runner import migrated_db, one_thread, runs, tiny  # noqa: F401 (one_thread: autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,13 +33,6 @@ def write(tmp_path: Path, d: dict) -> str:
     p = tmp_path / "exp.yaml"
     p.write_text(yaml.safe_dump(d, sort_keys=False))
     return str(p)
-
-
-def runs(tmp_path):
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    return mlflow.search_runs(experiment_names=["tiny"])
 
 
 def assert_each_cell_finished_once(tmp_path, n_cells: int):
