@@ -567,11 +567,10 @@ def format_validation_error(err: ValidationError, source: str, provenance: Mappi
         text = f"{key}: {msg.removeprefix('Value error, ')}"
     else:
         text = f"{key}: {msg[0].lower() + msg[1:]}, got {_describe(val)}"
-    if provenance:
-        for p, src in provenance.items():
-            if key == p or key.startswith(p + ".") or key.startswith(p + "["):
-                text += f" (set by {src})"
-                break
+    if provenance:  # the most specific layer that set this key (a profile's `train:` vs --set train.steps=...)
+        hits = [p for p in provenance if key == p or key.startswith(p + ".") or key.startswith(p + "[")]
+        if hits:
+            text += f" (set by {provenance[max(hits, key=len)]})"
     more = f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return f"{source}: {text}{more}"
 

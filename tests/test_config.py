@@ -130,6 +130,9 @@ def test_error_says_which_layer_set_the_bad_value():
     msg = err({"default_profile": "p", "profiles": {"p": {"dataset": {"size": "big"}}}})
     assert "dataset.size" in msg and "profile 'p'" in msg
     assert "--set dataset.size=x" in err({}, overrides=["dataset.size=x"])
+    # the most specific layer wins: the profile sets `train:` as a whole, --set the one bad key
+    msg = err({"default_profile": "p", "profiles": {"p": {"train": {"steps": 5}}}}, overrides=["train.steps=abc"])
+    assert "train.steps" in msg and "--set train.steps=abc" in msg and "profile" not in msg
 
 
 def test_profile_can_remove_a_method():
