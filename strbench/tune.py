@@ -319,11 +319,11 @@ def write_overlay(overlay: dict[str, Any], path: str | os.PathLike, header: list
 
 
 def read_overlay(path: str | os.PathLike) -> dict[str, Any]:
-    """Read an overlay YAML written by :func:`write_overlay` (or by hand)."""
-    data = yaml.safe_load(Path(path).read_text())
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: an overlay must be a mapping of dotted key paths to values")
-    return data
+    """Read an overlay YAML written by :func:`write_overlay` (or by hand), with the reader that
+    `strbench run --set-from` uses (missing file, bad YAML and a non-mapping top level are one-line errors)."""
+    from strbench.config import read_yaml
+
+    return read_yaml(path, what="overlay")
 
 
 # --------------------------------------------------------------------------------------------
