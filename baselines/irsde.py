@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from strbench.sde import SDE
+from strbench.sde import SDE, masked_mean
 
 
 class Stepper:
@@ -76,11 +76,6 @@ def randn_like(x: Tensor, generator: torch.Generator) -> Tensor:
 def time_table(T: int, batch: int, device) -> Tensor:
     """(T+1, B) LongTensor whose row t is the batch's timestep t (rows are views: no per-step copies)."""
     return torch.arange(T + 1, device=device).view(-1, 1).expand(T + 1, batch)
-
-
-def masked_mean(image: Tensor, known: Tensor) -> Tensor:
-    """mu = image * known: the degraded image, holes filled with 0 (SPEC section 3)."""
-    return image * known
 
 
 def irsde_loop(net: Callable, sde: SDE, image: Tensor, known: Tensor, *, generator: torch.Generator,

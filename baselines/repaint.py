@@ -15,8 +15,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from baselines.irsde import Stepper, masked_mean, randn_like, time_table
-from strbench.sde import SDE
+from baselines.irsde import Stepper, randn_like, time_table
+from strbench.sde import SDE, masked_mean
 
 
 def _jump_points(T: int, jump_length: int) -> list[int]:

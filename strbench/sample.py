@@ -42,10 +42,10 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from baselines.irsde import Stepper, irsde_loop, masked_mean, randn_like, time_table
+from baselines.irsde import Stepper, irsde_loop, randn_like, time_table
 from baselines.repaint import repaint_loop
 from strbench.errors import ConfigError
-from strbench.sde import SDEPair
+from strbench.sde import SDEPair, masked_mean
 
 # --------------------------------------------------------------------------------------------
 # public types

@@ -157,6 +157,11 @@ def _prev(t: TimeLike) -> TimeLike:
     return t - 1
 
 
+def masked_mean(image: Tensor, known: Tensor) -> Tensor:
+    """mu = image * known: the SDE's mean state, the degraded image with holes filled with 0 (SPEC section 3)."""
+    return image * known
+
+
 # --------------------------------------------------------------------------------------------
 # forward process
 # --------------------------------------------------------------------------------------------

@@ -399,7 +399,7 @@ def _structure_pair(tr: "Trainer", b: Batch):
 
 
 def _texture_states(tr: "Trainer", b: Batch, g: torch.Generator) -> TextureStates:
-    mu_y = b.y0 * b.known
+    mu_y = sdelib.masked_mean(b.y0, b.known)
     x0, mu_x = _structure_pair(tr, b)
     y_t = sdelib.q_sample(tr.sdes.texture, b.y0, mu_y, b.t, tr.randn(b.y0.shape, g))
     x_t = sdelib.q_sample(tr.sdes.structure, x0, mu_x, b.t, tr.randn(x0.shape, g))
@@ -410,7 +410,8 @@ def _texture_states(tr: "Trainer", b: Batch, g: torch.Generator) -> TextureState
 
 def _role_irsde(tr: "Trainer", model: nn.Module, g: torch.Generator, out=None) -> Tensor:
     b = tr.sample_batch(g)
-    return irsde_loss(model, tr.sdes.texture, b.y0, b.y0 * b.known, b.t, tr.randn(b.y0.shape, g), out)
+    mu = sdelib.masked_mean(b.y0, b.known)
+    return irsde_loss(model, tr.sdes.texture, b.y0, mu, b.t, tr.randn(b.y0.shape, g), out)
 
 
 def _role_structure(tr: "Trainer", model: nn.Module, g: torch.Generator, out=None) -> Tensor:
