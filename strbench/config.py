@@ -462,10 +462,18 @@ def _one_line(x: Any) -> str:
     return " ".join(str(x).split())
 
 
+# kind of YAML file -> (an example path, the keys its top level holds), for read_yaml's messages
+YAML_KINDS = {"experiment": ("experiments/quickstart.yaml", "name:, dataset:, ..."),
+              "tune config": ("experiments/tune_schedules.yaml", "base:, study:, space:, ..."),
+              "overlay": ("best.yaml from strbench tune --export", "dotted key paths -> values")}
+
+
 def read_yaml(path: str | os.PathLike, *, what: str = "experiment") -> dict:
+    """A YAML mapping (safe loader); a missing file, bad syntax or a non-mapping is a one-line ConfigError."""
+    example, keys = YAML_KINDS[what]
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: no such {what} file; give the path of a YAML file (e.g. experiments/quickstart.yaml)")
+        raise ConfigError(f"{p}: no such {what} file; give the path of a YAML file (e.g. {example})")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -478,7 +486,7 @@ def read_yaml(path: str | os.PathLike, *, what: str = "experiment") -> dict:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: the top level must be a mapping of keys (name:, dataset:, ...), "
+        raise ConfigError(f"{p}: the top level of this {what} file must be a mapping of keys ({keys}), "
                           f"got {type(data).__name__}")
     return data
 

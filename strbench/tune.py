@@ -263,15 +263,10 @@ def parse_spec(data: Any, source: str = "<tune config>") -> TuneSpec:
 
 
 def load_spec(path: str | os.PathLike) -> TuneSpec:
-    """Read and validate a tune YAML."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"tune config {str(p)!r} not found")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
-    return parse_spec(data, str(p))
+    """Read (with the experiment reader's one-line errors) and validate a tune YAML."""
+    from strbench.config import read_yaml
+
+    return parse_spec(read_yaml(path, what="tune config"), str(path))
 
 
 # --------------------------------------------------------------------------------------------

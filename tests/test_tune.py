@@ -454,3 +454,15 @@ def test_three_trials_on_the_tiny_profile_then_export_reproduces_the_validation_
     again = runner.evaluate(exp, split="val")
     assert again["psnr"] == pytest.approx(study.best_value, abs=1e-9)
     assert again["psnr"] == pytest.approx(runs["metrics.psnr"].max(), abs=1e-9)
+
+
+def test_tune_yaml_file_errors_are_one_line(tmp_path):
+    """The tune YAML goes through the experiment reader: missing file, bad syntax, non-mapping top level."""
+    with pytest.raises(ConfigError, match="no such tune config file.*tune_schedules.yaml"):
+        tune.load_spec(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("study: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: line 2 column 1: not valid YAML"):
+        tune.load_spec(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="tune config file must be a mapping of keys \\(base:"):
+        tune.load_spec(tmp_path / "list.yaml")
