@@ -123,3 +123,26 @@ def test_explicit_paths_win_and_must_exist(cache, tmp_path, monkeypatch):
     with pytest.raises(WeightsError):  # a configured path that is wrong is an error, not a silent "n/a"
         M.fid(a, a, weights_path=str(tmp_path / "nope.pth"))
     assert not (tmp_path / FW.CONVERTED_NAME).exists()
+
+
+def test_reference_features_are_extracted_once_per_set(monkeypatch):
+    """Every method of a mask bin scores against the same test images: their features are extracted once."""
+    from strbench import metrics as M
+
+    weights = FW.resolve_fid_weights()
+    calls = []
+    real = M.inception_features
+
+    def counting(images, w, batch_size=32):
+        calls.append(images.shape[0])
+        return real(images, w, batch_size)
+
+    monkeypatch.setattr(M, "inception_features", counting)
+    monkeypatch.setattr(M, "_GT_FEATURES", type(M._GT_FEATURES)())
+    g = torch.Generator().manual_seed(11)
+    gt = torch.rand(3, 3, 32, 32, generator=g)
+    a = M.reference_features(gt, weights)
+    b = M.reference_features(gt.clone(), weights)
+    assert torch.equal(a, b) and calls == [3]
+    M.reference_features(gt.flip(0), weights)  # other pixels: extracted again
+    assert calls == [3, 3]
