@@ -3,7 +3,6 @@ eval-mode spectral norm, strict loading of released files, and one training step
 import collections
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -16,22 +15,54 @@ from strbench.nets.pretrained import load_pretrained
 from strbench.train import TrainConfig, Trainer
 from test_runner import one_thread  # noqa: F401 (autouse fixture: single-threaded tiny nets)
 
-REF = Path(__file__).resolve().parents[1] / "shared" / "reference" / "authors-nets"
-if not REF.is_dir():  # a worktree next to the shared folder
-    REF = Path("/work/shared/reference/authors-nets")
-pytestmark = pytest.mark.skipif(not REF.is_dir(), reason="reference data shared/reference/authors-nets not present")
+GOLDEN = Path(__file__).resolve().parent / "golden" / "authors_nets"  # from shared/reference/authors-nets (extract.py)
 
 # role -> the reference file stem
 NETS = {"texture": "texture", "structure": "structure", "irsde": "irsde_inpainting", "discriminator": "discriminator"}
 
 
+def deterministic_fill(sd_like, seed: int = 1234) -> dict:
+    """The fixtures' weights (their config["state_dict_fill"]): one seeded generator over the keys in order;
+    u, v unit vectors, LayerNorm gains 1 + 0.1 r, biases 0.1 r, other tensors r / sqrt(fan_in)."""
+    g = torch.Generator("cpu").manual_seed(seed)
+    out = collections.OrderedDict()
+    for k, v in sd_like.items():
+        r = torch.randn(tuple(v.shape), generator=g, dtype=torch.float32)
+        if k.endswith(("weight_u", "weight_v")):
+            r = r / r.norm()
+        elif k.endswith(".g"):
+            r = 1 + 0.1 * r
+        elif k.endswith("bias"):
+            r = 0.1 * r
+        else:
+            r = r / math.sqrt(math.prod(v.shape[1:]))
+        out[k] = r
+    return out
+
+
+def fixture_inputs(role: str, index: int, case: dict) -> dict:
+    """The fixtures' inputs (their config["inputs_recipe"]): case `index` uses seed 1 + index."""
+    g = torch.Generator("cpu").manual_seed(1 + index)
+    b, c, h, w = case["shape"]
+    t = case["t"] if case["t_is_int"] else torch.tensor(case["t"], dtype=torch.int64)
+    if role == "discriminator":
+        return {"t": t, "x_t": torch.randn(b, 3, h, w, generator=g), "S": torch.rand(b, 1, h, w, generator=g)}
+    inp = {"xt": torch.randn(b, c, h, w, generator=g), "mu": torch.randn(b, c, h, w, generator=g), "t": t}
+    if role == "texture":
+        inp["S"] = torch.rand(b, 1, h, w, generator=g)
+    return inp
+
+
 def _tsv(stem: str) -> list[tuple[str, tuple[int, ...], str]]:
     """(key, shape, param|buffer) rows of keys_<stem>.tsv, in file order."""
-    lines = [ln.rstrip("\n").split("\t") for ln in (REF / f"keys_{stem}.tsv").read_text().splitlines()
+    lines = [ln.split("\t") for ln in (GOLDEN / f"keys_{stem}.tsv").read_text().splitlines()
              if ln and not ln.startswith("#")]
-    head = lines[0]
-    i_key, i_shape, i_kind = head.index("key"), head.index("shape"), head.index("kind")
-    return [(r[i_key], tuple(int(d) for d in r[i_shape].split("x")), r[i_kind]) for r in lines[1:]]
+    assert lines[0] == ["key", "shape", "kind"]
+    return [(k, tuple(int(d) for d in shape.split("x")), kind) for k, shape, kind in lines[1:]]
+
+
+def _counts(stem: str) -> dict:
+    return json.loads((GOLDEN / "param_counts.json").read_text())[stem]
 
 
 def _call(role, net, inputs):
@@ -44,19 +75,29 @@ def _call(role, net, inputs):
 
 
 @pytest.fixture(scope="module")
-def fixtures():
-    return {role: torch.load(REF / f"fixture_{stem}_tiny.pt", weights_only=True) for role, stem in NETS.items()}
+def golden():
+    return torch.load(GOLDEN / "fixture_outputs.pt", weights_only=True)
 
 
 @pytest.fixture(scope="module")
-def tiny_nets(fixtures):
+def weights():
+    """role -> the fixture's state_dict (regenerated from its recipe)."""
+    return {role: deterministic_fill(build_net(role, "tiny", arch="authors").state_dict()) for role in NETS}
+
+
+@pytest.fixture(scope="module")
+def tiny_nets(weights):
     """Tiny authors nets with the fixtures' weights, strictly loaded, in eval mode."""
     nets = {}
-    for role, fx in fixtures.items():
+    for role, sd in weights.items():
         net = build_net(role, "tiny", arch="authors")
-        net.load_state_dict(fx["state_dict"], strict=True)
+        net.load_state_dict(sd, strict=True)
         nets[role] = net.eval()
     return nets
+
+
+def _texture_inputs(golden):
+    return fixture_inputs("texture", 0, golden["texture"]["cases"][0])
 
 
 @pytest.mark.parametrize("role", list(NETS))
@@ -68,27 +109,30 @@ def test_released_keys_shapes_and_param_counts_without_weights(role):
     got = [(k, tuple(v.shape), "param" if k in params else "buffer" if k in buffers else "?")
            for k, v in net.state_dict().items()]
     assert got == _tsv(NETS[role])  # same keys, same order, same shapes, same parameter/buffer split
-    counts = json.loads((REF / "param_counts.json").read_text())[NETS[role]]
+    counts = _counts(NETS[role])
     assert count_params(net) == counts["full"]["n_param"]
     assert sum(b.numel() for b in net.buffers()) == counts["full"]["n_buffer_elems"]
 
 
 @pytest.mark.parametrize("role", list(NETS))
-def test_tiny_fixture_outputs_reproduced(role, fixtures, tiny_nets):
-    fx, net = fixtures[role], tiny_nets[role]
-    counts = json.loads((REF / "param_counts.json").read_text())[NETS[role]]["tiny"]
-    assert count_params(net) == counts["n_param"]
-    for case in [fx] + list(fx["extras"]):  # main input and every extra (odd sizes, batch 1 / 2 / 8)
+def test_tiny_fixture_outputs_reproduced(role, golden, weights, tiny_nets):
+    from strbench.fid_weights import state_dict_sha256
+
+    g, net = golden[NETS[role]], tiny_nets[role]
+    assert state_dict_sha256(weights[role]) == g["fill_sha256"]  # the regenerated weights are the fixture's
+    assert count_params(net) == _counts(NETS[role])["tiny"]["n_param"]
+    assert len(g["cases"]) >= 2
+    for i, case in enumerate(g["cases"]):  # main input and every extra (odd sizes, batch 1 / 2 / 8)
         with torch.no_grad():
-            out = _call(role, net, case["inputs"])
+            out = _call(role, net, fixture_inputs(role, i, case))
         ref = case["output"]
         assert out.shape == ref.shape and out.dtype == torch.float32
         rel = ((out - ref).abs().max() / ref.abs().max()).item()
         assert rel <= 1e-5, (role, tuple(ref.shape), rel)
 
 
-def test_texture_eval_uses_stored_spectral_vectors(fixtures, tiny_nets):
-    net, inp = tiny_nets["texture"], fixtures["texture"]["inputs"]
+def test_texture_eval_uses_stored_spectral_vectors(golden, tiny_nets):
+    net, inp = tiny_nets["texture"], _texture_inputs(golden)
     u0 = net.downs[0][4].conv_0.weight_u.clone()
     with torch.no_grad():
         a, b = _call("texture", net, inp), _call("texture", net, inp)
@@ -100,13 +144,13 @@ def test_texture_eval_uses_stored_spectral_vectors(fixtures, tiny_nets):
     assert torch.equal(conv.weight, conv.weight_orig / sigma)
 
 
-def test_texture_train_forward_runs_power_iteration(fixtures):
+def test_texture_train_forward_runs_power_iteration(golden, weights):
     net = build_net("texture", "tiny", arch="authors")
-    net.load_state_dict(fixtures["texture"]["state_dict"])
+    net.load_state_dict(weights["texture"])
     u0 = net.downs[1][4].conv_1.weight_u.clone()
     net.train()
     with torch.no_grad():
-        _call("texture", net, fixtures["texture"]["inputs"])
+        _call("texture", net, _texture_inputs(golden))
     assert not torch.equal(net.downs[1][4].conv_1.weight_u, u0)
 
 
@@ -184,8 +228,8 @@ def _one_line_error(net, path, role, *must):
     return msg
 
 
-def test_load_pretrained_strict(tmp_path, fixtures):
-    sd = fixtures["structure"]["state_dict"]
+def test_load_pretrained_strict(tmp_path, weights):
+    sd = weights["structure"]
     net = build_net("structure", "tiny", arch="authors")
     raw = tmp_path / "structure.pth"
     torch.save(sd, raw)
@@ -200,10 +244,12 @@ def test_load_pretrained_strict(tmp_path, fixtures):
     torch.save({"module.module." + k: v for k, v in sd.items()}, twice)
     _one_line_error(net, twice, "structure", "missing 87 [init_conv.weight", "unexpected 87 [module.init_conv")
 
-    # the fixture file itself: the state_dict is wrapped under "state_dict" next to other entries
+    # wrapped under "state_dict" next to other entries (as the reference fixtures are)
+    wrapped = tmp_path / "fixture_like.pt"
+    torch.save({"config": {"nf": 8}, "state_dict": weights["texture"], "output": torch.zeros(1)}, wrapped)
     tex = build_net("texture", "tiny", arch="authors")
-    load_pretrained(tex, REF / "fixture_texture_tiny.pt", role="texture")
-    assert torch.equal(tex.downs[1][4].conv_0.weight_v, fixtures["texture"]["state_dict"]["downs.1.4.conv_0.weight_v"])
+    load_pretrained(tex, wrapped, role="texture")
+    assert torch.equal(tex.downs[1][4].conv_0.weight_v, weights["texture"]["downs.1.4.conv_0.weight_v"])
 
     missing = tmp_path / "missing.pth"
     torch.save({k: v for k, v in sd.items() if k != "mid_attn.fn.norm.g"}, missing)
@@ -216,7 +262,7 @@ def test_load_pretrained_strict(tmp_path, fixtures):
 
     # IR-SDE weights into a structure net: the same keys, but 3 vs 1 image channels -> 3 size mismatches
     wrong = tmp_path / "irsde_into_structure.pth"
-    torch.save(fixtures["irsde"]["state_dict"], wrong)
+    torch.save(weights["irsde"], wrong)
     msg = _one_line_error(net, wrong, "structure", "size mismatch 3 [init_conv.weight file 8x6x7x7 vs net 8x2x7x7")
     with pytest.raises(CheckpointError, match="size mismatch"):  # non-strict still refuses shape mismatches
         load_pretrained(net, wrong, role="structure", strict=False)
