@@ -19,8 +19,8 @@ from strbench.nets.discriminator import Discriminator
 from strbench.nets.texture import SpatialAdaptiveNorm, StructureGuidedNet, channel_normalize
 from strbench.nets.unet import UNet
 
-__all__ = ["ARCHS", "AUTHORS_PRESETS", "PRESETS", "ROLES", "build_net", "count_params", "net_kwargs", "UNet", "StructureGuidedNet",
-           "SpatialAdaptiveNorm", "channel_normalize", "Discriminator"]
+__all__ = ["ARCHS", "AUTHORS_PRESETS", "PRESETS", "ROLES", "build_net", "count_params", "net_kwargs", "UNet",
+           "StructureGuidedNet", "SpatialAdaptiveNorm", "channel_normalize", "Discriminator"]
 
 # Per preset: the default image size and the keyword arguments of each role's network.
 #   tiny : trains in minutes on 2 CPU cores at 32-64 px

@@ -110,8 +110,9 @@ def load_pretrained(net: nn.Module, path: str | os.PathLike, *, role: str, stric
         shown = ", ".join(f"{k} file {_shape(a)} vs net {_shape(b)}" for k, a, b in mismatched[:SHOW])
         parts.append(f"size mismatch {len(mismatched)} [{shown}{', ...' if len(mismatched) > SHOW else ''}]")
     if parts:
+        n_net = len(net.state_dict())
         raise _fail(role, path, f"does not match the {role} network {type(net).__name__} "
-                                f"({len(sd)} keys in the file, {len(net.state_dict())} in the net): " + "; ".join(parts),
+                                f"({len(sd)} keys in the file, {n_net} in the net): " + "; ".join(parts),
                     f"check that the file is the {role} checkpoint and that the net sizes (nets preset/overrides) "
                     f"are the release's")
     net.load_state_dict(sd, strict=strict)

@@ -97,7 +97,8 @@ class LayerNorm(nn.Module):
 
 
 class LinearAttention(nn.Module):
-    """Linear attention (4 heads x 32): softmax q over features, k over positions, context = k v^T, out = context^T q."""
+    """Linear attention (4 heads x 32): q softmaxed over features, k over positions;
+    context = k v^T, out = context^T q."""
 
     def __init__(self, dim: int, heads: int = ATTN_HEADS, dim_head: int = ATTN_DIM_HEAD):
         super().__init__()

@@ -4,8 +4,9 @@ Plain: StrDiffusion ``ConditionalUNets`` = IR-SDE ``ConditionalUNet`` (arch_stru
 Guided: StrDiffusion ``ConditionalUNet`` (arch_texture.md): the same tree plus ``downs[i][4] = SPADEBlock(dim_out(i))``
 applied right after each encoder level's down/out conv, driven by the 1-channel structure map S.
 
-strbench's call ``net(x_t, mu, t, cond=None) -> eps_hat`` maps onto the authors' ``forward(xt, cond=mu, time=t, S=cond)``:
-input cat(x_t - mu, mu), reflect-padded right/bottom to a multiple of 2^depth (S is not padded), output cropped back.
+strbench's call ``net(x_t, mu, t, cond=None) -> eps_hat`` maps onto the authors'
+``forward(xt, cond=mu, time=t, S=cond)``: input cat(x_t - mu, mu), reflect-padded right/bottom to a multiple of
+2^depth (S is not padded), output cropped back.
 """
 from __future__ import annotations
 
