@@ -238,14 +238,65 @@ def _square(im, size: int, mode: str, rng: np.random.Generator | None):
     return im.crop((x, y, x + size, y + size))
 
 
-def load_image(path: Path, size: int, mode: str = "resize", rng: np.random.Generator | None = None) -> torch.Tensor:
-    """One RGB image file -> float tensor (3, size, size) in [0, 1]; DataError naming an unreadable file."""
-    from PIL import Image, UnidentifiedImageError
+# Pillow modes and how `open_image` turns them into 8-bit RGB / L (the way PIL users expect):
+#   RGB, L, 1, P, PA, LA, RGBA, RGBa, RGBX, CMYK, YCbCr: Pillow's own convert(); alpha is dropped (the colour
+#     channels are kept as stored, as `Image.open(f).convert("RGB")` and torchvision's loader do); palettes
+#     are expanded through RGBA; CMYK uses Pillow's naive (no ICC profile) conversion.
+#   I;16, I;16L, I;16B, I;16N (16-bit gray), and I read from a PNG (older Pillow's 16-bit gray): scaled to 8 bit
+#     by round(v * 255 / 65535) (= v / 257), not clipped at 255 (which turns every pixel white).
+#   48/64-bit RGB(A) PNGs: Pillow itself keeps the high byte, floor(v / 256), less than 1/255 from v / 257.
+#   Anything else (32-bit integer I from other formats, float F, LAB, HSV, I;16S ...): DataError (range unknown).
+EIGHT_BIT_MODES = ("RGB", "L", "1", "P", "PA", "LA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _gray16_to_8(im):
+    """16-bit gray Pillow image -> 8-bit L, round(v * 255 / 65535) in exact integer arithmetic."""
+    from PIL import Image
+    a = np.asarray(im).astype(np.int64)
+    if a.min() < 0 or a.max() > 65535:
+        raise ValueError(f"values {a.min()}..{a.max()} outside 0..65535")
+    return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+
+
+def _to_8bit(im, target: str, path):
+    """A loaded Pillow image in any supported mode -> 8-bit `target` ("RGB" or "L"); see the table above."""
+    mode = im.mode
+    if mode in SIXTEEN_BIT_MODES or (mode == "I" and im.format == "PNG"):
+        im = _gray16_to_8(im)
+    elif mode in ("P", "PA"):
+        im = im.convert("RGBA")  # palette (and its transparency) expanded; alpha dropped below
+    elif mode not in EIGHT_BIT_MODES:
+        raise DataError(f"image {path} has Pillow mode {mode!r} ({im.format or 'unknown'} file), whose value range "
+                        "strbench cannot map to 8-bit RGB; save it as an 8- or 16-bit PNG or a JPEG")
+    return im.copy() if im.mode == target else im.convert(target)  # a copy: the file's image is closed
+
+
+def open_image(path, mode: str = "RGB"):
+    """Decode one image file into an 8-bit Pillow image in `mode` ("RGB" for images, "L" for masks), fully
+    loaded (a truncated or corrupt file fails here, whatever ImageFile.LOAD_TRUNCATED_IMAGES says); the one
+    decoder of dataset images, mask files and the pre-flight. DataError (one line naming the file) otherwise."""
+    from PIL import Image, ImageFile, UnidentifiedImageError
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be 'RGB' or 'L'; got {mode!r}")
+    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
         with Image.open(path) as im:
-            arr = np.asarray(_square(im.convert("RGB"), size, mode, rng))
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read image {path} ({e}); replace or remove the file") from None
+            im.load()
+            return _to_8bit(im, mode, path)
+    except DataError:
+        raise
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise DataError(f"cannot read image {path} ({reason}); replace or remove the file") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+
+
+def load_image(path: Path, size: int, mode: str = "resize", rng: np.random.Generator | None = None) -> torch.Tensor:
+    """One image file -> float tensor (3, size, size) in [0, 1] RGB (decoded by `open_image`); DataError naming
+    an unreadable file."""
+    arr = np.asarray(_square(open_image(path, "RGB"), size, mode, rng))
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 

@@ -433,21 +433,26 @@ def _existing_set_matches(out: Path, digest: str) -> bool:
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
+ASPECT_TOLERANCE = 0.01  # |w/h - W/H| above this: the mask would be distorted by the resize, refused
+
+
 def _read_mask(f: Path, h: int, w: int, polarity: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    """One mask file -> known uint8 {0, 1} (h, w). Decoded to 8-bit gray by `data.open_image` (16-bit scaled,
+    palette expanded to its colours, alpha dropped: the displayed gray decides), resized with nearest,
+    binarised at > 127; another aspect ratio is refused (a DataError naming the file)."""
+    from PIL import Image
+
+    from strbench.data import open_image
     try:
-        with Image.open(f) as im:
-            im = im.convert("L")
-            if abs(im.width / im.height - w / h) > 0.01:
-                raise DataError(f"mask {f} is {im.width}x{im.height}, which cannot be resized to {w}x{h} "
-                                "without distortion; crop the masks to that aspect ratio")
-            if im.size != (w, h):
-                im = im.resize((w, h), resample=Image.NEAREST)
-            return known_from_pixels(np.asarray(im), polarity)
-    except DataError:
-        raise
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read mask image {f} ({e}); replace or remove the file") from None
+        im = open_image(f, "L")
+    except DataError as e:
+        raise DataError(str(e).replace("cannot read image", "cannot read mask image", 1)) from None
+    if abs(im.width / im.height - w / h) > ASPECT_TOLERANCE:
+        raise DataError(f"mask {f} is {im.width}x{im.height}, which cannot be resized to {w}x{h} "
+                        "without distortion; crop the masks to that aspect ratio")
+    if im.size != (w, h):
+        im = im.resize((w, h), resample=Image.NEAREST)
+    return known_from_pixels(np.asarray(im), polarity)
 
 
 def load_mask_folder(path, size, polarity: str, bins=None, per_bin: int | None = None) -> MaskSet:
