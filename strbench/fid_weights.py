@@ -199,8 +199,11 @@ def _loaded_skeleton(state: dict):
     """torch-fidelity's extractor (built on an empty in-memory dict of ours) with `state` copied in, strict."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    fe = _target_skeleton()
-    torch.nn.Module.load_state_dict(fe, state, strict=True)  # the skeleton's own load_state_dict is a no-op
+    with torch.device("meta"):  # no random init: every tensor comes from `state`
+        fe = _target_skeleton()
+    # strict: every key present; assign: the verified tensors become the parameters (no copy). The skeleton's
+    # own load_state_dict is a no-op, hence nn.Module's.
+    torch.nn.Module.load_state_dict(fe, state, strict=True, assign=True)
     fe.__class__ = FeatureExtractorInceptionV3  # the plain class again (the skeleton adds no state)
     return fe.to(torch.float32).requires_grad_(False).eval()
 
@@ -341,6 +344,14 @@ def _load_failure(e: Exception) -> str:
     return f"it is not a torch.save file of tensors ({type(e).__name__}: {first})"
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """numpy's single-threaded isfinite: ~20x faster than torch's per-tensor kernels on a busy 2-core machine."""
+    if t.dtype in (torch.float16, torch.float32, torch.float64):
+        import numpy as np
+        return bool(np.isfinite(t.detach().cpu().numpy()).all())
+    return bool(torch.isfinite(t).all())
+
+
 def check_layout(state, where: str) -> "OrderedDict[str, torch.Tensor]":
     """`state` must be a mapping of tensors with exactly torch-fidelity's InceptionV3 keys and shapes (num_batches_tracked
     optional), floating parameters, finite features path (fc may be NaN); returns a plain ordered copy to load."""
@@ -367,9 +378,9 @@ def check_layout(state, where: str) -> "OrderedDict[str, torch.Tensor]":
         if key.endswith(OPTIONAL_SUFFIX) == t.is_floating_point():
             want = "integer" if key.endswith(OPTIONAL_SUFFIX) else "floating-point"
             raise WeightsError(f"{where}: key {key!r} holds {t.dtype} values, expected {want}; {USER_FIX}")
-        if not key.startswith("fc.") and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if not key.startswith("fc.") and t.is_floating_point() and not _all_finite(t):
             raise WeightsError(f"{where}: key {key!r} holds NaN/Inf values (pool3 features would be NaN); {USER_FIX}")
-        out[key] = t
+        out[key] = t.contiguous()
     return out
 
 
