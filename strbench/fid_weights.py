@@ -250,11 +250,11 @@ def _check_cached(path: Path) -> str:
     except (OSError, ValueError) as e:
         raise WeightsError(f"FID weights {path}: checksum record {side} unreadable ({e}); delete both files "
                            f"to convert again") from None
-    sha = file_sha256(path)
+    state, sha = load_verified_state(path, origin=f"the cache, {ENV_CACHE}",
+                                     fix=f"delete it and {side.name} to convert again")
     if sha != record.get("sha256"):
         raise WeightsError(f"FID weights {path}: sha256 {sha[:12]}... != recorded {str(record.get('sha256'))[:12]}"
                            f"... in {side}; delete both files to convert again")
-    state, _ = load_verified_state(path, origin=f"the cache, {ENV_CACHE}")
     content = state_dict_sha256(state)
     if content != CONVERTED_CONTENT_SHA256:
         raise WeightsError(f"FID weights {path}: tensors' sha256 {content[:12]}... is not the converted "
@@ -352,19 +352,19 @@ def _all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
-def check_layout(state, where: str) -> "OrderedDict[str, torch.Tensor]":
+def check_layout(state, where: str, fix: str = USER_FIX) -> "OrderedDict[str, torch.Tensor]":
     """`state` must be a mapping of tensors with exactly torch-fidelity's InceptionV3 keys and shapes (num_batches_tracked
     optional), floating parameters, finite features path (fc may be NaN); returns a plain ordered copy to load."""
     if not isinstance(state, dict):
-        raise WeightsError(f"{where}: holds a {type(state).__name__}, not a state_dict; {USER_FIX}")
+        raise WeightsError(f"{where}: holds a {type(state).__name__}, not a state_dict; {fix}")
     layout = expected_layout()
     unexpected = [k for k in state if k not in layout]
     if unexpected:
         raise WeightsError(f"{where}: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected of {len(state)}), "
-                           f"not torch-fidelity's InceptionV3 layout; {USER_FIX}")
+                           f"not torch-fidelity's InceptionV3 layout; {fix}")
     missing = [k for k in layout if k not in state and not k.endswith(OPTIONAL_SUFFIX)]
     if missing:
-        raise WeightsError(f"{where}: missing key {missing[0]!r} ({len(missing)} of {len(layout)} missing); {USER_FIX}")
+        raise WeightsError(f"{where}: missing key {missing[0]!r} ({len(missing)} of {len(layout)} missing); {fix}")
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     for key, shape in layout.items():
         t = state.get(key)
@@ -372,19 +372,19 @@ def check_layout(state, where: str) -> "OrderedDict[str, torch.Tensor]":
             out[key] = torch.tensor(0, dtype=torch.long)
             continue
         if not isinstance(t, torch.Tensor):
-            raise WeightsError(f"{where}: key {key!r} holds a {type(t).__name__}, not a tensor; {USER_FIX}")
+            raise WeightsError(f"{where}: key {key!r} holds a {type(t).__name__}, not a tensor; {fix}")
         if tuple(t.shape) != shape:
-            raise WeightsError(f"{where}: key {key!r} has shape {tuple(t.shape)}, expected {shape}; {USER_FIX}")
+            raise WeightsError(f"{where}: key {key!r} has shape {tuple(t.shape)}, expected {shape}; {fix}")
         if key.endswith(OPTIONAL_SUFFIX) == t.is_floating_point():
             want = "integer" if key.endswith(OPTIONAL_SUFFIX) else "floating-point"
-            raise WeightsError(f"{where}: key {key!r} holds {t.dtype} values, expected {want}; {USER_FIX}")
+            raise WeightsError(f"{where}: key {key!r} holds {t.dtype} values, expected {want}; {fix}")
         if not key.startswith("fc.") and t.is_floating_point() and not _all_finite(t):
-            raise WeightsError(f"{where}: key {key!r} holds NaN/Inf values (pool3 features would be NaN); {USER_FIX}")
+            raise WeightsError(f"{where}: key {key!r} holds NaN/Inf values (pool3 features would be NaN); {fix}")
         out[key] = t.contiguous()
     return out
 
 
-def load_verified_state(path: str | os.PathLike, *, origin: str = f"`{SETTING}`"
+def load_verified_state(path: str | os.PathLike, *, origin: str = f"`{SETTING}`", fix: str = USER_FIX
                         ) -> tuple["OrderedDict[str, torch.Tensor]", str]:
     """(state_dict, sha256 of the bytes loaded): the file read once, hashed, loaded with weights_only=True (no
     code in it ever runs), its layout checked (`check_layout`) and, for a torch.hub-style name
@@ -405,8 +405,8 @@ def load_verified_state(path: str | os.PathLike, *, origin: str = f"`{SETTING}`"
             warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol 4" notices
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure of a safe load is this file's fault
-        raise WeightsError(f"{where}: {_load_failure(e)}; {USER_FIX}") from None
-    return check_layout(state, where), sha
+        raise WeightsError(f"{where}: {_load_failure(e)}; {fix}") from None
+    return check_layout(state, where, fix), sha
 
 
 def _check_user_file(path: Path, origin: str) -> str:

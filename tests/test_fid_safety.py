@@ -139,3 +139,14 @@ def test_check_fid_weights_writes_nothing_before_conversion(tmp_path, monkeypatc
     path, sha = FW.check_fid_weights()
     assert path == FW.source_model_path() and len(sha) == 64
     assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_cached_conversion_says_delete(tmp_path, monkeypatch):
+    monkeypatch.setenv(FW.ENV_CACHE, str(tmp_path))
+    monkeypatch.delenv(FW.ENV_WEIGHTS, raising=False)
+    path = FW.converted_path()
+    path.write_bytes(b"\x00" * 1000)
+    path.with_name(path.name + ".json").write_text('{"sha256": "00"}')
+    with pytest.raises(WeightsError) as e:
+        FW.check_fid_weights()
+    _one_line(e, path, FW.ENV_CACHE, "delete it and", "to convert again")
