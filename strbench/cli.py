@@ -47,6 +47,8 @@ def _cmd_validate(a) -> int:
     print(f"{a.config}: ok: {len(v.cells)} cells, {len(v.models)} models" +
           (f" (profile {v.exp.profile}" + (f"; other profiles valid: {', '.join(others)}" if others else "") + ")"
            if v.exp.profile else ""))
+    for c in v.checks:
+        print(f"  {c}")
     return 0
 
 
@@ -163,7 +165,8 @@ def format_plan(st) -> str:
              f", {len(status)} models; tracking {exp.tracking.uri}{st.note}; cache {exp.cache_dir}",
              "", "models:"]
     for m, s, users in st.models:
-        lines.append(f"  {m.role:<14} {m.short}  {s:<8} {m.train.steps:>6} steps  used by {users} cell(s)")
+        what = f"from {m.source}" if m.pretrained else f"{m.train.steps:>6} steps"
+        lines.append(f"  {m.role:<14} {m.short}  {s:<8} {what}  used by {users} cell(s)")
     lines += ["", "cells:", f"  {'#':>3}  {'cell':<12}  {'status':<8}  {'label':<44}  models"]
     for c in mine:
         done = "done" if c.hash in st.done else "pending"
@@ -171,7 +174,9 @@ def format_plan(st) -> str:
         lines.append(f"  {c.index:>3}  {c.short}  {done:<8}  {c.label:<44}  {ms}")
     n_done = sum(c.hash in st.done for c in mine)
     vals = list(status.values())
-    lines += ["", f"{n_done} done, {len(mine) - n_done} to run; models: {vals.count('cached')} cached, "
+    loaded = f"{vals.count('pretrained')} pretrained, " if "pretrained" in vals else ""
+    lines += ["", "checks:"] + [f"  {c}" for c in st.checks] if st.checks else []
+    lines += ["", f"{n_done} done, {len(mine) - n_done} to run; models: {loaded}{vals.count('cached')} cached, "
                   f"{vals.count('partial')} partial, {vals.count('missing')} to train. Nothing was trained or logged."]
     return "\n".join(lines)
 

@@ -176,8 +176,9 @@ class StructureCfg(Strict):
 
 
 class NetsCfg(Strict):
-    """Networks: a preset of strbench.nets.PRESETS plus build_net overrides."""
+    """Networks: an architecture, a preset of its presets (strbench.nets) plus build_net overrides."""
 
+    arch: Literal["strbench", "authors"] = "strbench"  # authors: the released networks (state_dict-compatible)
     preset: Literal["tiny", "small", "paper"] = "tiny"
     unet: dict[str, Any] = {}  # overrides of the three U-Nets (irsde, structure, texture): nf, ch_mult, ...
     roles: dict[Role, dict[str, Any]] = {}  # per-role overrides (discriminator: nf, ch_mult)
@@ -268,6 +269,9 @@ class Experiment(Strict):
     structure: StructureCfg = StructureCfg()
     schedule: ScheduleCfg = ScheduleCfg()
     nets: NetsCfg = NetsCfg()
+    # Pretrained weights per role, loaded (strictly) instead of trained: a state_dict file (e.g. the authors'
+    # texture.pth) for the `nets` architecture, or "random:SEED" (random weights written to the cache: smoke tests)
+    models: dict[Role, Optional[str]] = {}  # a role set to null must be given (e.g. --set models.texture=PATH)
     train: TrainCfg = TrainCfg()
     sample: SampleCfg = SampleCfg()
     metrics: MetricsCfg = MetricsCfg()

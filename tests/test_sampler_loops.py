@@ -309,11 +309,15 @@ def test_cases_cover_every_option():
             seen["mode"].add(s.get("mode", "paper"))
             seen["variant"].add(s.get("variant", "gray2edge"))
             seen["accept"].add(s.get("accept", "lower"))
-    from strbench.sample import ABLATIONS, ACCEPT, MODES, SAMPLERS
+    from typing import get_args
+
+    from strbench import methods
     from strbench.structure import VARIANTS
 
-    assert seen == {"method": set(SAMPLERS), "ablation": set(ABLATIONS), "mode": set(MODES),
-                    "variant": set(VARIANTS), "accept": set(ACCEPT)}
+    fields = methods.get("strdiffusion").settings.model_fields
+    choices = {k: set(get_args(fields[k].annotation)) for k in ("ablation", "mode", "accept")}
+    learned = {n for n, m in methods.registry().items() if not m.floor}  # floors have no network to dummy
+    assert seen == {"method": learned, **choices, "variant": set(VARIANTS)}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

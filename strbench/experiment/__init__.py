@@ -12,7 +12,7 @@ reads), ``cache`` (datasets, masks, the model cache), ``evaluate`` (one cell: sa
 The runner knows no equation: it calls strbench.train, strbench.sample and strbench.metrics.
 """
 from strbench.experiment.cache import Resources, model_status
-from strbench.experiment.checks import check_resources
+from strbench.experiment.checks import check_resources, preflight
 from strbench.experiment.evaluate import CellResult, evaluate_cell
 from strbench.experiment.plan import (Cell, CellConfig, ModelSpec, TrainData, cell_config, expand, experiment_hash,
                                       freeze, model_groups, model_specs, shard_cells, thaw, unique_models)
@@ -23,5 +23,5 @@ from strbench.experiment.run import (PlanStatus, RunSummary, Validation, cell_pa
 __all__ = ["Bar", "Cell", "CellConfig", "CellResult", "ModelSpec", "PlanStatus", "Progress", "Resources",
            "RunSummary", "SILENT", "TrainData", "Validation", "cell_config", "cell_params", "cell_tags",
            "check_resources", "evaluate", "evaluate_cell", "expand", "experiment_hash", "freeze", "model_groups",
-           "model_specs", "model_status", "plan_status", "run_experiment", "shard_cells", "thaw",
+           "model_specs", "model_status", "plan_status", "preflight", "run_experiment", "shard_cells", "thaw",
            "tracking_is_local", "unique_models", "validate"]

@@ -14,8 +14,25 @@ from typing import Any, Callable, Mapping, Optional
 
 from strbench import atomic
 from strbench.errors import DataError, StrbenchError
-from strbench.experiment.plan import EvalMasks, ModelSpec, TrainMasks
+from strbench.experiment.plan import EvalMasks, ModelSpec, TrainMasks, random_seed_of
 from strbench.hashing import config_hash
+
+
+def dataset_config(ds, split: str, *, limit: Optional[int] = None) -> dict:
+    """strbench.data.make_dataset's config for the `split` of a cell's EvalDataset or a model's TrainDataset
+    (evaluation never random-crops)."""
+    resize = ds.resize if split == "train" or ds.resize != "random_crop" else "center_crop"
+    cfg: dict[str, Any] = {"type": ds.type, "size": ds.size, "split": split}
+    if ds.type != "builtin":
+        splits = {k: v for k, v in (ds.splits.model_dump() if hasattr(ds, "splits") else {}).items() if v}
+        if getattr(ds, "split_file", None):
+            splits["train"] = ds.split_file
+        cfg.update(root=ds.root, resize=resize, splits=splits)
+        if ds.type == "folder" and ds.test_fraction is not None:
+            cfg["test_fraction"] = ds.test_fraction
+    if limit:
+        cfg["limit"] = limit
+    return cfg
 
 
 class Resources:
@@ -36,17 +53,7 @@ class Resources:
         """The `split` images of a cell's EvalDataset or a model's TrainDataset."""
         from strbench.data import make_dataset
 
-        resize = ds.resize if split == "train" or ds.resize != "random_crop" else "center_crop"
-        cfg: dict[str, Any] = {"type": ds.type, "size": ds.size, "split": split}
-        if ds.type != "builtin":
-            splits = {k: v for k, v in (ds.splits.model_dump() if hasattr(ds, "splits") else {}).items() if v}
-            if getattr(ds, "split_file", None):
-                splits["train"] = ds.split_file
-            cfg.update(root=ds.root, resize=resize, splits=splits)
-            if ds.type == "folder" and ds.test_fraction is not None:
-                cfg["test_fraction"] = ds.test_fraction
-        if limit:
-            cfg["limit"] = limit
+        cfg = dataset_config(ds, split, limit=limit)
         key = json.dumps(cfg, sort_keys=True)
         if key not in self._datasets:
             self._datasets[key] = make_dataset(cfg)
@@ -111,6 +118,10 @@ class Resources:
 
         if spec.hash in self._models:
             return self._models[spec.hash]
+        if spec.pretrained:
+            net = self._pretrained(spec).eval()
+            self._models[spec.hash] = net
+            return net
         if spec.hash in self.failed:
             raise StrbenchError(f"model {spec.role} {spec.short} failed earlier in this run: {self.failed[spec.hash]}")
         d = self.model_dir(spec)
@@ -143,8 +154,40 @@ class Resources:
         return net
 
 
+    def _pretrained(self, spec: ModelSpec):
+        """A pretrained model: its network (the `nets` architecture) with the file's weights, loaded strictly;
+        "random:SEED" weights are written once to <cache>/pretrained/ and then loaded the same way."""
+        import io
+
+        import torch
+
+        from strbench.errors import CheckpointError
+        from strbench.nets import build_net
+        from strbench.nets.pretrained import load_pretrained
+
+        seed = random_seed_of(spec.source)
+        path = Path(spec.source).expanduser()
+        if seed is not None:
+            path = self.root / "pretrained" / f"{spec.role}-{spec.hash[:16]}.pth"
+            if not path.is_file():
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    net = build_net(spec.role, spec.train.preset, **spec.train.net)
+                buf = io.BytesIO()
+                torch.save(net.state_dict(), buf)
+                atomic.write_bytes(path, buf.getvalue())
+        net = build_net(spec.role, spec.train.preset, **spec.train.net)
+        digest = load_pretrained(net, path, role=spec.role)
+        if spec.sha256 is not None and digest != spec.sha256:
+            raise CheckpointError(f"models.{spec.role}: {path} changed since the cells were planned (sha256 "
+                                  f"{digest[:12]}, planned {spec.sha256[:12]}); run the command again")
+        return net.to(self.device)
+
+
 def model_status(cache_dir: str | os.PathLike, spec: ModelSpec) -> str:
-    """cached | partial | missing: what the cache holds for `spec` (reads two file names, nothing else)."""
+    """cached | partial | missing | pretrained: what the cache holds for `spec` (reads file names only)."""
+    if spec.pretrained:
+        return "pretrained"
     d = Path(cache_dir) / "models" / spec.hash
     if (d / "complete.json").is_file():
         return "cached"

@@ -28,17 +28,19 @@ class CellResult:
     artifacts: dict = field(default_factory=dict)  # name -> local file
 
 
-def _pick_images(ds, n: int) -> tuple[list[int], Any]:
-    """n images spread evenly over the split (cycled when it has fewer)."""
-    import torch
-
-    m = len(ds)
+def pick_indices(m: int, n: int) -> list[int]:
+    """Indices of n images spread evenly over a split of m (cycled when it has fewer)."""
     if m == 0:
         raise DataError("the evaluation split has no images")
     if n <= m:
-        idx = [int(round(i * (m - 1) / max(n - 1, 1))) for i in range(n)] if n > 1 else [0]
-    else:
-        idx = [i % m for i in range(n)]
+        return [int(round(i * (m - 1) / max(n - 1, 1))) for i in range(n)] if n > 1 else [0]
+    return [i % m for i in range(n)]
+
+
+def _pick_images(ds, n: int) -> tuple[list[int], Any]:
+    import torch
+
+    idx = pick_indices(len(ds), n)
     return idx, torch.stack([ds[i] for i in idx]).float()
 
 

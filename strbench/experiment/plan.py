@@ -9,8 +9,10 @@ training data of one model. Method knowledge comes from the method registry (:mo
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Optional
 
@@ -83,25 +85,69 @@ class ModelSpec:
     """A model to train once and share: its role, TrainConfig, training data and dependencies."""
 
     role: str
-    hash: str  # = TrainConfig.hash(role), also the checkpoint's config_hash
-    train: Any  # strbench.train.TrainConfig (treated as read-only)
+    hash: str  # = TrainConfig.hash(role), also the checkpoint's config_hash; pretrained: see pretrained_hash
+    train: Any  # strbench.train.TrainConfig (treated as read-only; for a pretrained model only its net counts)
     data: TrainData
     needs: tuple[str, ...] = ()  # hashes of models that must exist first (structure net for guidance "net")
+    source: Optional[str] = None  # pretrained: a weights file, "random:SEED", "" (not set yet); None: trained
+    sha256: Optional[str] = None  # of the weights file (None for random:SEED)
 
     @property
     def short(self) -> str:
         return self.hash[:12]
 
+    @property
+    def pretrained(self) -> bool:
+        return self.source is not None
+
     def to_dict(self) -> dict:
-        return {"hash": self.hash, "train": self.train.to_dict(), "data": self.data.identity(),
-                "needs": list(self.needs)}
+        d = {"hash": self.hash, "train": self.train.to_dict(), "data": self.data.identity(), "needs": list(self.needs)}
+        if self.source is not None:
+            d.update(source=self.source, sha256=self.sha256)
+        return d
 
     @classmethod
     def from_dict(cls, role: str, d: Mapping) -> "ModelSpec":
         from strbench.train import TrainConfig
 
         return cls(role=role, hash=d["hash"], train=TrainConfig.from_dict(thaw(d["train"])),
-                   data=TrainData.model_validate(thaw(d["data"]), strict=False), needs=tuple(d.get("needs") or ()))
+                   data=TrainData.model_validate(thaw(d["data"]), strict=False), needs=tuple(d.get("needs") or ()),
+                   source=d.get("source"), sha256=d.get("sha256"))
+
+
+RANDOM_PREFIX = "random:"
+
+
+def random_seed_of(source: str) -> Optional[int]:
+    """SEED of a "random:SEED" model source, else None."""
+    if not source.startswith(RANDOM_PREFIX):
+        return None
+    tail = source[len(RANDOM_PREFIX):]
+    if not tail.lstrip("-").isdigit():
+        raise ConfigError(f"models: {source!r}: write random:SEED with an integer seed, e.g. random:0")
+    return int(tail)
+
+
+def pretrained_hash(role: str, net: Mapping, sha256: Optional[str], seed: Optional[int]) -> str:
+    """Identity of a loaded model: its role, its resolved network, and the file's content (or the seed)."""
+    return config_hash({"role": role, "net": dict(net), "weights": {"sha256": sha256} if sha256 else {"random": seed}})
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    from strbench.fid_weights import file_sha256
+
+    return file_sha256(path)
+
+
+def weights_digest(path: str, *, key: str) -> str:
+    """sha256 of a weights file (memoised per path, size and mtime); a missing file is one ConfigError line."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{key}: file {p} not found; give the path of the released checkpoint (a state_dict "
+                          "file), or random:SEED for random weights")
+    st = p.stat()
+    return _file_digest(str(p.resolve()), st.st_size, st.st_mtime_ns)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -249,6 +295,12 @@ def model_specs(exp: Experiment, roles: Iterable[str]) -> dict[str, ModelSpec]:
         net = dict(nets.roles.get(role) or {})
         if role != "discriminator":
             net = {**nets.unet, **net}
+        if nets.arch != "strbench":
+            net = {"arch": nets.arch, **net}
+        source = exp.models.get(role, False)
+        source = "" if source is None else (source or None)  # "": a role set to null (checked by the pre-flight)
+        if source is not None:
+            needs, data_r = (), dict(data)  # loaded, not trained: depends on no other model
         tc = {**fields, "seed": exp.seed, "preset": nets.preset, "net": net, **sdes, "variant": exp.variant,
               "canny_sigma": exp.structure.canny_sigma, "data_id": config_hash(data_r)}
         try:
@@ -256,8 +308,15 @@ def model_specs(exp: Experiment, roles: Iterable[str]) -> dict[str, ModelSpec]:
             cfg.validate(role)
         except ConfigError as e:
             raise ConfigError(f"{exp.source}: model {role!r} (train/nets sections): {e}") from None
-        out[role] = ModelSpec(role=role, hash=cfg.hash(role), train=cfg, data=TrainData.model_validate(data_r),
-                              needs=needs)
+        if source is None:
+            out[role] = ModelSpec(role=role, hash=cfg.hash(role), train=cfg, data=TrainData.model_validate(data_r),
+                                  needs=needs)
+        else:
+            key = f"{exp.source}: models.{role}"
+            seed = random_seed_of(source)
+            sha = None if seed is not None or source == "" else weights_digest(source, key=key)
+            out[role] = ModelSpec(role=role, hash=pretrained_hash(role, cfg.identity(role)["config"]["net"], sha, seed),
+                                  train=cfg, data=TrainData.model_validate(data_r), source=source, sha256=sha)
         return out[role]
 
     for r in roles:

@@ -25,7 +25,7 @@ from strbench import config as cfgmod
 from strbench.config import Experiment
 from strbench.errors import ConfigError
 from strbench.experiment.cache import Resources, model_status
-from strbench.experiment.checks import check_resources
+from strbench.experiment.checks import preflight
 from strbench.experiment.evaluate import ReportFn, evaluate_cell
 from strbench.experiment.plan import (Cell, CellConfig, ModelSpec, expand, experiment_hash, shard_cells,
                                       unique_models)
@@ -65,6 +65,8 @@ def cell_tags(cell: Cell, exp_hash: str) -> dict:
     tags.update({f"strbench.{k}": v for k, v in cell.method.tags(c.method).items()})
     for r, spec in c.models.items():
         tags[f"strbench.model.{r}"] = spec.hash
+        if spec.pretrained:
+            tags[f"strbench.pretrained.{r}"] = spec.source + (f" sha256:{spec.sha256}" if spec.sha256 else "")
     for k, v in cell.extra_axes.items():
         tags[f"strbench.axis.{k}"] = v
     return tags
@@ -178,7 +180,7 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
     runs KILLED and re-raises KeyboardInterrupt."""
     t_start = time.time()
     all_cells = cells if cells is not None else expand(exp)
-    check_resources(exp, all_cells)
+    preflight(exp, all_cells)
     mine = shard_cells(all_cells, exp.shard.index, exp.shard.count)
     summary = RunSummary(experiment=exp.experiment_name, n_cells=len(mine))
 
@@ -246,6 +248,7 @@ class PlanStatus:
     models: list  # (ModelSpec, cache status cached|partial|missing, number of cells using it)
     done: set  # hashes of cells FINISHED in tracking
     note: str = ""  # why tracking could not be read, if so
+    checks: list = field(default_factory=list)  # the pre-flight's passed checks (strbench.preflight.Checked)
 
 
 def plan_status(exp: Experiment, cells: Optional[list[Cell]] = None) -> PlanStatus:
@@ -253,7 +256,7 @@ def plan_status(exp: Experiment, cells: Optional[list[Cell]] = None) -> PlanStat
     from strbench import tracking
 
     all_cells = cells if cells is not None else expand(exp)
-    check_resources(exp, all_cells)
+    checks = preflight(exp, all_cells)
     mine = shard_cells(all_cells, exp.shard.index, exp.shard.count)
     done: set = set()
     note = ""
@@ -270,7 +273,7 @@ def plan_status(exp: Experiment, cells: Optional[list[Cell]] = None) -> PlanStat
         for m in c.models:
             users[m.hash] = users.get(m.hash, 0) + 1
     models = [(m, model_status(exp.cache_dir, m), users.get(m.hash, 0)) for m in unique_models(mine)]
-    return PlanStatus(exp=exp, all_cells=all_cells, mine=mine, models=models, done=done, note=note)
+    return PlanStatus(exp=exp, all_cells=all_cells, mine=mine, models=models, done=done, note=note, checks=checks)
 
 
 @dataclass
@@ -279,6 +282,7 @@ class Validation:
     cells: list
     models: list
     other_profiles: list
+    checks: list = field(default_factory=list)  # the pre-flight's passed checks (strbench.preflight.Checked)
 
 
 def validate(config: str | Mapping, overrides: Iterable[str] = (), overlay: Optional[str] = None,
@@ -287,9 +291,9 @@ def validate(config: str | Mapping, overrides: Iterable[str] = (), overlay: Opti
     exp = cfgmod.load_experiment(config, overrides=list(overrides), overlay=overlay, profile=profile,
                                  check_profiles=True)
     cells = expand(exp)
-    check_resources(exp, cells)
+    checks = preflight(exp, cells)
     return Validation(exp=exp, cells=cells, models=unique_models(cells),
-                      other_profiles=[p for p in exp.profiles if p != exp.profile])
+                      other_profiles=[p for p in exp.profiles if p != exp.profile], checks=checks)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -311,7 +315,7 @@ def evaluate(target: Any, *, split: str = "val", report: Optional[ReportFn] = No
     cache_dir, device = ".strbench", "auto"
     if isinstance(target, Experiment):
         cells = expand(target)
-        check_resources(target, cells)
+        preflight(target, cells, tracking=False, splits=(split,))
         configs = [c.config for c in cells if not methods.get(c.config.method.method).floor]
         cache_dir, device = target.cache_dir, target.device
     elif isinstance(target, Cell):
