@@ -40,7 +40,15 @@ def _add_validate(sub):
 
 
 def _cmd_validate(a) -> int:
-    from strbench import experiment
+    from strbench import config, experiment, tune
+
+    data = config.read_yaml(a.config)
+    if "base" in data and "study" in data and not (a.set or a.set_from or a.profile):  # a tune config
+        spec = tune.load_spec(a.config)
+        n = tune.check_spec(spec)
+        print(f"{a.config}: ok: tune config; base {spec.base}" + (f" (profile {spec.profile})" if spec.profile else "")
+              + f" valid with each of its {n} search-space keys")
+        return 0
 
     v = experiment.validate(a.config, overrides=a.set, overlay=a.set_from, profile=a.profile)
     others = v.other_profiles

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, Mapping, Optional, Union
 
@@ -66,9 +67,14 @@ def _check_bin(v: list[float]) -> list[float]:
     if len(v) != 2:
         raise ValueError(f"a mask bin is [lo, hi], got {v}")
     lo, hi = v
-    if not (0.0 <= lo < hi <= 1.0):
-        raise ValueError(f"mask bin {v} is outside (0, 1); hole-ratio bins are half-open (lo, hi] "
-                         "with 0 <= lo < hi <= 1, e.g. [0.1, 0.2]")
+    if not (0.0 <= lo <= 1.0 and 0.0 <= hi <= 1.0):
+        raise ValueError(f"mask bin {v} is outside [0, 1]; hole ratios are fractions, e.g. [0.1, 0.2] for 10-20%")
+    if lo > hi:
+        raise ValueError(f"mask bin {v} has lo {lo} > hi {hi}; write it as [{hi}, {lo}] (hole-ratio bins are "
+                         "half-open (lo, hi])")
+    if lo == hi:
+        raise ValueError(f"mask bin {v} is empty (lo == hi; bins are half-open (lo, hi]); widen it, e.g. "
+                         f"[{lo}, {min(1.0, round(lo + 0.1, 6))}]")
     return [float(lo), float(hi)]
 
 
@@ -457,6 +463,21 @@ YAML_KINDS = {"experiment": ("experiments/quickstart.yaml", "name:, dataset:, ..
               "overlay": ("best.yaml from strbench tune --export", "dotted key paths -> values")}
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (safe_load keeps the last
+    one silently: a second `sample:` line in a profile would drop the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (the first value would "
+                                                        "be lost); keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | os.PathLike, *, what: str = "experiment") -> dict:
     """A YAML mapping (safe loader); a missing file, bad syntax or a non-mapping is a one-line ConfigError."""
     example, keys = YAML_KINDS[what]
@@ -464,7 +485,7 @@ def read_yaml(path: str | os.PathLike, *, what: str = "experiment") -> dict:
     if not p.is_file():
         raise ConfigError(f"{p}: no such {what} file; give the path of a YAML file (e.g. {example})")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -530,6 +551,14 @@ def _model_in(ann: Any):
     return None
 
 
+_YAML_EXP_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _decimal(text: str) -> str:
+    """'1e-3' -> '0.001' (how to write a number YAML reads as one)."""
+    return format(float(text), "f").rstrip("0").rstrip(".") if abs(float(text)) >= 1e-6 else repr(float(text))
+
+
 def _describe(v: Any) -> str:
     s = repr(v)
     return (s[:40] + "...") if len(s) > 43 else s
@@ -559,7 +588,11 @@ def format_validation_error(err: ValidationError, source: str, provenance: Mappi
         text = f"{key}: each method needs `method:` (one of {', '.join(METHOD_NAMES)})"
     elif typ.endswith("_type"):
         expected = msg.replace("Input should be a valid ", "expected ").replace("Input should be ", "expected ")
-        text = f"{key}: {expected}, got {_describe(val)} ({type(val).__name__}); fix the value's type"
+        if isinstance(val, str) and _YAML_EXP_STRING.match(val.strip()):  # YAML 1.1 reads 1e-3 as text
+            fix = f"YAML reads {val} as text: write {_decimal(val)} (or with a dot and a signed exponent: 1.0e-3)"
+        else:
+            fix = "fix the value's type"
+        text = f"{key}: {expected}, got {_describe(val)} ({type(val).__name__}); {fix}"
     elif typ == "value_error":
         text = f"{key}: {msg.removeprefix('Value error, ')}"
     else:

@@ -53,14 +53,14 @@ def test_wrong_type_names_the_key(d, path):
     assert f"{path}: expected" in err(d)
 
 
-@pytest.mark.parametrize("bins, where", [
-    ([[0.1, 0.2], [0.5, 1.2]], "masks.bins[1]"),
-    ([[-0.1, 0.2]], "masks.bins[0]"),
-    ([[0.3, 0.2]], "masks.bins[0]"),
+@pytest.mark.parametrize("bins, where, says", [
+    ([[0.1, 0.2], [0.5, 1.2]], "masks.bins[1]", "outside [0, 1]"),
+    ([[-0.1, 0.2]], "masks.bins[0]", "outside [0, 1]"),
+    ([[0.3, 0.2]], "masks.bins[0]", "lo 0.3 > hi 0.2"),
 ])
-def test_mask_bin_outside_unit_interval(bins, where):
+def test_mask_bin_outside_unit_interval(bins, where, says):
     msg = err({"masks": {"bins": bins}})
-    assert where in msg and "outside (0, 1)" in msg
+    assert where in msg and says in msg
 
 
 def test_bin_starting_at_zero_is_allowed():
@@ -227,3 +227,31 @@ def test_shipped_experiments_validate_in_every_profile(path):
 
 def test_expected_experiments_exist():
     assert all(p.is_file() for p in EXPERIMENTS)
+
+
+# ------------------------------------------------------------------------------------------ wording
+
+
+def test_bin_messages_say_what_is_wrong():
+    assert "has lo 0.3 > hi 0.2; write it as [0.2, 0.3]" in err({"masks": {"bins": [[0.3, 0.2]]}})
+    assert "is empty (lo == hi" in err({"masks": {"bins": [[0.2, 0.2]]}})
+    assert "outside [0, 1]" in err({"masks": {"bins": [[0.2, 1.3]]}})
+
+
+def test_a_yaml_exponent_read_as_text_gets_a_hint():
+    msg = err({}, overrides=["train.lr=1e-3"])
+    assert "train.lr" in msg and "YAML reads 1e-3 as text: write 0.001" in msg and "--set train.lr=1e-3" in msg
+
+
+def test_a_key_given_twice_in_a_yaml_file_is_refused(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("name: x\nsample: {batch: 2}\nsample: {batch: 3}\n")
+    with pytest.raises(ConfigError, match=r"line 3 column 1: .*duplicate key 'sample'"):
+        C.load_experiment(p)
+
+
+def test_validate_checks_a_tune_config(capsys):
+    from strbench import cli
+
+    assert cli.main(["validate", "experiments/tune_schedules.yaml"]) == 0
+    assert "ok: tune config; base experiments/quickstart.yaml" in capsys.readouterr().out

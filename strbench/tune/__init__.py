@@ -37,5 +37,5 @@ from strbench.tune.storage import (DEFAULT_STORAGE, HEARTBEAT_ATTR, RDB_SCHEMES,
                                    resolve_storage_url, storage_kind)
 from strbench.tune.study import (ERROR_ATTR, METRICS_ATTR, OVERLAY_ATTR, PARENT_RUN_ATTR, PRUNER_FACTORIES,
                                  SAMPLER_FACTORIES, SPEC_ATTR, Evaluator, StudySummary, best_trial, export_best,
-                                 make_objective, open_study, process_seed, run_study, runner_evaluator, summarize,
+                                 check_spec, make_objective, open_study, process_seed, run_study, runner_evaluator, summarize,
                                  tune_command)

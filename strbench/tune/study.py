@@ -63,6 +63,16 @@ def runner_evaluator(spec: TuneSpec) -> Evaluator:
     return Evaluator(evaluate, check, describe=_describe_experiment(exp))
 
 
+def check_spec(spec: TuneSpec) -> int:
+    """What `strbench validate TUNE.yaml` checks: the base experiment loads, and every space key applies to it
+    (one probe overlay per key, validated as a trial's overlay would be). Returns the number of probes."""
+    evaluator = runner_evaluator(spec)
+    probes = probe_overlays(spec)
+    for overlay in probes:
+        evaluator.check(overlay)
+    return len(probes)
+
+
 def _describe_experiment(exp) -> dict:
     """MLflow defaults from the base experiment: its name and tracking URI."""
     return {"name": exp.experiment_name, "tracking_uri": exp.tracking.uri,
