@@ -553,8 +553,9 @@ class Trainer:
         """The step's data (stream) and levels t ~ U{1..T} from the generator (global batch, sliced)."""
         d = self._override if self._override is not None else self.data_batch()
         n = d["image"].shape[0]
-        n_global = n if self._override is not None else self.spec.global_batch
-        offset = 0 if self._override is not None else self.spec.rank * self.spec.batch
+        whole = self._override is not None and self.spec.world_size == 1  # a given batch is all of it
+        n_global = n if whole else self.spec.global_batch
+        offset = 0 if whole else self.spec.rank * self.spec.batch
         t = torch.randint(1, self.T + 1, (n_global,), generator=g, device=self.device)[offset:offset + n]
         return Batch(y0=d["image"], known=d["known"], t=t, x0=d.get("x0"), mu_x=d.get("mu_x"), n_global=n_global,
                      offset=offset)
@@ -565,14 +566,19 @@ class Trainer:
         return contextlib.nullcontext()
 
     # --- one step ---
-    def step(self) -> Tensor:
+    def step(self, batch: Optional[dict] = None) -> Tensor:
         """One full training step: lr, batch, targets, forward, backward (gradients averaged over the
-        ranks), clip, Adam, EMA. Returns this rank's loss."""
+        ranks), clip, Adam, EMA. Returns this rank's loss. `batch` (a ``data_batch()``) trains on those
+        data instead of the stream's (benchmarks: the step without the loader)."""
         lr = lr_at(self.cfg, self.step_count)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        with self.autocast():
-            loss = self.objective(self, self.model, self.gen)
+        self._override = batch
+        try:
+            with self.autocast():
+                loss = self.objective(self, self.model, self.gen)
+        finally:
+            self._override = None
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
@@ -594,11 +600,13 @@ class Trainer:
         was = model.training
         model.eval()
         spec = dataclasses.replace(self.spec, seed=seed, batch=min(n, self.cfg.batch), world_size=1, rank=0)
+        world = self.spec
         try:
             self._override = self._to_device(stream.make_batch(self.source, self.masks, spec, step=0))
+            self.spec = spec  # the preview batch is the whole batch
             self.objective(self, model, g, out)
         finally:
-            self._override = None
+            self._override, self.spec = None, world
             model.train(was)
         return {k: v.detach().float().cpu() for k, v in out.items() if v.ndim == 4}
 
