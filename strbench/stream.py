@@ -285,7 +285,7 @@ def make_sample(source, masks, spec: StreamSpec, key: tuple[int, int, int],
     return out
 
 
-MAP_CACHE_BYTES = 512 * 2**20  # per process: in-memory sources whose maps of both flips fit are memoised
+MAP_CACHE_BYTES = 64 * 2**20  # per process: memoise the maps of in-memory sources that fit (built-in: ~26 MB)
 
 
 def _map_cache(source, spec: StreamSpec) -> Optional[dict]:
