@@ -5,13 +5,18 @@ sampling, structure guidance, target computation, forward, backward, grad clippi
 bookkeeping) against the bare forward + backward + Adam step of the same network on fixed tensors;
 the ratio is the training loop's own overhead (aim <= 1.15). Also the parameter count of every
 preset and role. Everything is one library call (``bench_train``) that returns the rows it prints.
+
+``data``: the streaming loader's images/s at 256 px (generated PNGs in a temp folder) beside a
+paper-preset training step's images/s, and their ratio (``bench_data``).
 """
 from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from strbench.errors import ConfigError
@@ -115,6 +120,7 @@ def bench_train(device: str = "auto", size: Optional[int] = None, batch: Optiona
         f, b = statistics.median(full_t), statistics.median(bare_t)
         rows.append({"role": role, "params": count_params(tr.net), "full_ms": 1e3 * f, "bare_ms": 1e3 * b,
                      "ratio": f / b})
+        tr.close()
     params = [{"preset": p, **{r: count_params(build_net(r, p)) for r in ROLES}} for p in PRESETS]
     if not quiet:
         print(f"training-step overhead: preset {preset}, {size} px, batch {batch}, device {_device_name(dev)}, "
@@ -211,10 +217,94 @@ def bench_sample(device: str = "auto", size: Optional[int] = None, batch: Option
     return rows
 
 
+def write_bench_images(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:
+    """n PNGs (size x 1.25 size, landscape): smooth colour fields with a few hard-edged shapes, so that
+    random crops move and Canny finds edges."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    w, h = size * 5 // 4, size
+    files = []
+    for i in range(n):
+        low = Image.fromarray(rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+        draw = ImageDraw.Draw(low)
+        for _ in range(4):
+            x0, y0 = int(rng.integers(0, w * 3 // 4)), int(rng.integers(0, h * 3 // 4))
+            x1, y1 = x0 + int(rng.integers(2, 2 + w // 3)), y0 + int(rng.integers(2, 2 + h // 3))
+            draw.rectangle((x0, y0, x1, y1), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        files.append(folder / f"{i:05d}.png")
+        low.save(files[-1])
+    return files
+
+
+def bench_data(device: str = "auto", size: Optional[int] = None, batch: Optional[int] = None,
+               preset: Optional[str] = None, repeats: Optional[int] = None, images: int = 300,
+               workers: Optional[int] = None, quiet: bool = False) -> dict:
+    """Streaming loader images/s vs a training step's images/s, measured in one run, as a ratio.
+
+    The loader (strbench.stream, `workers` processes, default from the CPU count) reads `images`
+    generated PNGs from a temp folder with resize random_crop at `size` px (256), flips, draws a fresh
+    mask per sample and computes the texture role's structure maps (gray2edge, Canny sigma 3). The
+    step is ``Trainer.step(batch)`` of the texture role on a batch already on the device (no loading),
+    preset `preset`: ``paper`` unless --preset names another (the CLI's default ``tiny`` counts as
+    unset). ratio = loader / step: >= 1 means the loader keeps up with training.
+    """
+    import tempfile
+
+    from strbench import stream
+    from strbench.data import ImageFolderDataset
+    from strbench.nets import PRESETS
+    from strbench.train import TrainConfig, Trainer, resolve_device
+
+    preset = "paper" if preset in (None, "tiny") else preset
+    if preset not in PRESETS:
+        raise ConfigError(f"bench --preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    dev = resolve_device(device)
+    size = size or 256
+    batch = batch or (8 if dev.type == "cuda" else 1)  # a paper step on a CPU takes tens of seconds per image
+    repeats = repeats or (5 if dev.type == "cuda" else 2)
+    workers = stream.default_workers() if workers is None else workers
+    with tempfile.TemporaryDirectory(prefix="strbench-bench-data-") as tmp:
+        write_bench_images(Path(tmp), images, size)
+        ds = ImageFolderDataset(tmp, size, split="all", resize="random_crop")
+        masks = stream.MaskGenerator(size)
+        cfg = TrainConfig(preset=preset, batch=batch, steps=10 ** 9, workers=workers, canny_sigma=3.0)
+        tr = Trainer("texture", cfg, ds, masks, device=dev)
+        spec = tr.spec
+        n_batches = max(4, 64 // batch)
+        it = iter(stream.make_loader(tr.source, masks, spec, workers=workers, pin_memory=dev.type == "cuda"))
+        for _ in range(2):  # warm-up: worker start, first files
+            next(it)
+        load_t = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(n_batches):
+                next(it)
+            load_t.append((time.perf_counter() - t0) / (n_batches * batch))
+        del it
+        fixed = tr.data_batch()
+        for _ in range(2 if dev.type == "cuda" else 1):  # warm-up (allocator, cudnn autotune)
+            tr.step(fixed)
+        block = 5 if dev.type == "cuda" else 1
+        step_t = [_per_step(lambda: tr.step(fixed), dev, block) / batch for _ in range(repeats)]
+        tr.close()
+    loader, step = 1.0 / statistics.median(load_t), 1.0 / statistics.median(step_t)
+    row = {"size": size, "batch": batch, "images": images, "workers": workers, "preset": preset,
+           "device": _device_name(dev), "loader_img_s": loader, "step_img_s": step, "ratio": loader / step}
+    if not quiet:
+        print(f"data loading vs training: {images} PNGs at {size} px (random_crop, flip, fresh mask, gray2edge "
+              f"maps), {workers} loader worker(s); texture step of preset {preset}, batch {batch}, device "
+              f"{row['device']}; median of {repeats} (aim: ratio >= 1)")
+        print(f"{'loader img/s':>14}{'step img/s':>12}{'ratio':>8}")
+        print(f"{loader:>14.1f}{step:>12.2f}{loader / step:>8.2f}")
+    return row
+
+
 # name -> fn(device, size, batch, preset, repeats); the samplers register "sample" here
 BENCHES: dict[str, Callable[..., object]] = {
     "train": bench_train,
     "sample": bench_sample,
+    "data": bench_data,
 }
 
 

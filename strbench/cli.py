@@ -228,7 +228,7 @@ def _cmd_tune(a) -> int:
 
 def _add_bench(sub):
     p = sub.add_parser("bench", help="overhead benchmarks (training step, samplers)")
-    p.add_argument("what", choices=["train", "sample", "all"])
+    p.add_argument("what", choices=["train", "sample", "data", "all"])
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=None, help="image size (default: preset's)")
     p.add_argument("--batch", type=int, default=None)

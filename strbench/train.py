@@ -1,9 +1,11 @@
 """Training objectives (paper Eqs. 5, 13, 14-16) and the training loop.
 
 Objectives are pure functions of (network, SDE, tensors) returning a scalar loss. The loop
-(:class:`Trainer`, :func:`train_model`) keeps the training set as one tensor on the device, precomputes
-the structure maps once, samples batches, masks, levels and noise from one seeded torch.Generator
-(so a resumed run reproduces the loss sequence exactly), and checkpoints atomically.
+(:class:`Trainer`, :func:`train_model`) streams its data from :mod:`strbench.stream` (a DataLoader whose
+workers crop, flip, draw the mask and compute the structure maps of every sample, each a pure function of
+(seed, step, slot)); levels and noise come from one seeded torch.Generator on the device, so a resumed run
+reproduces the loss sequence exactly. Under torchrun the net is trained with DistributedDataParallel,
+each rank on its slice of the global batch; rank 0 checkpoints (atomically) and reports.
 Roles: ``irsde`` (IR-SDE baseline), ``structure``, ``texture`` (structure-guided), ``discriminator``.
 """
 from __future__ import annotations
@@ -13,18 +15,21 @@ import copy
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import strbench
 from strbench import sde as sdelib
+from strbench import stream
 from strbench.checkpoint import load_checkpoint, save_checkpoint, FORMAT
-from strbench.errors import ConfigError, DataError, TrainingDiverged
+from strbench.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from strbench.hashing import config_hash
 from strbench.nets import PRESETS, build_net, net_kwargs
 from strbench.sde import SDE, SDEPair
@@ -128,9 +133,11 @@ def discriminator_loss(D: nn.Module, real: Tensor, fake: Tensor, anchor: Tensor,
 ROLES = ("irsde", "structure", "texture", "discriminator")
 GUIDANCES = ("optimal", "net")
 # fields that only steer bookkeeping: not part of the config hash
-BOOKKEEPING = ("checkpoint_every", "log_every", "images_every")
+BOOKKEEPING = ("checkpoint_every", "log_every", "images_every", "workers")
+# "batch" enters the hash as the global batch (batch x world_size); world_size itself does not, so one
+# process at batch 2B and two at batch B (the same data stream, strbench.stream) name the same model
 _COMMON = ("steps", "batch", "lr", "lr_schedule", "lr_milestones", "lr_gamma", "lr_min", "warmup",
-           "grad_clip", "ema", "seed", "preset", "net", "sde", "amp", "data_id")
+           "grad_clip", "ema", "seed", "preset", "net", "sde", "amp", "data_id", "flip")
 _STRUCT = ("sde_structure", "variant", "canny_sigma")
 ROLE_FIELDS: dict[str, tuple[str, ...]] = {  # which config fields determine each role's model
     "irsde": _COMMON,
@@ -145,7 +152,7 @@ class TrainConfig:
     """Training settings of one model (defaults here, in one place)."""
 
     steps: int = 2000
-    batch: int = 8
+    batch: int = 8  # per rank; the global batch of a step is batch x world_size
     lr: float = 1e-4
     lr_schedule: str = "cosine"  # cosine | constant | multistep
     lr_milestones: list = field(default_factory=list)  # multistep: absolute steps
@@ -168,6 +175,9 @@ class TrainConfig:
     margin: float = 1.0  # Eq. 15 alpha
     amp: bool = False  # bf16 autocast (CUDA only; ignored on CPU)
     data_id: str = ""  # identity of the training data + masks (set by the runner), part of the hash
+    flip: bool = True  # random horizontal flip of every training sample (strbench.stream)
+    world_size: int = 1  # ranks of the torchrun launch that trains the model (must match WORLD_SIZE)
+    workers: int = -1  # loader worker processes per rank; -1 = from the CPU count (stream.default_workers)
     checkpoint_every: int = 500
     log_every: int = 50
     images_every: int = 0  # preview images to the callback every k steps, 0 = off
@@ -205,6 +215,7 @@ class TrainConfig:
             raise ConfigError(f"unknown training role {role!r}; choose one of {list(ROLES)}")
         d = self.to_dict()
         ident = {k: d[k] for k in ROLE_FIELDS[role]}
+        ident["batch"] = self.batch * self.world_size  # the global batch
         ident["net"] = json.loads(json.dumps(net_kwargs(role, self.preset, **self.net)))  # resolved
         return {"role": role, "config": ident}
 
@@ -223,6 +234,7 @@ class TrainConfig:
             ("canny_sigma", self.canny_sigma > 0, "> 0"), ("lambda_tri", self.lambda_tri >= 0, ">= 0"),
             ("margin", self.margin >= 0, ">= 0"), ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
             ("log_every", self.log_every >= 1, ">= 1"), ("images_every", self.images_every >= 0, ">= 0"),
+            ("world_size", self.world_size >= 1, ">= 1"), ("workers", self.workers >= -1, ">= 0 (or -1 = auto)"),
             ("lr_milestones", all(isinstance(m, int) and m >= 1 for m in self.lr_milestones),
              "a list of step numbers >= 1"),
         ]
@@ -283,7 +295,7 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# data on the device
+# devices
 # --------------------------------------------------------------------------------------------
 
 
@@ -299,69 +311,69 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def stack_images(dataset) -> Tensor:
-    """A Dataset of Tensor[3,H,W] (or (tensor, ...) items) or a Tensor (N,3,H,W) -> float32 (N,3,H,W)."""
-    if isinstance(dataset, Tensor):
-        images = dataset
-    else:
-        n = len(dataset)
-        if n == 0:
-            raise DataError("training dataset is empty")
-        items = [dataset[i] for i in range(n)]
-        items = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
-        images = torch.stack(items)
-    images = images.float()
-    if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-        raise DataError(f"training images must be (N, 3, H, W) with N >= 1, got {tuple(images.shape)}")
-    if images.min() < 0 or images.max() > 1:
-        raise DataError("training images must lie in [0, 1]")
-    return images
-
-
-def mask_tensor(masks) -> Tensor:
-    """A MaskSet (``.masks``), Tensor or array of known masks -> float32 (M, 1, H, W) in {0, 1}."""
-    m = getattr(masks, "masks", masks)
-    m = torch.as_tensor(m).float()
-    if m.ndim == 3:
-        m = m[:, None]
-    if m.ndim != 4 or m.shape[1] != 1 or m.shape[0] == 0:
-        raise DataError(f"training masks must be (M, 1, H, W) known masks with M >= 1, got {tuple(m.shape)}")
-    if not torch.all((m == 0) | (m == 1)):
-        raise DataError("training masks must be binary known masks (1 = known, 0 = hole)")
-    return m
-
-
 def sde_to(sde: SDE, device: torch.device) -> SDE:
     """Copy of the SDE with its per-level arrays on `device` (no host->device copy per step)."""
     return dataclasses.replace(sde, **{f.name: getattr(sde, f.name).to(device) for f in dataclasses.fields(sde)
                                        if isinstance(getattr(sde, f.name), Tensor)})
 
 
-@dataclass
-class DeviceData:
-    """The training set on the device: images, structure maps (x_0 map, unmasked mu map), known masks."""
-
-    images: Tensor  # (N, 3, H, W)
-    masks: Tensor  # (M, 1, H, W)
-    x0_map: Optional[Tensor] = None  # (N, 1, H, W)
-    mu_map: Optional[Tensor] = None  # (N, 1, H, W); mu_x = mu_map * known
+# --------------------------------------------------------------------------------------------
+# processes: torchrun's environment, the process group
+# --------------------------------------------------------------------------------------------
 
 
-def prepare_data(role: str, cfg: TrainConfig, dataset, masks, device: torch.device) -> DeviceData:
-    """Stack the dataset, precompute the structure maps once (CPU canny), move everything to `device`."""
-    images = stack_images(dataset)
-    m = mask_tensor(masks)
-    if m.shape[-2:] != images.shape[-2:]:
-        raise DataError(f"mask size {tuple(m.shape[-2:])} differs from image size {tuple(images.shape[-2:])}")
-    x0_map = mu_map = None
-    if role != "irsde":
-        from strbench.structure import structure_states
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in a torchrun launch (world_size 1, rank 0 without one)."""
 
-        # mu_x = map * known (structure.py), so the unmasked map is the mu of an all-known mask
-        x0_map, mu_map = structure_states(cfg.variant, images, torch.ones_like(images[:, :1]),
-                                          canny_sigma=cfg.canny_sigma)
-        x0_map, mu_map = x0_map.float().to(device), mu_map.float().to(device)
-    return DeviceData(images=images.to(device), masks=m.to(device), x0_map=x0_map, mu_map=mu_map)
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_env(env: Optional[dict] = None) -> DistInfo:
+    """DistInfo from torchrun's variables WORLD_SIZE, RANK, LOCAL_RANK (absent: one process)."""
+    env = os.environ if env is None else env
+    try:
+        world = int(env.get("WORLD_SIZE", "1"))
+        rank, local = int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", env.get("RANK", "0")))
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE/RANK/LOCAL_RANK must be integers, got {env.get('WORLD_SIZE')!r}/"
+                          f"{env.get('RANK')!r}/{env.get('LOCAL_RANK')!r}; launch with torchrun") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"RANK {rank} is not in [0, WORLD_SIZE {world}); launch with torchrun")
+    return DistInfo(world, rank, local)
+
+
+def current_dist() -> DistInfo:
+    """The initialised process group's world size and rank, else a single process."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_world_size(), dist.get_rank(), dist_env().local_rank)
+    return DistInfo()
+
+
+def init_distributed(device: str | torch.device = "auto") -> tuple[DistInfo, torch.device]:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on CUDA, gloo on CPU) once, and
+    give this rank its device (cuda:LOCAL_RANK). Otherwise (world 1, resolved device)."""
+    info = dist_env()
+    dev = resolve_device(device)
+    if info.world_size == 1:
+        return DistInfo(), dev
+    if dev.type == "cuda":
+        dev = torch.device("cuda", info.local_rank if dev.index is None else dev.index)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return current_dist(), dev
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.world_size > 1:
+        dist.barrier()
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,10 +383,16 @@ def prepare_data(role: str, cfg: TrainConfig, dataset, masks, device: torch.devi
 
 @dataclass
 class Batch:
+    """This rank's part of one global batch: images, known masks, levels, structure maps, and where
+    the part lies in the global batch (the levels and noise are drawn for all of it, then sliced)."""
+
     y0: Tensor
     known: Tensor
     t: Tensor
-    idx: Tensor
+    x0: Optional[Tensor] = None  # structure x_0 (B, 1, H, W)
+    mu_x: Optional[Tensor] = None  # structure mean, map * known
+    n_global: int = 0
+    offset: int = 0
 
 
 def _guide_optimal(tr: "Trainer", x_t: Tensor, x0: Tensor, mu_x: Tensor, t: Tensor) -> Tensor:
@@ -392,32 +410,24 @@ def _guide_net(tr: "Trainer", x_t: Tensor, x0: Tensor, mu_x: Tensor, t: Tensor) 
 GUIDANCE: dict[str, Callable[..., Tensor]] = {"optimal": _guide_optimal, "net": _guide_net}
 
 
-def _structure_pair(tr: "Trainer", b: Batch):
-    x0 = tr.data.x0_map[b.idx]
-    mu_x = tr.data.mu_map[b.idx] * b.known
-    return x0, mu_x
-
-
 def _texture_states(tr: "Trainer", b: Batch, g: torch.Generator) -> TextureStates:
     mu_y = sdelib.masked_mean(b.y0, b.known)
-    x0, mu_x = _structure_pair(tr, b)
-    y_t = sdelib.q_sample(tr.sdes.texture, b.y0, mu_y, b.t, tr.randn(b.y0.shape, g))
-    x_t = sdelib.q_sample(tr.sdes.structure, x0, mu_x, b.t, tr.randn(x0.shape, g))
-    x_prev = GUIDANCE[tr.cfg.guidance](tr, x_t, x0, mu_x, b.t)
-    return TextureStates(y0=b.y0, mu_y=mu_y, known=b.known, t=b.t, y_t=y_t, x0=x0, mu_x=mu_x, x_t=x_t,
+    y_t = sdelib.q_sample(tr.sdes.texture, b.y0, mu_y, b.t, tr.noise(b, b.y0, g))
+    x_t = sdelib.q_sample(tr.sdes.structure, b.x0, b.mu_x, b.t, tr.noise(b, b.x0, g))
+    x_prev = GUIDANCE[tr.cfg.guidance](tr, x_t, b.x0, b.mu_x, b.t)
+    return TextureStates(y0=b.y0, mu_y=mu_y, known=b.known, t=b.t, y_t=y_t, x0=b.x0, mu_x=b.mu_x, x_t=x_t,
                          x_prev=x_prev)
 
 
 def _role_irsde(tr: "Trainer", model: nn.Module, g: torch.Generator, out=None) -> Tensor:
     b = tr.sample_batch(g)
     mu = sdelib.masked_mean(b.y0, b.known)
-    return irsde_loss(model, tr.sdes.texture, b.y0, mu, b.t, tr.randn(b.y0.shape, g), out)
+    return irsde_loss(model, tr.sdes.texture, b.y0, mu, b.t, tr.noise(b, b.y0, g), out)
 
 
 def _role_structure(tr: "Trainer", model: nn.Module, g: torch.Generator, out=None) -> Tensor:
     b = tr.sample_batch(g)
-    x0, mu_x = _structure_pair(tr, b)
-    return structure_loss(model, tr.sdes.structure, x0, mu_x, b.t, tr.randn(x0.shape, g), out)
+    return structure_loss(model, tr.sdes.structure, b.x0, b.mu_x, b.t, tr.noise(b, b.x0, g), out)
 
 
 def _role_texture(tr: "Trainer", model: nn.Module, g: torch.Generator, out=None) -> Tensor:
@@ -446,12 +456,18 @@ ROLE_STEPS: dict[str, Callable[..., Tensor]] = {
 
 
 # --------------------------------------------------------------------------------------------
-# the trainer: one object holding net, EMA, optimiser, generator, data; step() is one full step
+# the trainer: one object holding net, EMA, optimiser, generator, data stream; step() is one full step
 # --------------------------------------------------------------------------------------------
 
 
 class Trainer:
-    """Holds everything one training run needs; ``step()`` runs one optimisation step (no host sync)."""
+    """Holds everything one training run needs; ``step()`` runs one optimisation step (no host sync).
+
+    The data come from a strbench.stream loader (worker processes: crop, flip, mask, structure maps);
+    levels and noise from one seeded torch.Generator on the device, drawn for the whole global batch
+    on every rank and sliced. Inside an initialised process group the net is wrapped in
+    DistributedDataParallel and this rank takes its slots of the global batch.
+    """
 
     def __init__(self, role: str, cfg: TrainConfig, dataset, masks, *, device: str | torch.device = "auto",
                  structure_net: Optional[nn.Module] = None):
@@ -461,16 +477,36 @@ class Trainer:
                               "or use guidance 'optimal'")
         self.role, self.cfg = role, cfg
         self.device = resolve_device(device)
+        self.dist = current_dist()
+        if cfg.world_size != self.dist.world_size:
+            raise ConfigError(f"train.world_size is {cfg.world_size} but this run has {self.dist.world_size} "
+                              f"rank(s); set train.world_size: {self.dist.world_size} (the global batch "
+                              "batch x world_size is part of the model hash)")
         pair = sdelib.make_sde_pair(cfg.sde, cfg.sde_structure)
         self.sdes = SDEPair(texture=sde_to(pair.texture, self.device), structure=sde_to(pair.structure, self.device))
         self.T = pair.texture.T
         if pair.structure.T != self.T:
             raise ConfigError(f"train.sde_structure.T ({pair.structure.T}) must equal train.sde.T ({self.T})")
-        self.data = prepare_data(role, cfg, dataset, masks, self.device)
+        self.source, self.masks = stream.image_source(dataset), stream.mask_source(masks)
+        if tuple(self.masks.hw) != tuple(self.source.hw):
+            raise DataError(f"mask size {tuple(self.masks.hw)} differs from image size {tuple(self.source.hw)}")
+        self.spec = stream.StreamSpec(seed=cfg.seed, batch=cfg.batch, world_size=self.dist.world_size,
+                                      rank=self.dist.rank, flip=cfg.flip,
+                                      variant=None if role == "irsde" else cfg.variant, canny_sigma=cfg.canny_sigma)
+        self.workers = cfg.workers if cfg.workers >= 0 else stream.default_workers()
+        self._it, self._it_step = None, -1  # loader iterator and the step of its next batch
+        self._current: Optional[tuple[int, dict]] = None  # (step, device batch) being trained on
+        self._override: Optional[dict] = None  # a preview batch
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
             torch.manual_seed(cfg.seed)
             self.net = build_net(role, cfg.preset, **cfg.net).to(self.device)
         self.net.train()
+        self.model = self.net
+        if self.dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.net, device_ids=ids)
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.ema = None
         if cfg.ema > 0:
@@ -484,21 +520,45 @@ class Trainer:
         if structure_net is not None:
             self.structure_net = structure_net.to(self.device).eval().requires_grad_(False)
         self.amp = bool(cfg.amp) and self.device.type == "cuda"
-        self.batch_size = cfg.batch
         self.step_count = 0
         self.objective = ROLE_STEPS[role]
 
-    # --- sampling helpers (all through the given generator) ---
-    def randn(self, shape, g: torch.Generator) -> Tensor:
-        return torch.randn(shape, generator=g, device=self.device)
+    # --- data ---
+    def _to_device(self, b: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) for k, v in b.items()}
+
+    def data_batch(self) -> dict:
+        """This rank's batch of step ``step_count`` on the device (from the loader, fetched once)."""
+        if self._current is None or self._current[0] != self.step_count:
+            if self._it is None or self._it_step != self.step_count:
+                self.close()
+                loader = stream.make_loader(self.source, self.masks, self.spec, start=self.step_count,
+                                            workers=self.workers, pin_memory=self.device.type == "cuda")
+                self._it, self._it_step = iter(loader), self.step_count
+            b = stream.next_batch(self._it)
+            self._it_step += 1
+            self._current = (self.step_count, self._to_device(b))
+        return self._current[1]
+
+    def close(self) -> None:
+        """Stop the loader's worker processes (a later step starts a new loader where it left off)."""
+        self._it, self._it_step = None, -1
+
+    def noise(self, b: Batch, like: Tensor, g: torch.Generator) -> Tensor:
+        """Standard normal noise shaped like `like`: drawn for the whole global batch, this rank's slice."""
+        full = torch.randn((b.n_global or like.shape[0], *like.shape[1:]), generator=g, device=self.device)
+        return full[b.offset:b.offset + like.shape[0]]
 
     def sample_batch(self, g: torch.Generator) -> Batch:
-        """Images, masks and levels t ~ U{1..T}, each sampled with replacement from the generator."""
-        n = self.batch_size
-        idx = torch.randint(self.data.images.shape[0], (n,), generator=g, device=self.device)
-        midx = torch.randint(self.data.masks.shape[0], (n,), generator=g, device=self.device)
-        t = torch.randint(1, self.T + 1, (n,), generator=g, device=self.device)
-        return Batch(y0=self.data.images[idx], known=self.data.masks[midx], t=t, idx=idx)
+        """The step's data (stream) and levels t ~ U{1..T} from the generator (global batch, sliced)."""
+        d = self._override if self._override is not None else self.data_batch()
+        n = d["image"].shape[0]
+        whole = self._override is not None and self.spec.world_size == 1  # a given batch is all of it
+        n_global = n if whole else self.spec.global_batch
+        offset = 0 if whole else self.spec.rank * self.spec.batch
+        t = torch.randint(1, self.T + 1, (n_global,), generator=g, device=self.device)[offset:offset + n]
+        return Batch(y0=d["image"], known=d["known"], t=t, x0=d.get("x0"), mu_x=d.get("mu_x"), n_global=n_global,
+                     offset=offset)
 
     def autocast(self):
         if self.amp:
@@ -506,13 +566,19 @@ class Trainer:
         return contextlib.nullcontext()
 
     # --- one step ---
-    def step(self) -> Tensor:
-        """One full training step: lr, batch, targets, forward, backward, clip, Adam, EMA. Returns the loss."""
+    def step(self, batch: Optional[dict] = None) -> Tensor:
+        """One full training step: lr, batch, targets, forward, backward (gradients averaged over the
+        ranks), clip, Adam, EMA. Returns this rank's loss. `batch` (a ``data_batch()``) trains on those
+        data instead of the stream's (benchmarks: the step without the loader)."""
         lr = lr_at(self.cfg, self.step_count)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        with self.autocast():
-            loss = self.objective(self, self.net, self.gen)
+        self._override = batch
+        try:
+            with self.autocast():
+                loss = self.objective(self, self.model, self.gen)
+        finally:
+            self._override = None
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
@@ -526,18 +592,21 @@ class Trainer:
 
     @torch.no_grad()
     def preview(self, n: int = 4, seed: int = 12345) -> dict:
-        """Tensors of one fixed small batch (own generator: the training RNG stream is untouched)."""
+        """Tensors of one fixed small batch (own stream seed and generator: training is untouched)."""
         g = torch.Generator(device=self.device)
         g.manual_seed(seed)
         out: dict = {}
         model = self.inference_model()
         was = model.training
         model.eval()
+        spec = dataclasses.replace(self.spec, seed=seed, batch=min(n, self.cfg.batch), world_size=1, rank=0)
+        world = self.spec
         try:
-            self.batch_size = min(n, self.cfg.batch)
+            self._override = self._to_device(stream.make_batch(self.source, self.masks, spec, step=0))
+            self.spec = spec  # the preview batch is the whole batch
             self.objective(self, model, g, out)
         finally:
-            self.batch_size = self.cfg.batch
+            self._override, self.spec = None, world
             model.train(was)
         return {k: v.detach().float().cpu() for k, v in out.items() if v.ndim == 4}
 
@@ -552,7 +621,7 @@ class Trainer:
         return {
             "format": FORMAT, "strbench_version": strbench.__version__, "role": self.role,
             "config": json.dumps(self.cfg.to_dict(), sort_keys=True), "config_hash": self.cfg.hash(self.role),
-            "step": self.step_count, "model": self.net.state_dict(),
+            "step": self.step_count, "world_size": self.dist.world_size, "model": self.net.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.opt.state_dict(), "rng": rng,
         }
@@ -568,7 +637,7 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.step_count = int(state["step"])
+        self.step_count = int(state["step"])  # the stream restarts at this step (data_batch)
 
 
 # --------------------------------------------------------------------------------------------
@@ -576,18 +645,38 @@ class Trainer:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_finite(pending: list[tuple[int, Tensor]], ckpt_path: Path, last_good: int) -> list[float]:
-    """One host sync for all pending losses; raise TrainingDiverged at the first NaN/Inf."""
+def _check_finite(pending: list[tuple[int, Tensor]], ckpt_path: Path, last_good: int,
+                  info: DistInfo = DistInfo()) -> list[tuple[int, float]]:
+    """One host sync for all pending losses, averaged over the ranks (each rank's loss is the mean over
+    its equal share of the global batch, so the average is the global batch's loss); raise
+    TrainingDiverged at the first NaN/Inf (on every rank alike)."""
     if not pending:
         return []
-    values = torch.stack([v for _, v in pending]).float().cpu().tolist()
-    for (step, _), v in zip(pending, values):
+    values = torch.stack([v for _, v in pending]).float()
+    if info.world_size > 1:
+        dist.all_reduce(values)
+        values = values / info.world_size
+    out = list(zip([s for s, _ in pending], values.cpu().tolist()))
+    for step, v in out:
         if not math.isfinite(v):
             where = f"the last good checkpoint (step {last_good}) in {ckpt_path} is intact" if last_good \
                 else f"no checkpoint was written yet ({ckpt_path})"
             raise TrainingDiverged(f"training diverged: loss is {v} at step {step}; {where}; "
                                    f"lower train.lr or set train.grad_clip")
-    return values
+    return out
+
+
+def _same_step_on_all_ranks(tr: Trainer, ckpt_path: Path) -> None:
+    """Every rank resumed from the same step (the checkpoint folder must be shared by the ranks)."""
+    if tr.dist.world_size == 1:
+        return
+    steps = torch.tensor([tr.step_count], device=tr.device)
+    got = [torch.zeros_like(steps) for _ in range(tr.dist.world_size)]
+    dist.all_gather(got, steps)
+    got = [int(s) for s in got]
+    if len(set(got)) > 1:
+        raise CheckpointError(f"ranks resumed {ckpt_path} at different steps {got}; put the cache folder on a "
+                              "file system that every rank sees")
 
 
 def train_model(role: str, cfg: TrainConfig, dataset, masks, *, ckpt_path: str | Path,
@@ -596,39 +685,54 @@ def train_model(role: str, cfg: TrainConfig, dataset, masks, *, ckpt_path: str |
     """Train (or resume, or just load when finished) the `role` network; return the inference model
     (EMA weights when ema > 0) in eval mode.
 
-    callback receives ``{"event": "loss", "step", "loss" (mean since the previous log), "lr", "role"}``
-    every ``log_every`` steps and ``{"event": "images", "step", "role", "images": {name: Tensor}}`` every
-    ``images_every`` steps. A NaN/Inf loss raises TrainingDiverged naming the step; checkpoints are only
-    written after the losses since the previous one were checked finite.
+    dataset: a folder dataset (read file by file by the stream's workers), the built-in patches, any
+    Dataset of Tensor[3,H,W], or a Tensor (N,3,H,W); masks: a MaskSet / Tensor (M,1,H,W) pool, or a
+    stream.MaskGenerator (a fresh mask per sample).
+
+    Under torchrun (WORLD_SIZE > 1, cfg.world_size equal to it) every rank calls this: the process group
+    is joined (NCCL on CUDA, gloo on CPU), the net trained with DistributedDataParallel on this rank's
+    slice of each global batch; every rank resumes from ckpt_path, rank 0 alone writes it and calls the
+    callback. callback receives ``{"event": "loss", "step", "loss" (mean over the ranks and the steps
+    since the previous log), "lr", "role"}`` every ``log_every`` steps and ``{"event": "images", "step",
+    "role", "images": {name: Tensor}}`` every ``images_every`` steps. A NaN/Inf loss raises
+    TrainingDiverged naming the step; checkpoints are only written after the losses since the previous
+    one were checked finite.
     """
     ckpt_path = Path(ckpt_path)
-    tr = Trainer(role, cfg, dataset, masks, device=device, structure_net=structure_net)
-    if ckpt_path.exists():
-        tr.load_state_dict(load_checkpoint(ckpt_path, expected_hash=cfg.hash(role)))
-    last_good = tr.step_count if ckpt_path.exists() else 0
-    window: list[tuple[int, Tensor]] = []  # losses since the last log
-    unchecked: list[tuple[int, Tensor]] = []  # losses since the last finiteness check
-    while tr.step_count < cfg.steps:
-        loss = tr.step()
-        step = tr.step_count
-        window.append((step, loss))
-        unchecked.append((step, loss))
-        do_log = step % cfg.log_every == 0 or step == cfg.steps
-        do_ckpt = step % cfg.checkpoint_every == 0 or step == cfg.steps
-        do_img = cfg.images_every > 0 and step % cfg.images_every == 0
-        if do_log or do_ckpt or do_img:
-            _check_finite(unchecked, ckpt_path, last_good)
-            unchecked = []
-        if do_ckpt:
-            save_checkpoint(ckpt_path, tr.state_dict())
-            last_good = step
-        if callback is not None and do_log:
-            mean = float(torch.stack([v for _, v in window]).float().mean())
-            callback({"event": "loss", "step": step, "loss": mean, "lr": lr_at(cfg, step - 1), "role": role})
-        if do_log:
-            window = []
-        if callback is not None and do_img:
-            callback({"event": "images", "step": step, "role": role, "images": tr.preview()})
+    info, dev = init_distributed(device)
+    tr = Trainer(role, cfg, dataset, masks, device=dev, structure_net=structure_net)
+    try:
+        resumed = ckpt_path.exists()
+        if resumed:
+            tr.load_state_dict(load_checkpoint(ckpt_path, expected_hash=cfg.hash(role)))
+        _same_step_on_all_ranks(tr, ckpt_path)  # also: no rank writes before every rank has read
+        last_good = tr.step_count if resumed else 0
+        pending: list[tuple[int, Tensor]] = []  # losses since the last finiteness check
+        synced: list[tuple[int, float]] = []  # checked losses since the last log
+        while tr.step_count < cfg.steps:
+            loss = tr.step()
+            step = tr.step_count
+            pending.append((step, loss))
+            do_log = step % cfg.log_every == 0 or step == cfg.steps
+            do_ckpt = step % cfg.checkpoint_every == 0 or step == cfg.steps
+            do_img = cfg.images_every > 0 and step % cfg.images_every == 0
+            if do_log or do_ckpt or do_img:
+                synced += _check_finite(pending, ckpt_path, last_good, info)
+                pending = []
+            if do_ckpt:
+                if info.is_main:
+                    save_checkpoint(ckpt_path, tr.state_dict())
+                _barrier(info)
+                last_good = step
+            if do_log:
+                if callback is not None and info.is_main:
+                    mean = sum(v for _, v in synced) / len(synced)
+                    callback({"event": "loss", "step": step, "loss": mean, "lr": lr_at(cfg, step - 1), "role": role})
+                synced = []
+            if callback is not None and do_img and info.is_main:
+                callback({"event": "images", "step": step, "role": role, "images": tr.preview()})
+    finally:
+        tr.close()
     return tr.inference_model().eval()
 
 
