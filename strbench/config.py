@@ -59,7 +59,7 @@ class DatasetCfg(Strict):
     size: int = Field(32, ge=8, le=1024)
     resize: Literal["resize", "center_crop", "random_crop"] = "resize"  # training images (test: no random crop)
     splits: SplitsCfg = SplitsCfg()
-    train_limit: Optional[int] = Field(None, ge=1)  # use the first N training images (training holds them in memory)
+    train_limit: Optional[int] = Field(None, ge=1)  # use the first N training images (None: all; streamed from disk)
     test_fraction: Optional[float] = Field(None, gt=0.0, lt=1.0)  # type folder without split folders/lists
 
 
@@ -218,6 +218,8 @@ class TrainCfg(Strict):
     guidance: Literal["optimal", "net"] = "optimal"  # texture/D guided by x*_{t-1} (authors) or the net
     lambda_tri: float = Field(1.0, ge=0.0)  # Eq. 16
     margin: float = Field(1.0, ge=0.0)  # Eq. 15 alpha
+    flip: bool = True  # random horizontal flip of every training sample (with a fresh crop when resize: random_crop)
+    workers: int = Field(-1, ge=-1)  # data loader processes per rank; -1 = from the CPU count (not hashed)
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)
     roles: dict[Role, TrainRoleCfg] = {}

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 import strbench
 from strbench import sde as sdelib
 from strbench import stream
-from strbench.checkpoint import load_checkpoint, save_checkpoint, FORMAT
+from strbench.checkpoint import FORMAT, load_checkpoint, load_resumable, save_checkpoint
 from strbench.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from strbench.hashing import config_hash
 from strbench.nets import PRESETS, build_net, net_kwargs
@@ -512,6 +512,8 @@ class Trainer:
         if cfg.ema > 0:
             self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
             self.ema_params = list(self.ema.parameters())
+            self.ema_buffers = list(self.ema.buffers())
+            self.net_buffers = list(self.net.buffers())
         extra = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, betas=(0.9, 0.99), **extra)
         self.gen = torch.Generator(device=self.device)
@@ -587,6 +589,8 @@ class Trainer:
         if self.ema is not None:
             with torch.no_grad():
                 torch._foreach_lerp_(self.ema_params, self.params, 1.0 - self.cfg.ema)
+                if self.ema_buffers:  # e.g. spectral norm's u, v (authors' texture net): follow the live net
+                    torch._foreach_copy_(self.ema_buffers, self.net_buffers)
         self.step_count += 1
         return loss.detach()
 
@@ -702,9 +706,10 @@ def train_model(role: str, cfg: TrainConfig, dataset, masks, *, ckpt_path: str |
     info, dev = init_distributed(device)
     tr = Trainer(role, cfg, dataset, masks, device=dev, structure_net=structure_net)
     try:
-        resumed = ckpt_path.exists()
+        state = load_resumable(ckpt_path, expected_hash=cfg.hash(role))  # a corrupt file -> *.corrupt, previous one
+        resumed = state is not None
         if resumed:
-            tr.load_state_dict(load_checkpoint(ckpt_path, expected_hash=cfg.hash(role)))
+            tr.load_state_dict(state)
         _same_step_on_all_ranks(tr, ckpt_path)  # also: no rank writes before every rank has read
         last_good = tr.step_count if resumed else 0
         pending: list[tuple[int, Tensor]] = []  # losses since the last finiteness check
@@ -721,7 +726,7 @@ def train_model(role: str, cfg: TrainConfig, dataset, masks, *, ckpt_path: str |
                 pending = []
             if do_ckpt:
                 if info.is_main:
-                    save_checkpoint(ckpt_path, tr.state_dict())
+                    save_checkpoint(ckpt_path, tr.state_dict(), keep_previous=True)
                 _barrier(info)
                 last_good = step
             if do_log:

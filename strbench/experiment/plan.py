@@ -302,7 +302,7 @@ def model_specs(exp: Experiment, roles: Iterable[str]) -> dict[str, ModelSpec]:
         if source is not None:
             needs, data_r = (), dict(data)  # loaded, not trained: depends on no other model
         tc = {**fields, "seed": exp.seed, "preset": nets.preset, "net": net, **sdes, "variant": exp.variant,
-              "canny_sigma": exp.structure.canny_sigma, "data_id": config_hash(data_r)}
+              "canny_sigma": exp.structure.canny_sigma, "data_id": config_hash(data_r), "world_size": world_size()}
         try:
             cfg = TrainConfig.from_dict(copy.deepcopy(tc), path="train")
             cfg.validate(role)
@@ -322,6 +322,14 @@ def model_specs(exp: Experiment, roles: Iterable[str]) -> dict[str, ModelSpec]:
     for r in roles:
         spec(r)
     return out
+
+
+def world_size() -> int:
+    """Ranks of this launch (torchrun's WORLD_SIZE; 1 without one): train.batch is per rank, and the global
+    batch (batch x world_size) is part of a model's hash."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 def sampler_settings(exp: Experiment, method: cfgmod.MethodSettings) -> dict:
