@@ -218,6 +218,7 @@ class TrainCfg(Strict):
     guidance: Literal["optimal", "net"] = "optimal"  # texture/D guided by x*_{t-1} (authors) or the net
     lambda_tri: float = Field(1.0, ge=0.0)  # Eq. 16
     margin: float = Field(1.0, ge=0.0)  # Eq. 15 alpha
+    disc_time: Literal["t-1", "t"] = "t-1"  # level D is trained and queried at (the authors' code: t)
     flip: bool = True  # random horizontal flip of every training sample (with a fresh crop when resize: random_crop)
     workers: int = Field(-1, ge=-1)  # data loader processes per rank; -1 = from the CPU count (not hashed)
     checkpoint_every: int = Field(500, ge=1)

@@ -189,6 +189,14 @@ def forward_step(sde: SDE, x_prev: Tensor, mu: Tensor, t: TimeLike, z: Tensor) -
     return mu + (x_prev - mu) * a + sde.lam * torch.sqrt(1 - a**2) * z
 
 
+def euler_forward_step(sde: SDE, x_prev: Tensor, mu: Tensor, t: TimeLike, z: Tensor) -> Tensor:
+    """Eq. 17 as printed (Euler-Maruyama on Eq. 1 with the lower level's coefficients, level t-1 -> t):
+    x_t = x_{t-1} + theta_{t-1} (mu - x_{t-1}) dt + sigma_{t-1} sqrt(dt) z  (the authors' re-noising)."""
+    lo = _prev(t)
+    return (x_prev + _at(sde.theta, lo, x_prev) * (mu - x_prev) * sde.dt
+            + _at(sde.sigma, lo, x_prev) * math.sqrt(sde.dt) * z)
+
+
 def true_noise(sde: SDE, x_t: Tensor, x0: Tensor, mu: Tensor, t: TimeLike) -> Tensor:
     """The noise that q_sample used: (x_t - forward_mean) / sigmabar_t (oracle noise network)."""
     return (x_t - forward_mean(sde, x0, mu, t)) / forward_std(sde, t, x_t)

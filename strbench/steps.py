@@ -26,6 +26,8 @@ class Stepper:
     forward (exact transition t-1 -> t, Eq. 17 in closed form):
         y_t = mu + (y_{t-1} - mu) e^{-theta_t dt} + lambda sqrt(1 - e^{-2 theta_t dt}) z
     q_sample (forward marginal): x_t = mu + (x_0 - mu) e^{-thetabar_t dt} + sigmabar_t n
+    euler_forward (Eq. 17 as printed, one Euler-Maruyama step of Eq. 1 with the LOWER level's coefficients):
+        x_t = x_{t-1} + theta_{t-1} (mu - x_{t-1}) dt + sigma_{t-1} sqrt(dt) z
     """
 
     def __init__(self, sde: SDE):
@@ -58,6 +60,12 @@ class Stepper:
         """y_t from y_{t-1}: one exact forward transition (RePaint undo, Eq. 17)."""
         a = self.fwd_a[t]
         return (y_prev * a).add_(mu, alpha=1.0 - a).add_(z, alpha=self.fwd_s[t])
+
+    def euler_forward(self, x_prev: Tensor, mu: Tensor, t: int, z: Tensor) -> Tensor:
+        """x_t from x_{t-1}: one Euler-Maruyama step of the forward SDE (Eq. 1) with theta_{t-1} and
+        sigma_{t-1}, as Eq. 17 prints it (the authors' re-noising; not the exact transition of `forward`)."""
+        a = self.rev_a[t - 1]  # theta_{t-1} dt
+        return (x_prev * (1.0 - a)).add_(mu, alpha=a).add_(z, alpha=self.rev_s[t - 1])
 
     def q(self, x0: Tensor, mu: Tensor, t: int, noise: Tensor) -> Tensor:
         """A forward sample x_t ~ q(x_t | x_0)."""

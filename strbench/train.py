@@ -143,8 +143,12 @@ ROLE_FIELDS: dict[str, tuple[str, ...]] = {  # which config fields determine eac
     "irsde": _COMMON,
     "structure": _COMMON + _STRUCT,
     "texture": _COMMON + _STRUCT + ("target", "weighting", "guidance"),
-    "discriminator": _COMMON + _STRUCT + ("target", "guidance", "lambda_tri", "margin"),
+    "discriminator": _COMMON + _STRUCT + ("target", "guidance", "lambda_tri", "margin", "disc_time"),
 }
+# fields added after models were first hashed: left out of the identity at this value, so the models
+# trained before the field existed keep their hash
+_HASH_UNLESS = {"disc_time": "t-1"}
+DISC_TIMES = ("t-1", "t")  # the level D is trained (and queried) at: strbench t-1 | the authors' code t
 
 
 @dataclass
@@ -173,6 +177,7 @@ class TrainConfig:
     guidance: str = "optimal"  # structure state fed to the texture net / D: optimal | net
     lambda_tri: float = 1.0  # Eq. 16
     margin: float = 1.0  # Eq. 15 alpha
+    disc_time: str = "t-1"  # D's time input: t-1 | t (authors' code); the sampler's disc_time must match
     amp: bool = False  # bf16 autocast (CUDA only; ignored on CPU)
     data_id: str = ""  # identity of the training data + masks (set by the runner), part of the hash
     flip: bool = True  # random horizontal flip of every training sample (strbench.stream)
@@ -214,7 +219,7 @@ class TrainConfig:
         if role not in ROLE_FIELDS:
             raise ConfigError(f"unknown training role {role!r}; choose one of {list(ROLES)}")
         d = self.to_dict()
-        ident = {k: d[k] for k in ROLE_FIELDS[role]}
+        ident = {k: d[k] for k in ROLE_FIELDS[role] if _HASH_UNLESS.get(k, object()) != d[k]}
         ident["batch"] = self.batch * self.world_size  # the global batch
         ident["net"] = json.loads(json.dumps(net_kwargs(role, self.preset, **self.net)))  # resolved
         return {"role": role, "config": ident}
@@ -245,6 +250,7 @@ class TrainConfig:
                                     ("target", self.target, sdelib.TEXTURE_TARGETS),
                                     ("weighting", self.weighting, WEIGHTINGS),
                                     ("guidance", self.guidance, GUIDANCES),
+                                    ("disc_time", self.disc_time, DISC_TIMES),
                                     ("preset", self.preset, PRESETS)):
             if value not in allowed:
                 raise ConfigError(f"train.{key}: unknown value {value!r}; choose one of {sorted(allowed)}")
@@ -436,14 +442,16 @@ def _role_texture(tr: "Trainer", model: nn.Module, g: torch.Generator, out=None)
 
 
 def _role_discriminator(tr: "Trainer", model: nn.Module, g: torch.Generator, out=None) -> Tensor:
-    """Eq. 16: real = (y*_{t-1}, x_{t-1}), fake = (y_t, x_{t-1}), anchor = y* known + y_t (1 - known), level t-1."""
+    """Eq. 16: real = (y*_{t-1}, x_{t-1}), fake = (y_t, x_{t-1}), anchor = y* known + y_t (1 - known), D given
+    level t-1 or t (``disc_time``; the authors train at t)."""
     s = _texture_states(tr, tr.sample_batch(g), g)
     y_star = sdelib.texture_target(tr.cfg.target, tr.sdes.texture, tr.sdes.structure, y0=s.y0, mu_y=s.mu_y,
                                    x_t=s.x_t, x0=s.x0, mu_x=s.mu_x, t=s.t, y_t=s.y_t)
     anchor = y_star * s.known + s.y_t * (1 - s.known)
     if out is not None:
         out.update(real=y_star, fake=s.y_t, cond=s.x_prev)
-    return discriminator_loss(model, y_star, s.y_t, anchor, s.x_prev, s.t - 1, lambda_tri=tr.cfg.lambda_tri,
+    t_d = s.t - 1 if tr.cfg.disc_time == "t-1" else s.t
+    return discriminator_loss(model, y_star, s.y_t, anchor, s.x_prev, t_d, lambda_tri=tr.cfg.lambda_tri,
                               margin=tr.cfg.margin, out=out)
 
 

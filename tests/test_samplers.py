@@ -247,13 +247,15 @@ def test_nfe_closed_forms():
     assert d_high.nfe == T * (2 + 1 + U * 3)
     assert d_high.info["nfe_by_net"]["discriminator"] == T * (1 + U)
     assert c.nfe < d_low.nfe < d_high.nfe
-    # official, T=10: structure net while t >= 4 (7 steps), texture mean below (3 steps): 7*2 + 3 = 17;
-    # resampling at t in {10, 8, 6, 4}: n_re = 1 at t=10 (capped at level T), else 2; u_max - 1 tries
+    # official, T=10: structure net while t >= int(0.4 T) = 4 (7 steps), texture mean below (3 steps):
+    # 7*2 + 3 = 17; the threshold D at every early level (7); resampling (jump 5, re 5) at t in {10, 5}:
+    # n_re = 1 at t=10 (capped at level T), 5 at t=5; u_max - 1 tries of (n_re structure + texture + D)
     c_off = run("strdiffusion", ablation="C", mode="official")
     assert c_off.nfe == 17
     d_off = run("strdiffusion", CountingD([1, 1]), ablation="D", mode="official", u_max=U, accept="higher")
     tries = U - 1
-    assert d_off.nfe == 17 + (1 + tries * (1 + 1 + 1)) + 3 * (1 + tries * (2 + 1 + 1))
+    assert d_off.nfe == 17 + 7 + tries * (1 + 1 + 1) + tries * (5 + 1 + 1)
+    assert d_off.info["nfe_by_net"]["discriminator"] == 7 + 2 * tries
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,7 +370,9 @@ def test_mode_defaults():
     assert p["accept"] == o["accept"] == "lower"
     assert (p["structure_repaint"], p["disc_time"], p["u_min"]) == (False, "t-1", None)
     assert (o["structure_repaint"], o["disc_time"]) == (True, "t")
-    assert (o["u_max"], o["u_min"], o["jump"], o["re"], o["stage_end"]) == (25, 4, 2, 2, 0.4)
+    assert (p["u_max"], p["disc_mask_texture"]) == (25, False)
+    assert (o["u_max"], o["u_min"], o["jump"], o["re"], o["stage_end"]) == (6, 3, 5, 5, 0.4)
+    assert o["disc_mask_texture"] is True and o["late_structure"] == "texture_mean"
     assert {"irsde", "repaint", "strdiffusion"} <= set(methods.names())
 
 

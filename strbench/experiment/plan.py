@@ -336,7 +336,14 @@ def sampler_settings(exp: Experiment, method: cfgmod.MethodSettings) -> dict:
     """Keyword settings of strbench.sample.sample for this case (None = the method's default), plus the
     experiment's structure inputs for structure-guided methods."""
     s = {k: v for k, v in method.model_dump(exclude={"method"}).items() if v is not None}
-    if registry.get(method.method).structure_guided(method):
+    m = registry.get(method.method)
+    for k in m.train_settings:  # one setting for training and sampling (e.g. the time D is queried at)
+        trained = getattr(exp.train, k)
+        if k in s and s[k] != trained:
+            raise ConfigError(f"{exp.source}: methods: {method.method} {k}={s[k]!r} differs from train.{k}="
+                              f"{trained!r}, the value its networks were trained with; set train.{k} instead")
+        s[k] = trained
+    if m.structure_guided(method):
         st = exp.structure
         s["variant"] = exp.variant
         s["canny_sigma"] = st.test_canny_sigma if st.test_canny_sigma is not None else st.canny_sigma

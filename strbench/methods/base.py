@@ -89,6 +89,9 @@ class Method:
     inputs: Mapping[str, Any] = field(default_factory=dict)  # sampler arguments that are not YAML settings
     tags: Callable[[MethodSettings], dict] = _no_tags  # extra MLflow tags (strbench.<key>) of its cells
     check: Callable[[dict], dict] = _no_check  # checks of the inputs (settings + inputs dict) before a run
+    # settings that are also training settings (same name under train:): a case that leaves one unset takes
+    # the training value, a case that sets another value is refused (e.g. StrDiffusion's disc_time)
+    train_settings: tuple[str, ...] = ()
 
     def make(self, **values) -> MethodSettings:
         """Settings from keyword values (``method`` filled in)."""

@@ -31,12 +31,13 @@ from strbench.steps import Stepper, time_table
 ABLATIONS = ("A", "B", "C", "D")  # Table 2: A IR-SDE+RePaint, B no discriminator, C no resampling, D full
 MODES = ("paper", "official")
 
-# official mode only (defaults for T=100; the code's T=400 values: u_max 6, u_min 3, jump 5, re 5)
-_OFFICIAL_ONLY = {"u_min": 4, "jump": 2, "re": 2, "stage_end": 0.4, "late_structure": "texture_mean"}
+# official mode only: the released test loop's hard-coded values (its comments: T=400 6/3/5/5,
+# T=100 25/4/2/2, faster 10/2/1/2; SPEC section 2)
+_OFFICIAL_ONLY = {"u_min": 3, "jump": 5, "re": 5, "stage_end": 0.4, "late_structure": "texture_mean"}
 _ABLATION_A_ONLY = {"jump_length": 10, "jump_n_sample": 10}  # ablation A: RePaint's schedule
 _MODE_DEFAULTS = {
-    "paper": {"structure_repaint": False, "disc_time": "t-1"},
-    "official": {"structure_repaint": True, "disc_time": "t"},
+    "paper": {"u_max": 25, "structure_repaint": False, "disc_time": "t-1", "disc_mask_texture": False},
+    "official": {"u_max": 6, "structure_repaint": True, "disc_time": "t", "disc_mask_texture": True},
 }
 
 
@@ -48,14 +49,14 @@ class StrDiffusionSettings(MethodSettings):
     ablation: Literal["A", "B", "C", "D"] = "D"  # Table 2: A IR-SDE+RePaint, B no D, C no resampling, D full
     mode: Literal["paper", "official"] = "paper"  # Alg. 1 as written | the authors' code
     accept: Literal["lower", "higher"] = "lower"  # Alg. 1 line 10 as written: accept when S < Delta
-    u_max: int = Field(25, ge=1)  # U of Alg. 1 / u_max of the authors' code (T=100; their T=400 value: 6)
+    u_max: Optional[int] = Field(None, ge=1)  # U of Alg. 1 (paper: 25) / u_max of the authors' code (official: 6)
     structure_repaint: Optional[bool] = None  # known structure replaced by a forward sample (official: on)
-    disc_time: Optional[Literal["t-1", "t"]] = None  # time given to D (paper t-1, official t)
-    disc_mask_texture: bool = False  # D sees y * known (authors' test script)
-    u_min: Optional[int] = Field(None, ge=1)  # official: 4
-    jump: Optional[int] = Field(None, ge=1)  # official: 2 (resample only at steps t % jump == 0)
-    re: Optional[int] = Field(None, ge=1)  # official: 2 (structure re-noising steps per candidate)
-    stage_end: Optional[float] = Field(None, ge=0.0, le=1.0)  # official: 0.4 (resample while t >= stage_end T)
+    disc_time: Optional[Literal["t-1", "t"]] = None  # time given to D (paper t-1, official t); = train disc_time
+    disc_mask_texture: Optional[bool] = None  # D sees y * known (paper off, official on: the authors' test loop)
+    u_min: Optional[int] = Field(None, ge=1)  # official: 3 (before the u_min-th try a rejection averages)
+    jump: Optional[int] = Field(None, ge=1)  # official: 5 (resample only at steps t % jump == 0)
+    re: Optional[int] = Field(None, ge=1)  # official: 5 (structure re-noising steps per candidate)
+    stage_end: Optional[float] = Field(None, ge=0.0, le=1.0)  # official: 0.4 (early stage t >= int(stage_end T))
     late_structure: Optional[Literal["texture_mean", "net"]] = None  # official: texture_mean
     jump_length: Optional[int] = Field(None, ge=1)  # ablation A: 10
     jump_n_sample: Optional[int] = Field(None, ge=1)  # ablation A: 10
@@ -117,6 +118,7 @@ class _StrDiffusion:
         self.T = self.sy.T
         self.mu_y = masked_mean(image, known)
         self.x0, self.mu_x = x0, mu_x
+        self.x0_known = x0 * known  # official mode's known structure (x_0 = gray * known)
         self.ts = time_table(self.T, image.shape[0], image.device)
         self.repaint_x = s["structure_repaint"]
         self.d_shift = 1 if s["disc_time"] == "t-1" else 0
@@ -133,10 +135,28 @@ class _StrDiffusion:
         return sum(self.counter.values())
 
     def structure_step(self, x: Tensor, t: int) -> Tensor:
-        """x_t -> x_{t-1} with the structure net (Alg. 1 line 2); known region first replaced by a
-        forward sample of the true structure at level t when structure_repaint is on (authors' code)."""
+        """x_t -> x_{t-1} with the structure net (Alg. 1 line 2); paper mode with structure_repaint on:
+        known region first replaced by a fresh forward sample of the true structure at level t."""
         if self.repaint_x:
             x = torch.where(self.is_known, self.sx.q(self.x0, self.mu_x, t, self.noise(x)), x)
+        eps = self.m.structure(x, self.mu_x, self.ts[t])
+        self.counter["structure"] += 1
+        return self.sx.reverse(x, self.mu_x, eps, t, self.noise(x))
+
+    def known_structure(self, level: int) -> Tensor:
+        """Official mode: one forward sample of the known structure at `level`, q(x_level | x_0 known)
+        with mu = mu_x (the authors' ``generate_states(x0=S_GT*mask, mu=S_LQs*mask, t-1)``)."""
+        return self.sx.q(self.x0_known, self.mu_x, level, self.noise(self.x0_known))
+
+    def paste(self, k: Tensor, x: Tensor) -> Tensor:
+        """k in the known region, x in the holes."""
+        return torch.where(self.is_known, k, x)
+
+    def structure_step_pasted(self, x: Tensor, t: int, k: Optional[Tensor]) -> Tensor:
+        """Official mode: x_t -> x_{t-1} with the structure net after pasting the given draw k (None: no
+        paste, structure_repaint off)."""
+        if k is not None:
+            x = self.paste(k, x)
         eps = self.m.structure(x, self.mu_x, self.ts[t])
         self.counter["structure"] += 1
         return self.sx.reverse(x, self.mu_x, eps, t, self.noise(x))
@@ -197,45 +217,58 @@ def _paper_loop(r: _StrDiffusion, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]
 
 
 def _official_loop(r: _StrDiffusion, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """The authors' sampler (SPEC section 2): resample every `jump` steps while t >= stage_end * T,
-    structure re-noised `re` levels then denoised again, candidate accepted when its score beats the
-    first score; before the u_min-th try a rejected candidate is averaged with the current pair; below
-    stage_end * T the structure is the channel mean of the texture (late_structure="texture_mean")."""
+    """The authors' test loop (their ``reverse_sde``; SPEC section 2), per image of the batch.
+
+    Early stage t in [int(stage_end T), T]: one forward sample k of the known structure at level t-1
+    (x_0 = x0 known, mu = mu_x) is drawn per outer step and pasted into the known region before the
+    structure step at t and before every re-denoising step; texture step from y_t; the threshold
+    Delta = D(y_{t-1} known, x_{t-1}, t) is scored at every early level (never refreshed). When
+    t % jump == 0, up to u_max - 1 candidates: the current structure re-noised n = min(re, T-t+1) levels
+    with Euler-Maruyama (Eq. 17 as printed), denoised back to t-1, then one texture step FROM THE
+    ORIGINAL y_t conditioned on it. Accepted when D prefers it; below u_min a rejected candidate is
+    averaged with the current pair, from u_min on a rejection stops. The structure ends the step with
+    k pasted. Late stage (t < int(stage_end T)): structure = channel mean of y_t (late_structure
+    "texture_mean") or the structure net (``"net"``, k pasted likewise)."""
     s = r.s
     T = r.T
+    t_early = int(s["stage_end"] * T)  # the code's range(int(0.4*T), T+1)
     for t in range(T, 0, -1):
-        early = t >= s["stage_end"] * T
-        if early or s["late_structure"] == "net":
-            x_prev = r.structure_step(x, t)
+        early = t >= t_early
+        use_net = early or s["late_structure"] == "net"
+        k = r.known_structure(t - 1) if use_net and r.repaint_x else None  # one draw per outer step
+        if use_net:
+            x_prev = r.structure_step_pasted(x, t, k)
         else:
             x_prev = y.mean(dim=1, keepdim=True)  # late stage: structure = gray of the texture y_t
         y_prev = r.texture_step(y, t, x_prev)
-        if r.resample and early and t % s["jump"] == 0:
-            n_re = min(s["re"], T - t + 1)  # re-noise at most up to level T
-            delta = r.score(y_prev, x_prev, t) if r.use_d else None
-            active = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
-            for i in range(1, s["u_max"]):  # the code's `for i in range(1, u_max)`
-                y_t = r.sy.forward(y_prev, r.mu_y, t, r.noise(y_prev))  # texture back to level t
-                x_c = x_prev
-                for lvl in range(t, t + n_re):  # structure t-1 -> t-1+n_re
-                    x_c = r.sx.forward(x_c, r.mu_x, lvl, r.noise(x_c))
-                for lvl in range(t + n_re - 1, t - 1, -1):  # and denoised back to t-1
-                    x_c = r.structure_step(x_c, lvl)
-                y_c = r.texture_step(y_t, t, x_c)
-                S = r.score(y_c, x_c, t) if r.use_d else None
-                good = r.better(S, delta) if r.use_d else torch.ones_like(active)
-                acc = active & good
-                r.tries += active
-                r.n_accepted += acc
-                if i >= s["u_min"]:
-                    x_prev, y_prev = _where(acc, x_c, x_prev), _where(acc, y_c, y_prev)
-                    active = acc
-                else:  # before u_min: take a better candidate, average a rejected one with the pair
-                    x_prev = _where(good, x_c, (x_prev + x_c) / 2)
-                    y_prev = _where(good, y_c, (y_prev + y_c) / 2)
-                r.emit(t - 1, y_c, x_c, "resample", S, delta, acc)
-                if r.use_d and not bool(active.any()):
-                    break
+        if r.resample and early:
+            delta = r.score(y_prev, x_prev, t) if r.use_d else None  # every early level, never refreshed
+            if t % s["jump"] == 0:
+                n_re = min(s["re"], T - t + 1)  # re-noise at most up to level T
+                active = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
+                for i in range(1, s["u_max"]):  # the code's `for i in range(1, u_max)`
+                    x_c = x_prev
+                    for lvl in range(t, t + n_re):  # structure t-1 -> t-1+n_re (Eq. 17, Euler-Maruyama)
+                        x_c = r.sx.euler_forward(x_c, r.mu_x, lvl, r.noise(x_c))
+                    for lvl in range(t + n_re - 1, t - 1, -1):  # and denoised back to t-1, k re-pasted
+                        x_c = r.structure_step_pasted(x_c, lvl, k)
+                    y_c = r.texture_step(y, t, x_c)  # from the original y_t
+                    S = r.score(y_c, x_c, t) if r.use_d else None
+                    good = r.better(S, delta) if r.use_d else torch.ones_like(active)
+                    acc = active & good
+                    r.tries += active
+                    r.n_accepted += acc
+                    if i >= s["u_min"]:
+                        x_prev, y_prev = _where(acc, x_c, x_prev), _where(acc, y_c, y_prev)
+                        active = acc
+                    else:  # before u_min: take a better candidate, average a rejected one with the pair
+                        x_prev = _where(good, x_c, (x_prev + x_c) / 2)
+                        y_prev = _where(good, y_c, (y_prev + y_c) / 2)
+                    r.emit(t - 1, y_c, x_c, "resample", S, delta, acc)
+                    if r.use_d and not bool(active.any()):
+                        break
+        if k is not None:
+            x_prev = r.paste(k, x_prev)
         x, y = x_prev, y_prev
         r.emit(t - 1, y, x, "step")
     return y, x
@@ -283,6 +316,6 @@ def _tags(s: StrDiffusionSettings) -> dict:
 METHOD = Method(
     name="strdiffusion", settings=StrDiffusionSettings, run=run, roles=roles,
     summary="StrDiffusion (CVPR 2024): structure-guided texture diffusion with adaptive resampling (Alg. 1)",
-    default_case="StrDiffusion", tags=_tags, check=check_inputs,
+    default_case="StrDiffusion", tags=_tags, check=check_inputs, train_settings=("disc_time",),
     inputs={"variant": "gray2edge", "canny_sigma": 3.0, "x0": None, "mu_x": None},
 )
