@@ -83,8 +83,9 @@ def _cmd_run(a) -> int:
     if not a.quiet:
         uri = exp.tracking.uri
         ui = f"mlflow ui --backend-store-uri {uri}" if experiment.tracking_is_local(uri) else f"open {uri}"
+        others = f"{len(summary.elsewhere)} by other processes, " if summary.elsewhere else ""
         print(f"{exp.name}: {summary.n_cells} cells: {summary.done_before} finished before, {summary.ran} run, "
-              f"{len(summary.failed)} failed ({summary.seconds:.0f} s). Browse: {ui}")
+              f"{others}{len(summary.failed)} failed ({summary.seconds:.0f} s). Browse: {ui}")
     if summary.failed:
         for label, h, err in summary.failed:
             print(f"strbench: cell failed: {label} [{h[:12]}]: {err}", file=sys.stderr)
@@ -154,6 +155,8 @@ class ConsoleProgress:
                      f"(experiment {d['mlflow_experiment']!r}); nothing to do")
         elif kind == "skipped":
             self.say(f"skip {d['label']}: {d['why']}")
+        elif kind == "waiting":
+            self.say(f"wait for {d['what']} {d['spec'].role} {d['spec'].short}: {d['why']}")
         elif kind == "training":
             spec = d["spec"]
             self.say(f"train {spec.role} model {spec.short} ({spec.train.steps} steps) for {d['label']}")

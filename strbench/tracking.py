@@ -4,10 +4,15 @@ Layout (docs/INTERFACES.md, "MLflow layout"): one MLflow experiment per strbench
 parent run (tag ``strbench.role=experiment``) per resolved experiment, reused when the same experiment
 is run again; one nested run per cell (tag ``strbench.role=cell``, ``mlflow.parentRunId``) carrying
 ``strbench.cell_hash``. A cell counts as done when a FINISHED cell run with its hash exists in the
-experiment. Everything goes through ``MlflowClient`` with explicit run ids (no global active run).
+experiment. A RUNNING cell run is alive while its tag ``strbench.heartbeat`` (ms, refreshed by the holder's
+heartbeat thread, strbench.experiment.claims) is younger than the grace period; an older one is stale and
+marked FAILED. A local store (sqlite, file) is created, and a parent run looked up or created, under a file
+lock beside it (``<db>.lock``), so processes starting together make one store and one parent run.
+Everything goes through ``MlflowClient`` with explicit run ids (no global active run).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -24,7 +29,9 @@ CELL_HASH_TAG = "strbench.cell_hash"
 EXPERIMENT_HASH_TAG = "strbench.experiment_hash"
 CELLS_TAG = "strbench.cells"  # short hashes of the parent's cells, comma-joined
 LAST_INVOKED_TAG = "strbench.last_invoked"
-HOST_TAG, PID_TAG, ERROR_TAG = "strbench.host", "strbench.pid", "strbench.error"
+HOST_TAG, PID_TAG, ERROR_TAG = "strbench.host", "strbench.pid", "strbench.error"  # host, pid: for people only
+HEARTBEAT_TAG, CLAIM_TAG = "strbench.heartbeat", "strbench.claim"  # ms of the last beat; the claim's token
+STORE_LOCK_TIMEOUT_S = 600.0  # creating a sqlite store runs MLflow's migrations (seconds)
 SHORT = 12  # characters of a cell hash kept in the parent's cell list
 PARAM_MAX = 500  # truncate long parameter values (MLflow limits vary by version/backend)
 TAG_MAX = 5000
@@ -86,20 +93,54 @@ def flatten(d: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _pid_alive(pid: int) -> bool:
+def local_lock_path(uri: str) -> Optional[Path]:
+    """The lock file beside a local store (``<db>.lock``, ``<folder>.lock``); None for a server."""
+    p = sqlite_path(uri)
+    if p is not None:
+        return p.with_name(p.name + ".lock")
+    if uri.startswith("file:") or "://" not in uri:
+        d = Path(uri.removeprefix("file://").removeprefix("file:"))
+        return d.with_name(d.name + ".lock")
+    return None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An OS file lock (filelock: released by the OS if its holder dies), with a one-line error on timeout."""
+    from filelock import FileLock, Timeout
+
+    from strbench.errors import StrbenchError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        lock.acquire(timeout=STORE_LOCK_TIMEOUT_S)
+    except Timeout:
+        raise StrbenchError(f"tracking: {path} stayed locked for {STORE_LOCK_TIMEOUT_S:g} s by another strbench "
+                            "process creating the MLflow store or its parent run; wait for it, or stop it") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _heartbeat_ms(run) -> float:
+    """The last sign of life of a run: its heartbeat tag, else its start time (runs of older versions)."""
+    raw = run.data.tags.get(HEARTBEAT_TAG, "")
+    try:
+        return float(raw)
+    except ValueError:
+        return float(run.info.start_time or 0)
 
 
 class Tracker:
-    """One MLflow experiment on one tracking URI."""
+    """One MLflow experiment on one tracking URI.
 
-    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
+    lock_path: a lock file serialising the parent run's creation when the store is a server (several
+    machines: a file in the shared cache folder); a local store always locks the file beside it."""
+
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None, *,
+                 lock_path: str | os.PathLike | None = None):
         mlflow = _mlflow()
         from mlflow.tracking import MlflowClient
 
@@ -107,12 +148,25 @@ class Tracker:
         p = sqlite_path(uri)
         if p is not None and p.parent and not p.parent.exists():
             p.parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=uri)
+        local = local_lock_path(uri)
+        self.lock_path = local if local is not None else (Path(lock_path) if lock_path else None)
         self._mlflow = mlflow
+        with self.store_lock():  # the first process creates the store (migrations) and the experiment
+            self.client = MlflowClient(tracking_uri=uri)
+            self._open_experiment(experiment, artifact_location)
+
+    def store_lock(self):
+        """Held while the store, the experiment or a parent run is looked up and created (a no-op for a
+        server without lock_path: MLflow answers a duplicate experiment with an error, retried below)."""
+        if self.lock_path is None:
+            return contextlib.nullcontext()
+        return _file_lock(self.lock_path)
+
+    def _open_experiment(self, experiment: str, artifact_location: str | None) -> None:
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             loc = None
-            if artifact_location and is_local(uri):
+            if artifact_location and is_local(self.uri):
                 loc = Path(artifact_location).expanduser().resolve().as_uri()
             elif artifact_location and "://" in artifact_location:
                 loc = artifact_location
@@ -145,32 +199,63 @@ class Tracker:
         runs.sort(key=lambda r: r.info.start_time or 0)
         return {r.data.tags[CELL_HASH_TAG]: r.info.run_id for r in runs if CELL_HASH_TAG in r.data.tags}
 
+    def is_finished(self, cell_hash: str) -> bool:
+        """A FINISHED cell run with this hash exists (asked again just before a claimed cell runs)."""
+        return bool(self._search(f"tags.`{ROLE_TAG}` = 'cell' and tags.`{CELL_HASH_TAG}` = '{cell_hash}' "
+                                 "and attributes.status = 'FINISHED'"))
+
+    def failed_since(self, cell_hash: str, since: float) -> bool:
+        """A FAILED run of this cell started at or after `since` (time.time()), other than one marked stale."""
+        runs = self._search(f"tags.`{ROLE_TAG}` = 'cell' and tags.`{CELL_HASH_TAG}` = '{cell_hash}' "
+                            f"and attributes.status = 'FAILED' and attributes.start_time >= {int(since * 1000)}")
+        return any(not r.data.tags.get(ERROR_TAG, "").startswith("stale:") for r in runs)
+
     def running_cells(self) -> list:
         return self._search(f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'RUNNING'")
 
-    def fail_stale_runs(self, cell_hashes: Iterable[str]) -> tuple[list[str], list[str]]:
-        """Mark RUNNING cell runs of dead processes on this host FAILED. Returns (failed hashes,
-        hashes running in a live process or on another host)."""
-        wanted, host = set(cell_hashes), socket.gethostname()
-        failed, elsewhere = [], []
+    def fail_run(self, run_id: str, error: str) -> int:
+        """Mark one run FAILED with `error` if it is still RUNNING; 1 if it was, else 0."""
+        try:
+            if self.client.get_run(run_id).info.status != "RUNNING":
+                return 0
+        except Exception:  # deleted meanwhile
+            return 0
+        self.end(run_id, "FAILED", error=error)
+        return 1
+
+    def fail_stale_runs(self, cell_hashes: Iterable[str], grace_s: float,
+                        now: Optional[float] = None) -> tuple[list[str], list[str]]:
+        """Mark RUNNING cell runs of `cell_hashes` whose heartbeat (tag strbench.heartbeat, else the
+        start time) is older than `grace_s` seconds FAILED. Returns (failed hashes, hashes with a RUNNING
+        run whose heartbeat is live). Host and pid are never looked at: only the heartbeat."""
+        wanted = set(cell_hashes)
+        now_ms = (time.time() if now is None else now) * 1000
+        failed, live = [], []
         for r in self.running_cells():
             h = r.data.tags.get(CELL_HASH_TAG)
             if h not in wanted:
                 continue
-            rhost, pid = r.data.tags.get(HOST_TAG), r.data.tags.get(PID_TAG, "")
-            if rhost == host and (not pid.isdigit() or not _pid_alive(int(pid)) or int(pid) == os.getpid()):
-                self.client.set_tag(r.info.run_id, ERROR_TAG, f"stale: process {pid} on {rhost} ended without "
-                                                              "finishing this cell (killed?); it was run again")
-                self.client.set_terminated(r.info.run_id, "FAILED")
+            age = (now_ms - _heartbeat_ms(r)) / 1000
+            if age > grace_s:
+                who = " ".join(x for x in (r.data.tags.get(HOST_TAG), r.data.tags.get(PID_TAG)) if x) or "its process"
+                self.end(r.info.run_id, "FAILED", error=f"stale: {who} gave no heartbeat for {age:.0f} s (more than "
+                                                        f"{grace_s:g}) without finishing this cell; it was run again")
                 failed.append(h)
             else:
-                elsewhere.append(h)
-        return failed, elsewhere
+                live.append(h)
+        return failed, live
 
     # ------------------------------------------------------------------ runs
     def parent_run(self, experiment_hash: str, *, run_name: str, tags: Mapping[str, Any],
                    params: Mapping[str, Any], cell_hashes: list[str], artifacts: Optional[str] = None) -> str:
-        """The experiment's parent run for this resolved experiment: reused if it exists, else created."""
+        """The experiment's parent run for this resolved experiment: reused if it exists, else created.
+        Looked up and created under the store lock, so processes starting together share one."""
+        with self.store_lock():
+            return self._parent_run(experiment_hash, run_name=run_name, tags=tags, params=params,
+                                    cell_hashes=cell_hashes, artifacts=artifacts)
+
+    def _parent_run(self, experiment_hash: str, *, run_name: str, tags: Mapping[str, Any],
+                    params: Mapping[str, Any], cell_hashes: list[str], artifacts: Optional[str]) -> str:
         runs = self._search(f"tags.`{ROLE_TAG}` = 'experiment' and tags.`{EXPERIMENT_HASH_TAG}` = '{experiment_hash}'")
         now = str(int(time.time() * 1000))
         if runs:
@@ -343,16 +428,17 @@ class StudyRuns:
             except Exception:  # removed from this backend: find or create another
                 pass
         esc = self.study.replace("'", "\\'")
-        runs = self.tracker._search(f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{esc}'")
-        if runs:
-            run_id = sorted(runs, key=lambda r: r.info.start_time or 0)[0].info.run_id
-            client.update_run(run_id, status="RUNNING")
-            return run_id
-        all_tags = {ROLE_TAG: "study", STUDY_TAG: self.study, HOST_TAG: socket.gethostname(),
-                    PID_TAG: str(os.getpid()), **{clean_key(k): str(v)[:TAG_MAX] for k, v in tags.items()}}
-        run = client.create_run(self.tracker.experiment_id, tags=all_tags, run_name=f"study {self.study}")
-        self.tracker.log_params(run.info.run_id, params)
-        return run.info.run_id
+        with self.tracker.store_lock():  # workers starting together share one parent
+            runs = self.tracker._search(f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{esc}'")
+            if runs:
+                run_id = sorted(runs, key=lambda r: r.info.start_time or 0)[0].info.run_id
+                client.update_run(run_id, status="RUNNING")
+                return run_id
+            all_tags = {ROLE_TAG: "study", STUDY_TAG: self.study, HOST_TAG: socket.gethostname(),
+                        PID_TAG: str(os.getpid()), **{clean_key(k): str(v)[:TAG_MAX] for k, v in tags.items()}}
+            run = client.create_run(self.tracker.experiment_id, tags=all_tags, run_name=f"study {self.study}")
+            self.tracker.log_params(run.info.run_id, params)
+            return run.info.run_id
 
     def log_trial(self, parent_id: str, number: int, *, params: Mapping[str, Any], metrics: Mapping[str, float],
                   curve: Iterable[tuple[int, Mapping[str, Any]]] = (), state: str = "COMPLETE",

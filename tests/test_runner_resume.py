@@ -3,6 +3,7 @@ with every cell exactly once FINISHED in MLflow, the half-trained model resumes 
 and nothing is left half-written."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -79,8 +80,11 @@ def test_ctrl_c_in_training_then_resume(tmp_path, monkeypatch):
     assert_each_cell_finished_once(tmp_path, 2)
 
 
+GRACE_S = 2.0  # claims: a killed holder's cell is taken over 2 s after its last heartbeat (default 60 s)
+
+
 def _start(path: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "STRBENCH_CLAIM_GRACE": str(GRACE_S)}
     # A shell's background job (e.g. CI started with `&`) inherits SIGINT ignored, and Python then installs no
     # KeyboardInterrupt handler: restore the default so the child reacts to Ctrl-C as in a terminal.
     return subprocess.Popen([sys.executable, "-m", "strbench.cli", "run", path, "-q"], cwd=cwd, env=env,
@@ -117,6 +121,11 @@ def test_signal_mid_training_then_rerun(tmp_path, sig, rc, status):
     model_dir = next((tmp_path / "cache" / "models").iterdir())
     assert (model_dir / "model.pt").is_file() and not (model_dir / "complete.json").exists()
     assert not list(model_dir.glob("*.tmp*")) or sig == signal.SIGKILL
+    # Ctrl-C releases the cell's claim; SIGKILL leaves it, and its heartbeat stops
+    left = list((tmp_path / "cache" / "claims").glob("*/*.json"))
+    assert len(left) == (1 if sig == signal.SIGKILL else 0)
+    if left:
+        time.sleep(max(0.0, GRACE_S + 0.2 - (time.time() - json.loads(left[0].read_text())["heartbeat"])))
     # start again: finishes, the stale run (SIGKILL) is marked FAILED, the checkpoint is not corrupt
     proc = _start(path, tmp_path)
     out, err = proc.communicate(timeout=300)
@@ -125,6 +134,8 @@ def test_signal_mid_training_then_rerun(tmp_path, sig, rc, status):
     assert len(cells) == 2
     old = cells[cells["status"] != "FINISHED"]
     assert list(old["status"]) == (["FAILED"] if sig == signal.SIGKILL else ["KILLED"])
+    if sig == signal.SIGKILL:
+        assert "no heartbeat" in old["tags.strbench.error"].iloc[0]
     assert (model_dir / "complete.json").is_file()
     from mlflow.tracking import MlflowClient
 

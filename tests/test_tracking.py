@@ -1,8 +1,12 @@
-"""MLflow layer: parent reuse, cell runs, stale RUNNING runs, readers for reports."""
+"""MLflow layer: parent reuse, cell runs, stale RUNNING runs (heartbeat), one store and parent when processes start
+together, readers for reports."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -57,7 +61,7 @@ def test_parent_run_is_reused_for_the_same_experiment_hash(tmp_path, uri):
     assert t.client.get_run(a).info.status == "RUNNING"  # running again
 
 
-def test_finished_cells_and_stale_runs(tmp_path, uri):
+def test_finished_cells_and_stale_runs_by_heartbeat(tmp_path, uri):
     t = tracker(uri, tmp_path)
     parent = t.parent_run("h", run_name="p", tags={}, params={}, cell_hashes=["a", "b", "c"])
     done = t.start_cell(parent, "a", run_name="a", tags={}, params={})
@@ -65,20 +69,51 @@ def test_finished_cells_and_stale_runs(tmp_path, uri):
     failed = t.start_cell(parent, "b", run_name="b", tags={}, params={})
     t.end(failed, "FAILED", error="boom\nline two")
     assert t.client.get_run(failed).data.tags[tracking.ERROR_TAG] == "boom line two"
-    # a run left RUNNING by a process that died (SIGKILL), and one of a live process on this host
-    stale = t.start_cell(parent, "b", run_name="b", tags={}, params={})
-    t.set_tags(stale, {tracking.PID_TAG: str(dead_pid())})
-    live = t.start_cell(parent, "c", run_name="c", tags={}, params={})
-    t.set_tags(live, {tracking.PID_TAG: "1"})
+    assert t.is_finished("a") and not t.is_finished("b")
+    # RUNNING runs: one whose heartbeat stopped 100 s ago, one beating now. Host and pid do not matter: the
+    # stale one claims to be this very process, the live one a pid that cannot exist on another host.
+    now_ms = time.time() * 1000
+    stale = t.start_cell(parent, "b", run_name="b", params={},
+                         tags={tracking.HEARTBEAT_TAG: int(now_ms - 100_000), tracking.PID_TAG: os.getpid()})
+    live = t.start_cell(parent, "c", run_name="c", params={},
+                        tags={tracking.HEARTBEAT_TAG: int(now_ms), tracking.HOST_TAG: "another-host",
+                              tracking.PID_TAG: dead_pid()})
     assert t.finished_cells() == {"a": done}
-    marked, elsewhere = t.fail_stale_runs(["a", "b", "c"])
-    assert marked == ["b"] and elsewhere == ["c"]
+    marked, alive = t.fail_stale_runs(["a", "b", "c"], grace_s=60)
+    assert marked == ["b"] and alive == ["c"]
     assert t.client.get_run(stale).info.status == "FAILED"
-    assert "stale" in t.client.get_run(stale).data.tags[tracking.ERROR_TAG]
+    assert "no heartbeat for 100 s" in t.client.get_run(stale).data.tags[tracking.ERROR_TAG]
     assert t.client.get_run(live).info.status == "RUNNING"
-    other = t.start_cell(parent, "c", run_name="c", tags={tracking.HOST_TAG: "elsewhere"}, params={})
-    t.set_tags(other, {tracking.HOST_TAG: "another-host"})
-    assert t.fail_stale_runs(["c"])[0] == []  # another host's runs are never touched
+    assert t.fail_stale_runs(["c"], grace_s=60, now=time.time() + 30) == ([], ["c"])  # still within the grace
+    assert t.fail_stale_runs(["c"], grace_s=60, now=time.time() + 61) == (["c"], [])  # a minute without a beat
+    # a run of an older version has no heartbeat tag: its start time counts
+    old = t.start_cell(parent, "d", run_name="d", tags={}, params={})
+    assert t.fail_stale_runs(["d"], grace_s=60) == ([], ["d"])
+    assert t.fail_stale_runs(["d"], grace_s=60, now=time.time() + 61) == (["d"], [])
+    assert t.fail_run(old, "x") == 0 and t.client.get_run(old).info.status == "FAILED"  # not RUNNING: untouched
+
+
+def _create_together(uri: str, n: int = 2) -> list[str]:
+    """n processes open the same store and the same parent run at once; each prints "experiment_id parent_id"."""
+    code = ("import sys; from strbench import tracking; t = tracking.Tracker(sys.argv[1], 'exp'); "
+            "print(t.experiment_id, t.parent_run('h', run_name='p', tags={}, params={'x': 1}, cell_hashes=['c']))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0 and "Traceback" not in err, err
+    return [o.strip() for o, _ in outs]
+
+
+def test_a_fresh_store_is_created_once_by_processes_starting_together(tmp_path):
+    """Two processes on a sqlite file that does not exist yet: one creates the schema under <db>.lock, the
+    other waits; both get the same experiment and the same parent run (no schema traceback)."""
+    uri = f"sqlite:///{tmp_path}/new/mlflow.db"
+    a, b = _create_together(uri)
+    assert a == b and len(a.split()) == 2
+    parents = tracking.Tracker(uri, "exp")._search(f"tags.`{tracking.ROLE_TAG}` = 'experiment'")
+    assert len(parents) == 1 and (tmp_path / "new" / "mlflow.db.lock").exists()
 
 
 def test_search_cell_runs_latest_parent_and_csv(tmp_path, uri):

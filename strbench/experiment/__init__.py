@@ -7,8 +7,9 @@
     metrics = experiment.evaluate(exp, split="val")   # what `strbench tune` does per trial
 
 One concern per module: ``plan`` (cells and model specs, pure), ``checks`` (pre-flight of what a run
-reads), ``cache`` (datasets, masks, the model cache), ``evaluate`` (one cell: sample, score, artifacts),
-``run`` (the MLflow loop, dry-run status, tune's entry point), ``progress`` (events; the CLI prints them).
+reads), ``cache`` (datasets, masks, the model cache, trained under a file lock), ``evaluate`` (one cell:
+sample, score, artifacts), ``claims`` (which process runs which cell: claim files with a heartbeat), ``run``
+(the MLflow loop, dry-run status, tune's entry point), ``progress`` (events; the CLI prints them).
 The runner knows no equation: it calls strbench.train, strbench.sample and strbench.metrics.
 """
 from strbench.experiment.cache import Resources, model_status

@@ -1,11 +1,14 @@
 """Datasets, mask sets and trained models of one process, memoised; models are cached on disk.
 
-Cache layout (``cache_dir``): ``models/<model hash>/{config.json, model.pt, complete.json}`` (a model
-with ``complete.json`` is finished; ``model.pt`` alone is a partial checkpoint that training resumes),
-``masks/<spec hash>/`` generated evaluation mask sets.
+Cache layout (``cache_dir``): ``models/<model hash>/{config.json, model.pt, complete.json, train.lock}``
+(a model with ``complete.json`` is finished; ``model.pt`` alone is a partial checkpoint that training
+resumes; ``train.lock`` is held while a process trains it, so processes and machines sharing the cache
+train each model once: the others wait, then load it), ``masks/<spec hash>/`` generated evaluation mask
+sets, ``claims/<store key>/`` which process runs which cell (strbench.experiment.claims).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -15,6 +18,7 @@ from typing import Any, Callable, Mapping, Optional
 from strbench import atomic
 from strbench.errors import DataError, StrbenchError
 from strbench.experiment.plan import EvalMasks, ModelSpec, TrainMasks, random_seed_of
+from strbench.experiment.progress import SILENT, Progress
 from strbench.hashing import config_hash
 
 
@@ -36,13 +40,15 @@ def dataset_config(ds, split: str, *, limit: Optional[int] = None) -> dict:
 
 
 class Resources:
-    """Datasets, mask sets and models of one process, memoised; models are cached on disk."""
+    """Datasets, mask sets and models of one process, memoised; models are cached on disk.
+    `progress` receives a ``waiting`` event when another process is training a model this one needs."""
 
-    def __init__(self, cache_dir: str | os.PathLike, device: str = "auto"):
+    def __init__(self, cache_dir: str | os.PathLike, device: str = "auto", progress: Progress = SILENT):
         from strbench.train import resolve_device
 
         self.root = Path(cache_dir)
         self.device = resolve_device(device)
+        self.progress = progress
         self._datasets: dict = {}
         self._masks: dict = {}
         self._models: dict = {}
@@ -112,9 +118,10 @@ class Resources:
               on_train: Optional[Callable[[ModelSpec], Any]] = None,
               callback: Optional[Callable[[dict], Any]] = None):
         """The trained network of `spec`: memoised, else loaded from the cache, else trained (resuming a
-        partial checkpoint; `others` maps hash -> spec of the models it needs). `on_train(spec)` is called
-        before training starts."""
-        from strbench.train import load_model, train_model
+        partial checkpoint; `others` maps hash -> spec of the models it needs). Training holds
+        ``models/<hash>/train.lock``; a process finding it held waits, then loads what the holder trained.
+        `on_train(spec)` is called before training starts."""
+        from strbench.train import load_model
 
         if spec.hash in self._models:
             return self._models[spec.hash]
@@ -126,33 +133,126 @@ class Resources:
             raise StrbenchError(f"model {spec.role} {spec.short} failed earlier in this run: {self.failed[spec.hash]}")
         d = self.model_dir(spec)
         ckpt = d / "model.pt"
-        if self.model_status(spec) == "cached":
+        if self._rank0_says(lambda: self.model_status(spec)) == "cached":
             net = load_model(ckpt, expected_hash=spec.hash, device=self.device)
-        else:
+        else:  # its dependencies first (each under its own lock), so no lock is held while waiting for one
             deps = {others[h].role: self.model(others[h], others, on_train=on_train, callback=callback)
                     for h in spec.needs}
-            d.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(d / "config.json", json.dumps({"role": spec.role, "hash": spec.hash,
-                                                             "train": spec.train.to_dict(),
-                                                             "data": spec.data.identity()}, indent=1, sort_keys=True))
-            if on_train is not None:
-                on_train(spec)
-            ds = self.dataset(spec.data.dataset, "train", limit=spec.data.dataset.limit)
-            masks = self.train_masks(spec.data.masks)
-            t0 = time.time()
-            try:
-                net = train_model(spec.role, spec.train, ds, masks, ckpt_path=ckpt, callback=callback,
-                                  device=self.device, structure_net=deps.get("structure"))
-            except StrbenchError as e:
-                self.failed[spec.hash] = str(e)
-                raise
-            atomic.write_text(d / "complete.json", json.dumps({"role": spec.role, "hash": spec.hash,
-                                                               "steps": spec.train.steps,
-                                                               "train_seconds": time.time() - t0}))
+            with self._train_lock(spec) as status:
+                if status == "cached":  # trained by the process we waited for
+                    net = load_model(ckpt, expected_hash=spec.hash, device=self.device)
+                else:
+                    net = self._train(spec, deps, on_train=on_train, callback=callback)
         net.eval()
         self._models[spec.hash] = net
         return net
 
+    def model_ready(self, spec: ModelSpec) -> bool:
+        """Loaded here, pretrained, or trained in the cache: using it trains nothing."""
+        return spec.hash in self._models or self.model_status(spec) in ("cached", "pretrained")
+
+    def model_busy(self, spec: ModelSpec) -> bool:
+        """Another process is training `spec` right now (its train lock is held); False when it is
+        cached, pretrained or loaded here."""
+        from filelock import FileLock, Timeout
+
+        path = self.model_dir(spec) / "train.lock"
+        if spec.pretrained or spec.hash in self._models or not path.is_file() or self.model_status(spec) == "cached":
+            return False
+        lock = FileLock(str(path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return True
+        lock.release()
+        return False
+
+    @contextlib.contextmanager
+    def _train_lock(self, spec: ModelSpec):
+        """Hold ``models/<hash>/train.lock`` and yield the model's status as seen under it ("cached" when
+        the process waited for trained it). filelock: an OS lock, released by the OS if its holder dies,
+        so a killed trainer never blocks the cache. A ``waiting`` event when another process holds it.
+        Under torchrun rank 0 alone takes the lock and decides for every rank; the ranks wait with it in
+        one short broadcast per second, so a long wait never trips a collective's timeout."""
+        from filelock import FileLock, Timeout
+
+        from strbench.train import dist_env
+
+        path = self.model_dir(spec) / "train.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
+        why = f"another process is training it ({path} is locked)"
+        if dist_env().world_size == 1:
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                self.progress.event("waiting", what="model", spec=spec, why=why)
+                lock.acquire()
+            try:
+                yield self.model_status(spec)
+            finally:
+                lock.release()
+            return
+        import torch.distributed as dist
+
+        from strbench.train import init_distributed
+
+        info, _ = init_distributed(self.device)
+        got, told = [False], False
+        while not got[0]:
+            if info.is_main:
+                try:
+                    lock.acquire(timeout=1.0)
+                    got = [True]
+                except Timeout:
+                    if not told:
+                        self.progress.event("waiting", what="model", spec=spec, why=why)
+                        told = True
+            dist.broadcast_object_list(got, src=0)
+        try:
+            yield self._rank0_says(lambda: self.model_status(spec))
+        finally:
+            if info.is_main:
+                lock.release()
+
+    def _rank0_says(self, fn: Callable[[], Any]) -> Any:
+        """fn() here; under torchrun rank 0's fn(), the same on every rank (one view of the cache decides)."""
+        from strbench.train import dist_env
+
+        if dist_env().world_size == 1:
+            return fn()
+        import torch.distributed as dist
+
+        from strbench.train import init_distributed
+
+        info, _ = init_distributed(self.device)
+        out = [fn() if info.is_main else None]
+        dist.broadcast_object_list(out, src=0)
+        return out[0]
+
+    def _train(self, spec: ModelSpec, deps: dict, *, on_train, callback):
+        """Train `spec` (resuming its partial checkpoint) and mark it complete; called under its lock."""
+        from strbench.train import train_model
+
+        d = self.model_dir(spec)
+        atomic.write_text(d / "config.json", json.dumps({"role": spec.role, "hash": spec.hash,
+                                                         "train": spec.train.to_dict(),
+                                                         "data": spec.data.identity()}, indent=1, sort_keys=True))
+        if on_train is not None:
+            on_train(spec)
+        ds = self.dataset(spec.data.dataset, "train", limit=spec.data.dataset.limit)
+        masks = self.train_masks(spec.data.masks)
+        t0 = time.time()
+        try:
+            net = train_model(spec.role, spec.train, ds, masks, ckpt_path=d / "model.pt", callback=callback,
+                              device=self.device, structure_net=deps.get("structure"))
+        except StrbenchError as e:
+            self.failed[spec.hash] = str(e)
+            raise
+        atomic.write_text(d / "complete.json", json.dumps({"role": spec.role, "hash": spec.hash,
+                                                           "steps": spec.train.steps,
+                                                           "train_seconds": time.time() - t0}))
+        return net
 
     def _pretrained(self, spec: ModelSpec):
         """A pretrained model: its network (the `nets` architecture) with the file's weights, loaded strictly;

@@ -21,7 +21,9 @@ class Progress:
     Events: ``event(kind, **data)`` with kind
       ``started``        experiment, n_cells, done_before, todo, device, tracking_uri, mlflow_experiment
       ``nothing_to_do``  experiment, n_cells, tracking_uri, mlflow_experiment
-      ``skipped``        label, why
+      ``skipped``        label, why (e.g. claimed by another live process, or finished by one meanwhile)
+      ``waiting``        what ("model"), spec (ModelSpec), why: another process holds its train lock;
+                         this one waits, then loads what that process trained
       ``training``       spec (ModelSpec), label (the cell that needs it)
       ``cell_finished``  i, n, cell, metrics, seconds
       ``cell_failed``    i, n, cell, error

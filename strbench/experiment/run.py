@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Optional
 from strbench import config as cfgmod
 from strbench.config import Experiment
 from strbench.errors import ConfigError
+from strbench.experiment import claims
 from strbench.experiment.cache import Resources, model_status
 from strbench.experiment.checks import preflight
 from strbench.experiment.evaluate import ReportFn, evaluate_cell
@@ -39,7 +40,7 @@ class RunSummary:
     done_before: int = 0
     ran: int = 0
     failed: list = field(default_factory=list)  # (label, hash, error)
-    elsewhere: list = field(default_factory=list)  # labels of cells running in another live process
+    elsewhere: list = field(default_factory=list)  # labels of cells claimed (or finished) by another process
     stale_marked: int = 0
     parent_run_id: Optional[str] = None
     seconds: float = 0.0
@@ -187,15 +188,12 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
     from strbench import tracking
 
     exp_hash = experiment_hash(all_cells)
-    tracker = tracking.Tracker(exp.tracking.uri, exp.experiment_name, exp.tracking.artifact_location)
-    stale, elsewhere = tracker.fail_stale_runs([c.hash for c in mine])
-    summary.stale_marked = len(stale)
+    board = claims.Board.for_store(exp.cache_dir, exp.tracking.uri, exp.experiment_name)
+    tracker = tracking.Tracker(exp.tracking.uri, exp.experiment_name, exp.tracking.artifact_location,
+                               lock_path=board.store_lock)
     done = tracker.finished_cells()
-    todo = [c for c in mine if c.hash not in done and c.hash not in elsewhere]
+    todo = [c for c in mine if c.hash not in done]  # each is claimed just before it runs (claims.claim_cell)
     summary.done_before = sum(c.hash in done for c in mine)
-    summary.elsewhere = [c.label for c in mine if c.hash in elsewhere and c.hash not in done]
-    for lbl in summary.elsewhere:
-        progress.event("skipped", label=lbl, why="running in another process")
     where = {"experiment": exp.name, "n_cells": len(mine), "tracking_uri": exp.tracking.uri,
              "mlflow_experiment": exp.experiment_name}
     if not todo:
@@ -213,13 +211,22 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
             params={k: v for k, v in tracking.flatten(resolved).items()}, cell_hashes=[c.hash for c in all_cells],
             artifacts=td)
     summary.parent_run_id = parent
-    res = Resources(exp.cache_dir, exp.device)
+    res = Resources(exp.cache_dir, exp.device, progress=progress)
     progress.event("started", **where, done_before=summary.done_before, todo=len(todo), device=str(res.device))
     sweep = progress.bar("cells", len(todo), "cells")
     try:
         with _sigterm_as_interrupt():
-            for i, cell in enumerate(todo, 1):
-                _run_cell(exp, cell, tracker, parent, res, exp_hash, summary, progress, i, len(todo))
+            order = claims.free_first(todo, board, busy=res.model_busy, ready=res.model_ready)
+            for i, cell in enumerate(order, 1):
+                turn = claims.claim_cell(board, tracker, cell.hash, cell.label, since=t_start)
+                summary.stale_marked += turn.stale
+                if turn.claim is None:  # another live process has it, or finished it meanwhile
+                    summary.elsewhere.append(cell.label)
+                    progress.event("skipped", label=cell.label, why=turn.why)
+                else:
+                    with turn.claim:  # heartbeat while the cell runs; released after it (also on Ctrl-C)
+                        _run_cell(exp, cell, turn.claim.watch(tracker), parent, res, exp_hash, summary, progress,
+                                  i, len(todo))
                 sweep.update_to(i)
     except KeyboardInterrupt:
         with contextlib.suppress(Exception):
@@ -328,7 +335,7 @@ def evaluate(target: Any, *, split: str = "val", report: Optional[ReportFn] = No
         return evaluate(cfgmod.load_experiment(target), split=split, report=report, progress=progress)
     else:
         raise TypeError("evaluate() takes an Experiment, a Cell, a CellConfig or a cell config mapping")
-    res = Resources(cache_dir, device)
+    res = Resources(cache_dir, device, progress=progress)
     per_cell, step = [], 0
     for cc in configs:
         r = evaluate_cell(cc, res, split=split, progress=progress, report=report, step0=step)
