@@ -52,6 +52,16 @@ def sqlite_path(uri: str) -> Optional[Path]:
     return None
 
 
+def store_uri(uri: str) -> str:
+    """The URI handed to MLflow: a relative `sqlite:///file` made absolute. MLflow keeps one store per URI
+    string for the whole process, so a relative one would keep writing to the first working folder's file
+    after a chdir (a notebook, or tests running the CLI in several folders)."""
+    p = sqlite_path(uri)
+    if p is None or p.is_absolute() or str(p) in ("", ":memory:") or "?" in uri:
+        return uri
+    return "sqlite:///" + str(p.absolute())
+
+
 def is_local(uri: str) -> bool:
     return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
 
@@ -107,7 +117,7 @@ class Tracker:
         p = sqlite_path(uri)
         if p is not None and p.parent and not p.parent.exists():
             p.parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = MlflowClient(tracking_uri=store_uri(uri))
         self._mlflow = mlflow
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
@@ -273,11 +283,11 @@ def search_cell_runs(tracking_uri: Optional[str], experiment: str, *, latest_onl
     mlflow = _mlflow()
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=store_uri(uri))
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return pd.DataFrame()
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(store_uri(uri))
     df = mlflow.search_runs(experiment_ids=[exp.experiment_id],
                             filter_string=f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'",
                             output_format="pandas")
@@ -304,7 +314,7 @@ def read_csv_artifact(tracking_uri: Optional[str], run_id: str, path: str):
 
     mlflow = _mlflow()
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
-                                                tracking_uri=tracking_uri or DEFAULT_URI)
+                                                tracking_uri=store_uri(tracking_uri or DEFAULT_URI))
     return pd.read_csv(local)
 
 
@@ -391,10 +401,10 @@ def search_study_runs(tracking_uri: Optional[str], experiment: str, study_name: 
     mlflow = _mlflow()
     from mlflow.tracking import MlflowClient
 
-    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    exp = MlflowClient(tracking_uri=store_uri(uri)).get_experiment_by_name(experiment)
     if exp is None:
         return pd.DataFrame(), pd.DataFrame()
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(store_uri(uri))
     esc = study_name.replace("'", "\\'")
 
     def runs(role: str):

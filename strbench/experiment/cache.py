@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from strbench import atomic
+from strbench.checkpoint import CheckpointUnreadable
 from strbench.errors import DataError, StrbenchError
 from strbench.experiment.plan import EvalMasks, ModelSpec, TrainMasks, random_seed_of
 from strbench.hashing import config_hash
@@ -126,9 +127,13 @@ class Resources:
             raise StrbenchError(f"model {spec.role} {spec.short} failed earlier in this run: {self.failed[spec.hash]}")
         d = self.model_dir(spec)
         ckpt = d / "model.pt"
+        net = None
         if self.model_status(spec) == "cached":
-            net = load_model(ckpt, expected_hash=spec.hash, device=self.device)
-        else:
+            try:
+                net = load_model(ckpt, expected_hash=spec.hash, device=self.device)
+            except CheckpointUnreadable:  # a finished model whose file no longer loads: training moves it
+                (d / "complete.json").unlink(missing_ok=True)  # aside and resumes from model.prev.pt (or restarts)
+        if net is None:
             deps = {others[h].role: self.model(others[h], others, on_train=on_train, callback=callback)
                     for h in spec.needs}
             d.mkdir(parents=True, exist_ok=True)
