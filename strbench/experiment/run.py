@@ -107,6 +107,8 @@ def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources,
         tracker.set_tags(run_id, {f"strbench.trained.{spec.role}": spec.hash})
 
     def train_cb(ev: dict):
+        if ev.get("event") == "resumed":  # its loss history so far is replayed into this run next
+            tracker.set_tags(run_id, {f"strbench.resumed.{ev['role']}": int(ev["step"])})
         if ev.get("event") != "loss":
             return
         role, step = ev["role"], int(ev["step"])
