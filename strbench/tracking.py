@@ -200,6 +200,15 @@ class Tracker:
             self.client.log_artifacts(run_id, artifacts)
         return run_id
 
+    def close_parent(self, experiment_hash: str) -> list[str]:
+        """Mark the experiment's parent run(s) FINISHED where still open: a run killed after its last cell
+        left it RUNNING (call only when every cell is FINISHED and none runs elsewhere). Returns their ids."""
+        runs = self._search(f"tags.`{ROLE_TAG}` = 'experiment' and tags.`{EXPERIMENT_HASH_TAG}` = '{experiment_hash}'")
+        open_ = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
+        for run_id in open_:
+            self.client.set_terminated(run_id, "FINISHED")
+        return open_
+
     def start_cell(self, parent_id: str, cell_hash: str, *, run_name: str, tags: Mapping[str, Any],
                    params: Mapping[str, Any]) -> str:
         all_tags = {ROLE_TAG: "cell", CELL_HASH_TAG: cell_hash, "mlflow.parentRunId": parent_id,

@@ -85,6 +85,34 @@ def test_ctrl_c_in_training_then_resume(tmp_path, monkeypatch):
     hist = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(fin["run_id"],
                                                                                          "train/texture_loss")
     assert [m.step for m in hist] == [2, 4]  # the loss logged before the interruption is on the finished run
+    # a process killed after its last cell but before ending the parent left it RUNNING: the next run closes it
+    parent = df[df["tags.strbench.role"] == "experiment"]["run_id"].iloc[0]
+    MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").update_run(parent, status="RUNNING")
+    assert cli.main(["run", path, "-q"]) == 0
+    assert_each_cell_finished_once(tmp_path, 2)
+
+
+def test_a_finished_models_losses_are_stored_before_sampling(tmp_path, monkeypatch):
+    """The loss curve reaches MLflow when training ends, not with the cell's metrics: a kill -9 while
+    sampling (or later) no longer loses the curve of the model the cell just finished."""
+    import strbench.sample as S
+    from mlflow.tracking import MlflowClient
+
+    real, seen = S.sample, []
+
+    def spy(*a, **kw):
+        if not seen:
+            client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+            (run,) = [r for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+                      if r.info.status == "RUNNING" and r.data.tags.get("strbench.role") == "cell"]
+            seen.append([m.step for m in client.get_metric_history(run.info.run_id, "train/irsde_loss")])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(S, "sample", spy)
+    d = small(tmp_path)
+    d["methods"] = {"IR-SDE": {"method": "irsde"}}
+    assert cli.main(["run", write(tmp_path, d), "-q"]) == 0
+    assert seen == [[2, 4]]
 
 
 def _start(path: str, cwd: Path) -> subprocess.Popen:

@@ -100,8 +100,10 @@ def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources,
                                 params=cell_params(cell, exp))
     buf = MetricBuffer(tracker, run_id)
     bars: dict = {}
+    last_step: dict = {}
 
     def on_train(spec: ModelSpec):
+        last_step[spec.role] = spec.train.steps
         progress.event("training", spec=spec, label=cell.label)
         bars[spec.role] = progress.bar("train", spec.train.steps, f"train {spec.role}")
         tracker.set_tags(run_id, {f"strbench.trained.{spec.role}": spec.hash})
@@ -114,6 +116,8 @@ def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources,
         role, step = ev["role"], int(ev["step"])
         buf.add(f"train/{role}_loss", float(ev["loss"]), step)
         buf.add(f"train/{role}_lr", float(ev["lr"]), step)
+        if step >= last_step.get(role, math.inf):  # a finished model's curve is kept even if the cell dies later
+            buf.flush()
         if role in bars:
             bars[role].update_to(step)
 
@@ -201,6 +205,8 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
     where = {"experiment": exp.name, "n_cells": len(mine), "tracking_uri": exp.tracking.uri,
              "mlflow_experiment": exp.experiment_name}
     if not todo:
+        if not summary.elsewhere:  # all FINISHED: a process killed after its last cell left the parent open
+            tracker.close_parent(exp_hash)
         progress.event("nothing_to_do", **where)
         summary.seconds = time.time() - t_start
         return summary
