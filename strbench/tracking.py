@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
+from strbench.errors import DataError
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_TRACKING_URI = DEFAULT_URI
 DEFAULT_ARTIFACTS = "./mlartifacts"
@@ -117,9 +119,14 @@ class Tracker:
         p = sqlite_path(uri)
         if p is not None and p.parent and not p.parent.exists():
             p.parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=store_uri(uri))
+        try:
+            self.client = MlflowClient(tracking_uri=store_uri(uri))
+            exp = self.client.get_experiment_by_name(experiment)
+        except Exception as e:  # noqa: BLE001 - an unreadable store, a server that fails: one line, nothing run
+            first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            raise DataError(f"tracking.uri: cannot open the MLflow store {uri} ({type(e).__name__}: "
+                            f"{first[:300]}); fix or move the store, or point tracking.uri elsewhere") from None
         self._mlflow = mlflow
-        exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             loc = None
             if artifact_location and is_local(uri):

@@ -300,6 +300,36 @@ def _(root, mp):
     return [write_yaml(root, base())], ["tracking.uri", "mlflow.db", "not an MLflow store"]
 
 
+def _other_mlflow_version(db: Path) -> None:
+    from test_runner import migrated_db
+
+    migrated_db(db.parent)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE alembic_version SET version_num = 'deadbeef0000'")
+    con.commit()
+    con.close()
+
+
+@case("tracking.uri: an mlflow.db of another MLflow version")
+def _(root, mp):
+    _other_mlflow_version(root / "mlflow.db")
+    return [write_yaml(root, base())], ["tracking.uri", "mlflow.db", "deadbeef0000", "mlflow db upgrade"]
+
+
+def test_a_store_mlflow_cannot_open_is_one_line(tmp_path):
+    """Behind the pre-flight too (a store that changes after it, a server failing its API): one line."""
+    from strbench import tracking
+    from strbench.errors import DataError
+
+    _other_mlflow_version(tmp_path / "mlflow.db")
+    before = snapshot(tmp_path)
+    with pytest.raises(DataError) as e:
+        tracking.Tracker(f"sqlite:///{tmp_path}/mlflow.db", "x", str(tmp_path / "art"))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("tracking.uri: cannot open the MLflow store") and "deadbeef0000" in msg
+    assert snapshot(tmp_path) == before
+
+
 simple("tracking.uri: foo://", base(tracking={"uri": "foo://somewhere"}), needles=["tracking.uri", "'foo'"])
 simple("masks.bins: lo > hi", base(masks={"bins": [[0.3, 0.1]], "per_bin": 2}),
        needles=["masks.bins[0]", "lo 0.3 > hi 0.1", "[0.1, 0.3]"])
