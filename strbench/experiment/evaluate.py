@@ -85,6 +85,7 @@ def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progres
     from strbench import metrics as M
     from strbench.sample import Models, sample
     from strbench.sde import make_sde_pair
+    from strbench.steps import PerImageNoise
 
     by_hash = {m.hash: m for m in c.models.values()}
     nets = {r: res.model(s, by_hash, on_train=on_train, callback=train_callback) for r, s in c.models.items()}
@@ -114,11 +115,11 @@ def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progres
             rec = _Recorder(T, mcfg.strip_frames, kl, img, known, bar, b * T)
             if b > 0:
                 rec.frames = None
-            gen = torch.Generator(device=dev)
-            gen.manual_seed(int(c.seed) * 1_000_003 + b)
+            gen = torch.Generator(device=dev)  # unused: every draw comes from the per-image noise
+            noise = PerImageNoise(int(c.seed), range(sl.start, sl.stop), dev)  # (seed, image position, step)
             t0 = time.perf_counter()
             out = sample(c.method.method, models, img, known, sdes=sdes, generator=gen, callback=rec,
-                         **thaw(c.settings))
+                         noise_sampler=noise, **thaw(c.settings))
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             sample_sec += time.perf_counter() - t0
