@@ -228,11 +228,11 @@ def _cmd_tune(a) -> int:
 
 def _add_bench(sub):
     p = sub.add_parser("bench", help="overhead benchmarks (training step, samplers)")
-    p.add_argument("what", choices=["train", "sample", "data", "all"])
+    p.add_argument("what", choices=["train", "sample", "data", "gpu", "all"])
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=None, help="image size (default: preset's)")
     p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--preset", default="tiny")
+    p.add_argument("--preset", default=None, help="net preset (default: each benchmark's own)")
     p.add_argument("--repeats", type=int, default=None)
     p.set_defaults(func=_cmd_bench)
 
