@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from strbench.errors import StrbenchError
@@ -68,6 +69,8 @@ def _add_run(sub):
     p.add_argument("--profile", default=None, help="profile of the experiment to use (e.g. cpu, paper)")
     p.add_argument("--dry-run", action="store_true", help="list cells, the models they need and what is cached")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only errors")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="run under torchrun with N processes on this machine (DDP training, images split)")
     p.set_defaults(func=_cmd_run)
 
 
@@ -75,6 +78,8 @@ def _cmd_run(a) -> int:
     """0 when every cell finished, 1 when some failed (named on stderr)."""
     from strbench import config, experiment
 
+    if a.nproc is not None and a.nproc > 1 and "WORLD_SIZE" not in os.environ and not a.dry_run:
+        return _torchrun(a.nproc)
     exp = config.load_experiment(a.config, overrides=a.set, overlay=a.set_from, profile=a.profile)
     if a.dry_run:
         print(format_plan(experiment.plan_status(exp)))
@@ -92,6 +97,24 @@ def _cmd_run(a) -> int:
               "same command again (finished cells are skipped)", file=sys.stderr)
         return 1
     return 0
+
+
+def _torchrun(nproc: int) -> int:
+    """`strbench run --nproc N ...` = `torchrun --standalone --nproc_per_node=N -m strbench run ...`."""
+    import subprocess
+
+    args = sys.argv[1:]
+    keep, skip = [], False
+    for x in args:
+        if skip:
+            skip = False
+        elif x == "--nproc":
+            skip = True
+        elif not x.startswith("--nproc="):
+            keep.append(x)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "strbench", *keep]
+    return subprocess.call(cmd)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -44,6 +44,24 @@ def _pick_images(ds, n: int) -> tuple[list[int], Any]:
     return idx, torch.stack([ds[i] for i in idx]).float()
 
 
+def _ranks() -> tuple[int, int]:
+    """(world size, rank) of an initialised torchrun process group, else (1, 0)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _gather(records: list) -> list:
+    """All ranks' per-batch records (tensors on the CPU), sorted by batch index."""
+    import torch.distributed as dist
+
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, records)
+    return sorted((r for p in parts for r in p), key=lambda r: r["b"])
+
+
 class _Recorder:
     """Sampler callback: progress, trajectory frames of the first image, KL per level (Fig. 8)."""
 
@@ -100,19 +118,18 @@ def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progres
     mcfg = c.metrics
     batch = c.sample.batch
     dev = res.device
-    outputs, structures = [], []
-    nfe_total, sample_sec = 0, 0.0
+    world, rank = _ranks()
+    records = []  # per sampled batch: b, outputs, structure, per-image rows, nfe, seconds, KL rows
     frames = None
-    kl_acc: dict[tuple, list] = {}
-    rows = []
     n_batches = math.ceil(n / batch)
-    bar = progress.bar("sample", n_batches * T, f"sample {c.case} {c.mask.label}")
+    mine = [b for b in range(n_batches) if b % world == rank]  # under torchrun: batches dealt to the ranks
+    bar = progress.bar("sample", len(mine) * T, f"sample {c.case} {c.mask.label}")
     try:
-        for b in range(n_batches):
+        for j, b in enumerate(mine):
             sl = slice(b * batch, min((b + 1) * batch, n))
             img, known = images[sl].to(dev), known_all[sl].to(dev)
             kl = {"every": mcfg.trajectory_every, "bins": mcfg.kl_bins} if mcfg.trajectories else None
-            rec = _Recorder(T, mcfg.strip_frames, kl, img, known, bar, b * T)
+            rec = _Recorder(T, mcfg.strip_frames, kl, img, known, bar, j * T)
             if b > 0:
                 rec.frames = None
             gen = torch.Generator(device=dev)  # unused: every draw comes from the per-image noise
@@ -122,26 +139,33 @@ def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progres
                          noise_sampler=noise, **thaw(c.settings))
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-            sample_sec += time.perf_counter() - t0
-            nfe_total += out.nfe * (sl.stop - sl.start)
-            outputs.append(out.output.detach().float().cpu())
-            s = out.info.get("structure")
-            structures.append(None if s is None else s.detach().float().cpu())
+            st = out.info.get("structure")
+            output = out.output.detach().float().cpu()
+            records.append({"b": b, "out": output, "struct": None if st is None else st.detach().float().cpu(),
+                            "df": M.image_metrics(output, images[sl], known_all[sl], protocol=mcfg.protocol),
+                            "nfe": out.nfe * (sl.stop - sl.start), "sec": time.perf_counter() - t0,
+                            "kl": [(t, region, kv, sl.stop - sl.start) for t, v in rec.kl_rows.items()
+                                   for region, kv in v.items() if kv is not None]})
             if b == 0:
                 frames = rec.frames
-            for t, v in rec.kl_rows.items():
-                for region, kv in v.items():
-                    if kv is not None:
-                        kl_acc.setdefault((t, region), []).append((kv, sl.stop - sl.start))
-            df_b = M.image_metrics(outputs[-1], images[sl], known_all[sl], protocol=mcfg.protocol)
-            rows.append(df_b)
             if report is not None:
-                so_far = pd.concat(rows)
-                report(step0 + b, {"psnr": float(np.mean(so_far["psnr"])), "ssim": float(np.mean(so_far["ssim"])),
+                so_far = pd.concat([r["df"] for r in records])
+                report(step0 + j, {"psnr": float(np.mean(so_far["psnr"])), "ssim": float(np.mean(so_far["ssim"])),
                                    "n_images": int(len(so_far))})
-            bar.update_to((b + 1) * T)
+            bar.update_to((j + 1) * T)
     finally:
         bar.close()
+    if world > 1:  # every rank gets every batch's results, in batch order (as one process would have them)
+        records = _gather(records)
+    outputs = [r["out"] for r in records]
+    structures = [r["struct"] for r in records]
+    rows = [r["df"] for r in records]
+    nfe_total = sum(r["nfe"] for r in records)
+    sample_sec = sum(r["sec"] for r in records)
+    kl_acc: dict[tuple, list] = {}
+    for r in records:
+        for t, region, kv, cnt in r["kl"]:
+            kl_acc.setdefault((t, region), []).append((kv, cnt))
     pred = torch.cat(outputs)
     df = pd.concat(rows, ignore_index=True)
     protocol = M.protocol_record(mcfg.protocol, size, size, n)
@@ -158,6 +182,8 @@ def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progres
     tags = {"strbench.metric_protocol": json.dumps(protocol, sort_keys=True, default=str)}
     which = tuple(k for k in ("fid", "kid") if getattr(mcfg, k))
     missing = []
+    if which and rank != 0:  # Inception features of the gathered outputs: rank 0 alone (it alone logs)
+        which = ()
     if which:
         inc = M.inception_metrics(pred.to(dev), images.to(dev), weights_path=mcfg.fid_weights, which=which)
         for k, r in inc.items():

@@ -178,11 +178,16 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
     """Train what is missing (model cache), sample, score and log every cell not yet FINISHED in MLflow.
     Failed cells are collected (run FAILED, error tag), not raised; Ctrl-C/SIGTERM marks the current
     runs KILLED and re-raises KeyboardInterrupt."""
+    from strbench.train import init_distributed
+
     t_start = time.time()
     all_cells = cells if cells is not None else expand(exp)
     preflight(exp, all_cells)
     mine = shard_cells(all_cells, exp.shard.index, exp.shard.count)
     summary = RunSummary(experiment=exp.experiment_name, n_cells=len(mine))
+    ranks, _ = init_distributed(exp.device)  # under torchrun: join the process group (NCCL on CUDA, gloo on CPU)
+    if not ranks.is_main:  # ranks > 0 train and sample their share of each cell rank 0 runs; no MLflow
+        return _follow_rank0(exp, mine, summary)
 
     from strbench import tracking
 
@@ -198,6 +203,7 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
         progress.event("skipped", label=lbl, why="running in another process")
     where = {"experiment": exp.name, "n_cells": len(mine), "tracking_uri": exp.tracking.uri,
              "mlflow_experiment": exp.experiment_name}
+    _share_todo(ranks, [c.hash for c in todo])
     if not todo:
         progress.event("nothing_to_do", **where)
         summary.seconds = time.time() - t_start
@@ -230,6 +236,34 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
     tracker.end(parent, "FINISHED" if not summary.failed else "FAILED",
                 error=None if not summary.failed else f"{len(summary.failed)} cell(s) failed")
     summary.seconds = time.time() - t_start
+    return summary
+
+
+def _share_todo(ranks, hashes: list) -> list:
+    """Rank 0's list of cells to run, given to every rank (under torchrun), so all run the same cells in order."""
+    if ranks.world_size == 1:
+        return hashes
+    import torch.distributed as dist
+
+    box = [hashes]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _follow_rank0(exp: Experiment, mine: list, summary: RunSummary) -> RunSummary:
+    """A rank > 0 under torchrun: for each cell rank 0 runs, train (DDP) and sample this rank's batches; rank 0
+    gathers the outputs and alone scores FID, writes artifacts and talks to MLflow."""
+    from strbench.train import current_dist
+
+    todo = _share_todo(current_dist(), [])
+    by_hash = {c.hash: c for c in mine}
+    res = Resources(exp.cache_dir, exp.device)
+    for h in todo:
+        try:
+            evaluate_cell(by_hash[h].config, res, split="test")
+            summary.ran += 1
+        except Exception as e:  # rank 0 records the failure; keep in step with it
+            summary.failed.append((by_hash[h].label, h, f"{type(e).__name__}: {e}"))
     return summary
 
 
