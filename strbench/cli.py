@@ -71,20 +71,40 @@ def _add_run(sub):
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only errors")
     p.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="run under torchrun with N processes on this machine (DDP training, images split)")
+    p.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"],
+                   help="local: in this process; slurm: one Slurm job per group of cells sharing models (submitit; "
+                        "options --slurm.partition P --slurm.gpus_per_node G --slurm.timeout_min M --slurm.KEY V)")
+    p.add_argument("--cells", default=None, metavar="HASHES",
+                   help="run only these cells (comma-separated hash prefixes, as --dry-run lists them)")
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(a) -> int:
     """0 when every cell finished, 1 when some failed (named on stderr)."""
     from strbench import config, experiment
+    from strbench.errors import ConfigError
 
-    if a.nproc is not None and a.nproc > 1 and "WORLD_SIZE" not in os.environ and not a.dry_run:
+    if a.nproc is not None and a.nproc > 1 and "WORLD_SIZE" not in os.environ and not a.dry_run \
+            and a.launcher == "local":
         return _torchrun(a.nproc)
     exp = config.load_experiment(a.config, overrides=a.set, overlay=a.set_from, profile=a.profile)
     if a.dry_run:
         print(format_plan(experiment.plan_status(exp)))
         return 0
-    summary = experiment.run_experiment(exp, progress=ConsoleProgress(a.quiet))
+    if a.slurm and a.launcher != "slurm":
+        raise ConfigError(f"--slurm.{next(iter(a.slurm))}: Slurm options need --launcher slurm")
+    if a.launcher != "local":
+        from strbench.experiment.launch import launch
+
+        cells = experiment.expand(exp)
+        experiment.preflight(exp, cells)
+        argv = ["run", a.config, *[x for s in a.set for x in ("--set", s)]]
+        argv += (["--set-from", a.set_from] if a.set_from else []) + (["--profile", a.profile] if a.profile else [])
+        if a.nproc:
+            argv += ["--nproc", str(a.nproc)]
+        return launch(exp, cells, argv, launcher=a.launcher, slurm=a.slurm, say=print)
+    only = [h.strip() for h in a.cells.split(",") if h.strip()] if a.cells else None
+    summary = experiment.run_experiment(exp, progress=ConsoleProgress(a.quiet), only=only)
     if not a.quiet:
         uri = exp.tracking.uri
         ui = f"mlflow ui --backend-store-uri {uri}" if experiment.tracking_is_local(uri) else f"open {uri}"
@@ -276,7 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from strbench.experiment.launch import split_slurm_args
+
+    try:
+        argv, slurm = split_slurm_args(list(sys.argv[1:] if argv is None else argv))
+    except StrbenchError as e:
+        print(f"strbench: error: {e}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
+    args.slurm = slurm
     try:
         return int(args.func(args) or 0)
     except StrbenchError as e:  # user-facing errors: one line, exit 2

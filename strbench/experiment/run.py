@@ -174,7 +174,8 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optional[list[Cell]] = None) -> RunSummary:
+def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optional[list[Cell]] = None,
+                   only: Optional[Iterable[str]] = None) -> RunSummary:
     """Train what is missing (model cache), sample, score and log every cell not yet FINISHED in MLflow.
     Failed cells are collected (run FAILED, error tag), not raised; Ctrl-C/SIGTERM marks the current
     runs KILLED and re-raises KeyboardInterrupt."""
@@ -184,6 +185,12 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
     all_cells = cells if cells is not None else expand(exp)
     preflight(exp, all_cells)
     mine = shard_cells(all_cells, exp.shard.index, exp.shard.count)
+    if only is not None:  # a launcher job's cells (hash prefixes); the parent run is still the experiment's
+        want = set(only)
+        unknown = sorted(h for h in want if not any(c.hash.startswith(h) for c in all_cells))
+        if unknown:
+            raise ConfigError(f"{exp.source}: --cells: no cell {unknown[0]} in this experiment (see --dry-run)")
+        mine = [c for c in mine if any(c.hash.startswith(h) for h in want)]
     summary = RunSummary(experiment=exp.experiment_name, n_cells=len(mine))
     ranks, _ = init_distributed(exp.device)  # under torchrun: join the process group (NCCL on CUDA, gloo on CPU)
     if not ranks.is_main:  # ranks > 0 train and sample their share of each cell rank 0 runs; no MLflow
