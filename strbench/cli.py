@@ -105,8 +105,8 @@ def _cmd_run(a) -> int:
         return launch(exp, cells, argv, launcher=a.launcher, slurm=a.slurm, say=print)
     only = [h.strip() for h in a.cells.split(",") if h.strip()] if a.cells else None
     summary = experiment.run_experiment(exp, progress=ConsoleProgress(a.quiet), only=only)
-    if not a.quiet:
-        uri = exp.tracking.uri
+    uri = exp.tracking.uri
+    if int(os.environ.get("RANK", "0")) == 0:  # the final summary (also with -q), once under torchrun
         ui = f"mlflow ui --backend-store-uri {uri}" if experiment.tracking_is_local(uri) else f"open {uri}"
         print(f"{exp.name}: {summary.n_cells} cells: {summary.done_before} finished before, {summary.ran} run, "
               f"{len(summary.failed)} failed ({summary.seconds:.0f} s). Browse: {ui}")
@@ -288,7 +288,10 @@ def _cmd_bench(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from strbench import __version__
+
     parser = argparse.ArgumentParser(prog="strbench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"strbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_run, _add_validate, _add_report, _add_tune, _add_schedule, _add_bench):
         add(sub)

@@ -109,7 +109,9 @@ def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progres
     nets = {r: res.model(s, by_hash, on_train=on_train, callback=train_callback) for r, s in c.models.items()}
     models = Models(**nets)
     size = c.dataset.size
-    known_all = res.eval_masks(c.mask, size, split).masks.float()
+    mask_set = res.eval_masks(c.mask, size, split)
+    known_all = mask_set.masks.float()
+    mask_ids = [Path(f).stem for f in mask_set.files] if mask_set.files else [f"m{i}" for i in range(len(mask_set))]
     n = known_all.shape[0]
     ds = res.dataset(c.dataset, split)
     image_ids, images = _pick_images(ds, n)
@@ -170,7 +172,8 @@ def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progres
     df = pd.concat(rows, ignore_index=True)
     protocol = M.protocol_record(mcfg.protocol, size, size, n)
     df.insert(0, "image_id", image_ids)
-    df = df[["image_id", "hole_ratio", "psnr", "ssim"]]
+    df.insert(1, "mask_id", mask_ids[:n])
+    df = df[["image_id", "mask_id", "hole_ratio", "psnr", "ssim"]]
     metrics: dict[str, float] = {"psnr": float(np.mean(df["psnr"])), "ssim": float(np.mean(df["ssim"])),
                                  "n_images": float(n), "nfe_per_image": nfe_total / n,
                                  "sec_per_image": sample_sec / n, "hole_ratio": float(np.mean(df["hole_ratio"]))}
@@ -229,6 +232,11 @@ def _write_artifacts(d: Path, c: CellConfig, images, known, pred, structures, fr
     # per-image metrics
     df.to_csv(d / "per_image.csv", index=False)
     files["per_image.csv"] = d / "per_image.csv"
+    # every composited output, lossless, named by position, image and mask id (rescoring needs no sampling)
+    out_dir = d / "outputs"
+    out_dir.mkdir()
+    for i, (img_id, mask_id) in enumerate(zip(df["image_id"], df["mask_id"])):
+        save_image(pred[i:i + 1].clamp(0, 1), out_dir / f"{i:04d}_img{img_id}_mask{mask_id}.png")
     (d / "protocol.json").write_text(json.dumps(protocol, indent=1, sort_keys=True, default=str))
     # samples: masked input | structure | output | ground truth
     k = min(int(c.metrics.grid_images), images.shape[0])

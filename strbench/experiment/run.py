@@ -81,7 +81,30 @@ def cell_params(cell: Cell, exp: Experiment) -> dict:
     c["train"] = r["train"]
     c["nets"] = r["nets"]
     c["structure"] = r["structure"]
-    return flatten(c)
+    flat = flatten(c)
+    # one name per value: no `None` params, no settings.* repeating method.* (the method's own settings)
+    return {k: v for k, v in flat.items() if v != "None" and not (k.startswith("settings.") and
+                                                                  flat.get("method." + k[len("settings."):]) == v)}
+
+
+def code_tags() -> dict:
+    """strbench's version and, when it runs from a git checkout, the commit (and whether it has local changes)."""
+    import subprocess
+
+    from strbench import __version__
+
+    tags = {"strbench.version": __version__}
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    if commit:
+        tags["strbench.git_commit"] = commit + ("+local-changes" if dirty else "")
+    return tags
 
 
 # ------------------------------------------------------------------------------------------------
@@ -96,8 +119,8 @@ def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources,
     from strbench.tracking import MetricBuffer
 
     t0 = time.time()
-    run_id = tracker.start_cell(parent, cell.hash, run_name=cell.label, tags=cell_tags(cell, exp_hash),
-                                params=cell_params(cell, exp))
+    run_id = tracker.start_cell(parent, cell.hash, run_name=cell.label,
+                                tags={**cell_tags(cell, exp_hash), **code_tags()}, params=cell_params(cell, exp))
     buf = MetricBuffer(tracker, run_id)
     bars: dict = {}
 
@@ -220,9 +243,9 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
         resolved = {k: v for k, v in exp.resolved().items() if k != "profiles"}
         (Path(td) / "experiment.yaml").write_text(cfgmod.dump_yaml(resolved))
         parent = tracker.parent_run(
-            exp_hash, run_name=f"{exp.name}" + (f" [{exp.profile}]" if exp.profile else ""),
+            exp_hash, run_name=f"{exp.name}" + (f" [{exp.profile}]" if exp.profile else "") + f" {exp_hash[:8]}",
             tags={"strbench.experiment": exp.name, "strbench.profile": exp.profile or "",
-                  "strbench.config_path": exp.source, "strbench.n_cells": len(all_cells)},
+                  "strbench.config_path": exp.source, "strbench.n_cells": len(all_cells), **code_tags()},
             params={k: v for k, v in tracking.flatten(resolved).items()}, cell_hashes=[c.hash for c in all_cells],
             artifacts=td)
     summary.parent_run_id = parent
