@@ -20,26 +20,7 @@ import numpy as np
 import torch
 
 from strbench.errors import ConfigError
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-def _device_name(dev: torch.device) -> str:
-    """The device as the bench tables print it: the GPU's name, or cpu with its thread count."""
-    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-
-
-def _per_step(fn: Callable[[], object], dev: torch.device, k: int) -> float:
-    """Wall seconds per call of fn over a block of k calls (synchronised at the block ends)."""
-    _sync(dev)
-    t0 = time.perf_counter()
-    for _ in range(k):
-        fn()
-    _sync(dev)
-    return (time.perf_counter() - t0) / k
+from strbench.timing import _device_name, _per_step
 
 
 def _synthetic(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from strbench.bench import _device_name, _sync
+from strbench.timing import _device_name, _sync
 
 ROLES = ("texture", "structure", "discriminator")
 

@@ -58,13 +58,6 @@ def slurm_parameters(opts: Mapping[str, Any]) -> dict:
     return params
 
 
-def _run_argv(argv: list[str]) -> int:
-    """What a job runs: the command line, in the job's process."""
-    from strbench.cli import main
-
-    return main(argv)
-
-
 def launch(exp, cells: list, argv: list[str], *, launcher: str, slurm: Mapping[str, Any], wait: bool = True,
            say=print) -> int:
     """Submit one job per model group (`strbench run <argv> --cells ...`); wait for them (`wait`) and return 0
@@ -110,6 +103,7 @@ def launch(exp, cells: list, argv: list[str], *, launcher: str, slurm: Mapping[s
 
 
 def _with_env(env: Mapping[str, str], argv: list[str]) -> int:
-    os.environ.update(env)
-    sys.argv = ["strbench", *argv]
-    return _run_argv(argv)
+    """What a job runs: `python -m strbench <argv>` (the command line, as a user would type it on the node)."""
+    import subprocess
+
+    return subprocess.call([sys.executable, "-m", "strbench", *argv], env={**os.environ, **env})
