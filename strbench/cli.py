@@ -287,13 +287,40 @@ def _cmd_bench(a) -> int:
                                repeats=a.repeats)
 
 
+def _add_rescore(sub):
+    p = sub.add_parser("rescore", help="compute metrics again from the saved outputs of finished cells (no sampling)")
+    p.add_argument("--experiment", required=True, help="MLflow experiment name")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    p.add_argument("--run", default=None, help="one cell run id (default: every finished cell run)")
+    p.add_argument("--cache-dir", default=".strbench", help="where the run's generated mask sets are (cache_dir)")
+    p.add_argument("--protocol", default=None, help="PSNR/SSIM protocol (default: the run's own)")
+    p.set_defaults(func=_cmd_rescore)
+
+
+def _cmd_rescore(a) -> int:
+    from strbench.experiment.rescore import rescore
+
+    rows = rescore(a.tracking_uri, a.experiment, run_id=a.run, cache_dir=a.cache_dir, protocol=a.protocol)
+    worst = 0.0
+    for r in rows:
+        parts = []
+        for k, v in r.again.items():
+            logged = r.logged.get(k)
+            d = None if logged is None else abs(v - logged)
+            worst = max(worst, d or 0.0)
+            parts.append(f"{k} {v:.4f} (logged {_fmt(logged, '.4f')}, |diff| {_fmt(d, '.1e')})")
+        print(f"{r.label} [{r.run_id[:8]}] {r.n} outputs: " + "; ".join(parts))
+    print(f"{len(rows)} cell run(s) rescored from their saved outputs; largest |diff| from the logged value: {worst:.1e}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from strbench import __version__
 
     parser = argparse.ArgumentParser(prog="strbench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"strbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_validate, _add_report, _add_tune, _add_schedule, _add_bench):
+    for add in (_add_run, _add_validate, _add_report, _add_rescore, _add_tune, _add_schedule, _add_bench):
         add(sub)
     return parser
 

@@ -308,7 +308,14 @@ def read_csv_artifact(tracking_uri: Optional[str], run_id: str, path: str):
     return pd.read_csv(local)
 
 
-__all__ = ["Tracker", "MetricBuffer", "search_cell_runs", "read_csv_artifact", "flatten", "clean_key",
+def download_artifacts(tracking_uri: Optional[str], run_id: str, path: str, dst: str | os.PathLike) -> Path:
+    """A run's artifact file or folder, downloaded under `dst`; returns the local path."""
+    mlflow = _mlflow()
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst),
+                                                    tracking_uri=tracking_uri or DEFAULT_URI))
+
+
+__all__ = ["Tracker", "MetricBuffer", "search_cell_runs", "read_csv_artifact", "download_artifacts", "flatten", "clean_key",
            "tracking_exists", "sqlite_path", "DEFAULT_URI", "DEFAULT_TRACKING_URI"]
 
 

@@ -235,8 +235,13 @@ def _write_artifacts(d: Path, c: CellConfig, images, known, pred, structures, fr
     # every composited output, lossless, named by position, image and mask id (rescoring needs no sampling)
     out_dir = d / "outputs"
     out_dir.mkdir()
+    from PIL import Image
+
+    from strbench.metrics import to_uint8
+
+    u8 = to_uint8(pred).permute(0, 2, 3, 1).numpy()  # the exact uint8 pixels the metrics scored
     for i, (img_id, mask_id) in enumerate(zip(df["image_id"], df["mask_id"])):
-        save_image(pred[i:i + 1].clamp(0, 1), out_dir / f"{i:04d}_img{img_id}_mask{mask_id}.png")
+        Image.fromarray(u8[i]).save(out_dir / f"{i:04d}_img{img_id}_mask{mask_id}.png")
     (d / "protocol.json").write_text(json.dumps(protocol, indent=1, sort_keys=True, default=str))
     # samples: masked input | structure | output | ground truth
     k = min(int(c.metrics.grid_images), images.shape[0])
