@@ -1,18 +1,28 @@
-"""`strbench report`: the paper's Tables 1-3 and Fig. 8 from tracked runs, the paper's numbers beside them.
+"""`strbench report`: the paper's Tables 1-3, Fig. 8, paired comparisons, the paper's claims, quality against
+compute, and a static HTML report, from tracked runs, with the paper's numbers beside them.
+
+Run selection (`select_runs`, pure): by default every FINISHED cell run of the experiment counts, pooled
+over invocations (parent runs) by cell identity (tag `strbench.cell_hash`, the latest FINISHED run of each);
+`run` (a parent run id or unique prefix), `profile` (parent tag `strbench.profile`) and `since` (cell runs
+started at or after a date) narrow it. What was used (parent ids, dates, profiles) is part of every output.
 
 Pure builders take a runs DataFrame in `mlflow.search_runs` layout (columns `run_id`, `status`,
-`tags.strbench.case`, `tags.strbench.mask_bin`, `metrics.psnr`, ...) and return a `ReportTable`; renderers
-turn it into Markdown, LaTeX (booktabs, best measured value in bold) or CSV. Only the loaders touch
+`tags.strbench.case`, `tags.strbench.mask_bin`, `params.settings.*`, `metrics.psnr`, ...) and return a
+`ReportTable`; renderers turn it into Markdown, LaTeX (pandas Styler, booktabs, sized to a column or the
+text width) or CSV (one tidy long table). Rows: the paper's methods first, then every other measured case
+(e.g. `biharmonic`); when one case was run with several configurations (settings other than the seed), each
+gets its own row, labelled with the settings that differ, and a warning says so. Only the loaders touch
 MLflow, through `strbench.tracking` (imported lazily: this module never imports mlflow).
 
 Default experiments: Table 1 `table1_places2`, falling back to `quickstart` when that has no runs (the
 quickstart has Table 1's shape: methods x mask bins); Table 2 `ablation_resampling`; Table 3
-`table3_celeba`; Fig. 8 `structure_variants`.
+`table3_celeba`; Fig. 8 `structure_variants`; the frontier `nfe_frontier`, falling back to `quickstart`.
 """
 from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,6 +37,7 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 REFERENCE_PATH = Path(__file__).resolve().parents[1] / "reports" / "paper_reference.yaml"
 TAG = "tags.strbench."
 MET = "metrics."
+PAR = "params."
 MISSING = "–"  # not reported by the paper / not run here
 NA = "n/a"  # measured but not computable (footnote says why)
 
@@ -60,9 +71,18 @@ TABLES: dict[int, TableSpec] = {
 }
 FIGURE8_EXPERIMENT = "structure_variants"
 FIGURE8_HINT = "strbench run experiments/structure_variants.yaml --profile cpu"
+FRONTIER_EXPERIMENT = "nfe_frontier"
+FRONTIER_FALLBACKS = ("quickstart",)
+FRONTIER_HINT = "strbench run experiments/nfe_frontier.yaml"
 CASE_ORDER = ("IR-SDE", "RePaint*", "StrDiffusion", "A", "B", "C", "D")
 VARIANT_ORDER = ("gray2gray", "edge2edge", "edge2gray", "gray2edge")
 SPLIT_TAGS = ("ablation", "variant")  # appended to a row label when they vary within one case
+DATASET_NAMES = {"builtin": "built-in", "psv": "Paris StreetView", "places2": "Places2", "celeba": "CelebA",
+                 "folder": "image folder"}
+# params that do not make a different configuration: seeds (pooled as repeats), model hashes (they follow the
+# seeds), what is measured (metrics.*) and bookkeeping
+_SAME_CONFIG_KEYS = ("case", "models.", "metrics.", "sample.batch", "device", "tracking.", "cache_dir", "shard.")
+_BOOKKEEPING = ("checkpoint_every", "log_every", "images_every")
 
 
 # ----------------------------------------------------------------------------------------------- data model
@@ -75,6 +95,7 @@ class Row:
     footnotes: dict[tuple[str, str], int] = field(default_factory=dict)  # (metric, column) -> footnote number
     nfe: float | None = None
     sec: float | None = None
+    name: str = ""  # label without the "(paper)"/"(measured)" suffix
 
 
 @dataclass
@@ -87,6 +108,31 @@ class ReportTable:
     footnotes: list[str]  # numbered from 1
     notes: list[str]
     details: pd.DataFrame  # one row per measured (row, column) cell
+    warnings: list[str] = field(default_factory=list)
+    axis: str = "mask_bin"
+    data: str = ""  # what the measured rows used (describe_data), named in every caption
+
+
+@dataclass
+class Selection:
+    """The cell runs a report uses and where they come from."""
+
+    experiment: str
+    runs: pd.DataFrame  # one row per cell hash: the latest FINISHED run
+    used: pd.DataFrame  # parent runs used: parent, name, profile, first, last, cells
+    filters: list[str] = field(default_factory=list)
+    replaced: int = 0  # older FINISHED runs of the same cells, not used
+
+    def lines(self) -> list[str]:
+        """What was used, for the report's notes (and stderr)."""
+        f = f" ({'; '.join(self.filters)})" if self.filters else " (all FINISHED cell runs, latest per cell hash)"
+        out = [f"Runs used: {len(self.runs)} cell run(s) of MLflow experiment `{self.experiment}`{f}"
+               + (f"; {self.replaced} older run(s) of the same cells not used" if self.replaced else "") + "."]
+        for p in self.used.itertuples(index=False):
+            dates = p.first if p.first == p.last else f"{p.first} to {p.last}"
+            out.append(f"  parent {p.parent} `{p.name}`, profile {p.profile or '(none)'}: {p.cells} cell(s), "
+                       f"{dates}")
+        return out
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -114,6 +160,10 @@ def _num(x) -> float | None:
     return None if math.isnan(v) else v
 
 
+def _str(x) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
+
+
 def _bin_key(label: str) -> tuple:
     try:
         lo, hi = label.rstrip("%").split("-")
@@ -135,21 +185,97 @@ def _case_key(label: str) -> tuple:
     return (CASE_ORDER.index(base) if base in CASE_ORDER else len(CASE_ORDER), label)
 
 
-def _row_labels(runs: pd.DataFrame) -> pd.Series:
-    """Case, plus the ablation/variant when those vary within the case (never silently pooled)."""
+def _axis_values(runs: pd.DataFrame, axis: str) -> pd.Series:
+    return _col(runs, TAG + axis).fillna(_col(runs, TAG + "mask_set")).fillna("all").astype(str)
+
+
+def _config_keys(runs: pd.DataFrame) -> list[str]:
+    """params.* columns that define a configuration (not seeds, model hashes, metrics or bookkeeping)."""
+    out = []
+    for c in runs.columns:
+        if not c.startswith(PAR):
+            continue
+        k = c[len(PAR):]
+        last = k.split(".")[-1]
+        if "seed" in last or last in _BOOKKEEPING or any(k == s or k.startswith(s) for s in _SAME_CONFIG_KEYS):
+            continue
+        out.append(c)
+    return out
+
+
+def _short_key(param_col: str) -> str:
+    k = param_col[len(PAR):]
+    for p in ("settings.", "method."):
+        if k.startswith(p):
+            return k[len(p):]
+    return k
+
+
+def _varying(runs: pd.DataFrame, groups: pd.Series, keys: Sequence[str]) -> list[str]:
+    """The keys that take more than one value inside at least one group."""
+    out = []
+    for k in keys:
+        vals = runs[k].map(_str)
+        if (vals.groupby(groups).nunique() > 1).any():
+            out.append(k)
+    return out
+
+
+def _row_labels(runs: pd.DataFrame, axis: str = "mask_bin") -> pd.Series:
+    """Case, plus the ablation/variant when those vary within the case, plus the settings that differ between
+    runs of the case on one column (another configuration, not another seed): never silently pooled."""
     case = _col(runs, TAG + "case").fillna(_col(runs, TAG + "method")).fillna("?").astype(str)
     labels = case.copy()
+    keys = _config_keys(runs)
+    cols = _axis_values(runs, axis)
     for c in case.unique():
         sel = case == c
-        extra = []
+        extra, used = [], set()
         for tag in SPLIT_TAGS:
-            vals = _col(runs, TAG + tag)[sel].fillna("").astype(str)
+            vals = _col(runs, TAG + tag)[sel].map(_str)
             if vals.nunique() > 1:
                 extra.append(vals)
+                used.add(tag)
+        diff = [k for k in _varying(runs[sel], cols[sel], keys) if _short_key(k).split(".")[-1] not in used]
+        shown = list(dict.fromkeys(_short_key(k) for k in diff))
+        by_short = {}
+        for k in diff:
+            by_short.setdefault(_short_key(k), k)
+        for s in shown[:2]:
+            extra.append(s + "=" + runs.loc[sel, by_short[s]].map(_str))
+        if len(shown) > 2:
+            extra.append(pd.Series(f"+{len(shown) - 2} more", index=runs.index[sel]))
         if extra:
             suffix = extra[0].str.cat(extra[1:], sep=", ") if len(extra) > 1 else extra[0]
             labels[sel] = case[sel] + " [" + suffix + "]"
     return labels
+
+
+def mixed_configurations(runs: pd.DataFrame, axis: str, what: str = "") -> list[str]:
+    """Warnings for every (case, column) that holds runs of more than one configuration (cell hashes that
+    differ in more than the seed). With params logged the rows are split (see _row_labels); without them
+    they cannot be told apart and are pooled."""
+    if runs.empty:
+        return []
+    case = _col(runs, TAG + "case").fillna(_col(runs, TAG + "method")).fillna("?").astype(str)
+    cols = _axis_values(runs, axis)
+    keys = _config_keys(runs)
+    hashes = _col(runs, TAG + "cell_hash").fillna(runs["run_id"] if "run_id" in runs else "").astype(str)
+    seeds = _col(runs, TAG + "seed").map(_str)
+    out = []
+    for (c, col), idx in runs.groupby([case, cols]).groups.items():
+        sub = runs.loc[idx]
+        diff = _varying(sub, pd.Series(0, index=sub.index), keys)
+        if diff:
+            vals = "; ".join(f"{_short_key(k)} = {' | '.join(sorted(sub[k].map(_str).unique()))}" for k in diff[:4])
+            more = f" (+{len(diff) - 4} more keys)" if len(diff) > 4 else ""
+            out.append(f"{what}{c} at {col}: {sub.shape[0]} runs of {len(set(hashes[idx]))} configurations "
+                       f"({vals}{more}): shown as separate rows. Narrow with --run, --profile or --since.")
+        elif (pd.Series(hashes[idx]).groupby(seeds[idx].to_numpy()).nunique() > 1).any():
+            out.append(f"{what}{c} at {col}: {len(set(hashes[idx]))} cell hashes with the same seed and no logged "
+                       f"params to tell them apart: their values are pooled. Narrow with --run, --profile or "
+                       f"--since.")
+    return out
 
 
 def _logged_ci(run: pd.Series, metric: str) -> tuple[float, float] | None:
@@ -172,8 +298,7 @@ def _ci(runs: pd.DataFrame, metric: str, per_image: dict[str, pd.DataFrame], n_b
 
 def _cell_keys(runs: pd.DataFrame, axis: str) -> pd.Series:
     """(row label, column) of each run, as build_table groups them."""
-    col = _col(runs, TAG + axis).fillna(_col(runs, TAG + "mask_set")).fillna("all").astype(str)
-    return _row_labels(runs) + "\x00" + col
+    return _row_labels(runs, axis) + "\x00" + _axis_values(runs, axis)
 
 
 def _mean(values: pd.Series) -> float | None:
@@ -188,18 +313,137 @@ def _missing_reason(runs: pd.DataFrame, metric: str) -> str:
     return "; ".join(reasons) if reasons else f"no `{metric}` metric was logged for these runs"
 
 
+def describe_data(runs: pd.DataFrame, axis: str = "mask_bin") -> str:
+    """The data the measured rows used, from the runs' tags/metrics: e.g. "built-in 32 px, 16 test images per
+    bin". Never a dataset the runs did not use."""
+    if runs.empty:
+        return "no runs"
+    names = []
+    for d, s in sorted({(_str(a), _str(b)) for a, b in zip(_col(runs, TAG + "dataset"), _col(runs, TAG + "size"))}):
+        name = DATASET_NAMES.get(d, d or "unknown dataset")
+        names.append(f"{name} {s} px" if s else name)
+    n = sorted({int(v) for v in (_num(x) for x in _col(runs, MET + "n_images")) if v is not None})
+    unit = "bin" if axis == "mask_bin" else "mask set"
+    imgs = (f", {n[0]} test images per {unit}" if len(n) == 1 else
+            f", {n[0]}-{n[-1]} test images per {unit}" if n else "")
+    src = sorted({_str(x) for x in _col(runs, PAR + "mask.source") if _str(x)})
+    masks = {"generator": "generated masks", "folder": "masks from a folder"}
+    msk = f", {', '.join(masks.get(s, s + ' masks') for s in src)}" if src else ""
+    return " + ".join(names) + imgs + msk
+
+
+# ----------------------------------------------------------------------------------------------- selection
+def _dates(s: pd.Series) -> pd.Series:
+    return pd.to_datetime(s, utc=True, errors="coerce") if len(s) else s
+
+
+def _parse_since(since) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(since)
+    except (ValueError, TypeError):
+        raise StrbenchError(f"--since {since!r}: not a date; give e.g. 2024-05-01 or '2024-05-01 14:30'") from None
+    if ts is pd.NaT:
+        raise StrbenchError(f"--since {since!r}: not a date; give e.g. 2024-05-01 or '2024-05-01 14:30'")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def select_runs(cells: pd.DataFrame, parents: pd.DataFrame | None = None, *, experiment: str = "",
+                run: str | None = None, profile: str | None = None, since=None) -> Selection:
+    """The cell runs a report uses: FINISHED cell runs, narrowed by parent run / profile / start date, then
+    the latest run per cell hash. A cell belongs to a parent when it was logged under it or when the parent's
+    configuration lists its hash (tag strbench.cells; a re-run skips cells done elsewhere)."""
+    parents = parents if parents is not None else pd.DataFrame()
+    filters = []
+    if cells is None or cells.empty:
+        return Selection(experiment, pd.DataFrame(), _used(pd.DataFrame(), parents), filters)
+    runs = cells[_col(cells, "status").fillna("FINISHED") == "FINISHED"].copy()
+    pid = _col(runs, "tags.mlflow.parentRunId").map(_str)
+    hashes = _col(runs, TAG + "cell_hash").map(_str)
+    hashes = hashes.where(hashes != "", _col(runs, "run_id").map(_str))
+    if run or profile:
+        chosen = parents
+        if run:
+            chosen = parents[_col(parents, "run_id").map(_str).str.startswith(run)] if len(parents) else parents
+            if len(chosen) != 1:
+                known = ", ".join(f"{r[:8]} ({_str(n)})" for r, n in zip(_col(parents, "run_id"),
+                                                                       _col(parents, "tags.mlflow.runName")))
+                what = "no" if len(chosen) == 0 else f"{len(chosen)}"
+                raise SelectionError(f"--run {run}: {what} parent run(s) of experiment `{experiment}` match; "
+                                     f"its parent runs: {known or 'none'}")
+            filters.append(f"parent run {run}")
+        if profile:
+            prof = _col(chosen, TAG + "profile").map(_str)
+            if not (prof == profile).any():
+                have = sorted(set(_col(parents, TAG + "profile").map(_str)))
+                raise SelectionError(f"--profile {profile}: no parent run of experiment `{experiment}` has it "
+                                     f"(profiles: {', '.join(p or '(none)' for p in have) or 'none'})")
+            chosen = chosen[prof == profile]
+            filters.append(f"profile {profile}")
+        ids = set(_col(chosen, "run_id").map(_str))
+        short = set()
+        for s in _col(chosen, TAG + "cells").map(_str):
+            short |= {h for h in s.split(",") if h}
+        keep = pid.isin(ids) | hashes.map(lambda h: h[:12] in short)
+        runs, pid, hashes = runs[keep], pid[keep], hashes[keep]
+    if since is not None:
+        ts = _parse_since(since)
+        start = _dates(_col(runs, "start_time"))
+        keep = start >= ts
+        runs, pid, hashes = runs[keep], pid[keep], hashes[keep]
+        filters.append(f"started since {ts:%Y-%m-%d %H:%M} UTC")
+    runs = runs.assign(_hash=hashes, _parent=pid)
+    if "start_time" in runs.columns:
+        runs = runs.sort_values("start_time", kind="stable")
+    latest = runs.drop_duplicates("_hash", keep="last")
+    replaced = len(runs) - len(latest)
+    latest = latest.drop(columns=["_hash"]).reset_index(drop=True)
+    return Selection(experiment, latest.drop(columns=["_parent"]), _used(latest, parents), filters, replaced)
+
+
+def _used(runs: pd.DataFrame, parents: pd.DataFrame) -> pd.DataFrame:
+    cols = ["parent", "name", "profile", "first", "last", "cells"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    info = {}
+    for _, p in parents.iterrows() if len(parents) else []:
+        info[_str(p.get("run_id"))] = (_str(p.get("tags.mlflow.runName")), _str(p.get(TAG + "profile")))
+    start = _dates(_col(runs, "start_time"))
+    recs = []
+    for parent, idx in runs.groupby(runs["_parent"].map(_str)).groups.items():
+        name, prof = info.get(parent, ("?", ""))
+        st = start[idx].dropna()
+        first = f"{st.min():%Y-%m-%d %H:%M}" if len(st) else "date unknown"
+        last = f"{st.max():%Y-%m-%d %H:%M}" if len(st) else first
+        recs.append({"parent": parent[:8] or "?", "name": name, "profile": prof, "first": first, "last": last,
+                     "cells": len(idx)})
+    return pd.DataFrame(recs, columns=cols).sort_values("first", kind="stable").reset_index(drop=True)
+
+
+class SelectionError(StrbenchError):
+    """--run/--profile match nothing in an experiment."""
+
+
 # ----------------------------------------------------------------------------------------------- builder
+def _caption(ref: dict, runs: pd.DataFrame, axis: str) -> str:
+    subject = ref.get("subject") or ref["caption"]
+    paper = ref.get("dataset", "")
+    masks = ref.get("masks_short") or ""
+    return (f"{subject}. Measured rows: {describe_data(runs, axis)}; the paper's rows: {paper}"
+            + (f", {masks}" if masks else ""))
+
+
 def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, *,
                 per_image: dict[str, pd.DataFrame] | None = None, experiment: str = "",
                 notes: Sequence[str] = (), n_boot: int = 1000, seed: int = 0) -> ReportTable:
-    """Pivot finished cell runs into the paper's layout of table `number`, with the paper's rows."""
+    """Pivot finished cell runs into the paper's layout of table `number`, with the paper's rows first and every
+    measured case after (unknown cases after the paper's)."""
     if number not in TABLES:
         raise StrbenchError(f"unknown table {number}; choose one of {sorted(TABLES)}")
     spec, ref = TABLES[number], (reference if reference is not None else load_reference())[number]
     per_image = per_image or {}
     runs = runs[_col(runs, "status").fillna("FINISHED") == "FINISHED"].copy()
-    runs["_row"] = _row_labels(runs)
-    runs["_col"] = _cell_keys(runs, spec.axis).str.split("\x00").str[1]
+    runs["_row"] = _row_labels(runs, spec.axis)
+    runs["_col"] = _axis_values(runs, spec.axis)
     columns = _column_order(runs["_col"].tolist(), spec.axis, ref["columns"])
 
     rows: list[Row] = []
@@ -208,18 +452,21 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
         for m in METRICS:
             for c in columns:
                 values[(m.key, c)] = _num(r[m.key][ref["columns"].index(c)]) if c in ref["columns"] else None
-        rows.append(Row(f"{r['method']} (paper)", r.get("venue") or "", "paper", values))
+        rows.append(Row(f"{r['method']} (paper)", r.get("venue") or "", "paper", values, name=r["method"]))
 
     footnotes: list[str] = []
     details = []
     for label in sorted(runs["_row"].unique(), key=_case_key):
         mine = runs[runs["_row"] == label]
         row = Row(f"{label} (measured)", "strbench", "measured", {},
-                  nfe=_mean(_col(mine, MET + "nfe_per_image")), sec=_mean(_col(mine, MET + "sec_per_image")))
+                  nfe=_mean(_col(mine, MET + "nfe_per_image")), sec=_mean(_col(mine, MET + "sec_per_image")),
+                  name=label)
         for c in columns:
             cell = mine[mine["_col"] == c]
             d = {"method": label, "column": c, "runs": len(cell),
-                 "images": int(sum(_num(x) or 0 for x in _col(cell, MET + "n_images")))}
+                 "images": int(sum(_num(x) or 0 for x in _col(cell, MET + "n_images"))),
+                 "mask_set": ", ".join(sorted(set(_col(cell, TAG + "mask_set").map(_str)) - {""})),
+                 "mask_bin": ", ".join(sorted(set(_col(cell, TAG + "mask_bin").map(_str)) - {""}, key=_bin_key))}
             for m in METRICS:
                 col = _col(cell, MET + m.key)
                 complete = len(cell) > 0 and all(_num(x) is not None for x in col)
@@ -240,10 +487,9 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
                 details.append(d)
         rows.append(row)
 
-    datasets = sorted(str(x) for x in _col(runs, TAG + "dataset").dropna().unique())
-    all_notes = [f"Measured rows: MLflow experiment `{experiment or spec.experiment}`"
-                 + (f", dataset {', '.join(datasets)}" if datasets else "") + "; each value is the mean over its "
-                 "runs (seeds). The paper's rows are typed from the paper (reports/paper_reference.yaml).",
+    all_notes = [f"Measured rows: MLflow experiment `{experiment or spec.experiment}`, {describe_data(runs, spec.axis)}; "
+                 "each value is the mean over its runs (seeds). The paper's rows are typed from the paper "
+                 "(reports/paper_reference.yaml).",
                  f"Dash ({MISSING}): not reported by the paper, or not run here. NFE/img and s/img: network evaluations and "
                  "seconds per image (not in the paper)."]
     if spec.axis == "mask_set" and (TAG + "mask_bin") in runs.columns:
@@ -256,10 +502,12 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
     elif missing_cols:
         all_notes.append(f"Paper columns not measured here: {', '.join(missing_cols)}.")
     all_notes += list(notes)
-    detail_df = pd.DataFrame(details, columns=["method", "column", "runs", "images", "psnr", "psnr_ci", "ssim",
-                                               "ssim_ci", "fid", "kid", "nfe_per_image", "sec_per_image"])
-    return ReportTable(number, ref["caption"], experiment or spec.experiment, columns, rows, footnotes,
-                       all_notes, detail_df)
+    detail_df = pd.DataFrame(details, columns=["method", "column", "mask_set", "mask_bin", "runs", "images", "psnr",
+                                               "psnr_ci", "ssim", "ssim_ci", "fid", "kid", "nfe_per_image",
+                                               "sec_per_image"])
+    warnings = mixed_configurations(runs, spec.axis, f"Table {number}: ")
+    return ReportTable(number, _caption(ref, runs, spec.axis), experiment or spec.experiment, columns, rows,
+                       footnotes, all_notes, detail_df, warnings, spec.axis, describe_data(runs, spec.axis))
 
 
 # ----------------------------------------------------------------------------------------------- formatting
@@ -297,6 +545,11 @@ def _cell_text(row: Row, m: MetricSpec, c: str, mark: Callable[[str, int], str])
     return _fmt(v, m.digits), v is not None
 
 
+def _is_best(rt: ReportTable, best: dict, r: Row, m: MetricSpec, c: str) -> bool:
+    return (r.source == "measured" and (m.key, c) not in r.footnotes and r.values.get((m.key, c)) is not None
+            and best.get((m.key, c)) == r.values.get((m.key, c)))
+
+
 def _header(m: MetricSpec, arrow_up: str, arrow_down: str) -> str:
     return f"{m.name}{arrow_up if m.higher_is_better else arrow_down}"
 
@@ -315,38 +568,44 @@ DETAIL_HEADERS = ["Method", "Mask", "runs", "images", "PSNR", "PSNR 95% CI", "SS
                   "NFE/img", "s/img"]
 
 
-def to_markdown(rt: ReportTable) -> str:
-    from tabulate import tabulate
-
-    headers = ["Method", "Venue"] + [f"{_header(m, '↑', '↓')} {c}" for m in METRICS for c in rt.columns] \
-        + ["NFE/img", "s/img"]
+def main_rows(rt: ReportTable, mark: Callable[[str, int], str], bold: Callable[[str], str]) -> list[list[str]]:
+    """The main table's cells as text: label, venue, metric x column values, NFE/img, s/img."""
     best = _best(rt)
     body = []
     for r in rt.rows:
         cells = [r.label, r.venue]
         for m in METRICS:
             for c in rt.columns:
-                text, _ = _cell_text(r, m, c, lambda s, k: f"{s} [{k}]")
-                if r.source == "measured" and best.get((m.key, c)) == r.values.get((m.key, c)) and text != MISSING \
-                        and (m.key, c) not in r.footnotes:
-                    text = f"**{text}**"
-                cells.append(text)
+                text, _ = _cell_text(r, m, c, mark)
+                cells.append(bold(text) if _is_best(rt, best, r, m, c) else text)
         cells += [_fmt_g(r.nfe), _fmt_g(r.sec)] if r.source == "measured" else [MISSING, MISSING]
         body.append(cells)
+    return body
+
+
+def to_markdown(rt: ReportTable) -> str:
+    from tabulate import tabulate
+
+    headers = ["Method", "Venue"] + [f"{_header(m, '↑', '↓')} {c}" for m in METRICS for c in rt.columns] \
+        + ["NFE/img", "s/img"]
+    body = main_rows(rt, lambda s, k: f"{s} [{k}]", lambda s: f"**{s}**")
     align = ["left", "left"] + ["right"] * (len(headers) - 2)
     lines = [f"**Table {rt.number}.** {rt.caption}. Best measured value in bold.", "",
              tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=align), ""]
     lines += [f"[{i}] {f}" for i, f in enumerate(rt.footnotes, 1)]
     lines += [f"- {n}" for n in rt.notes]
+    lines += [f"- **Warning:** {w}" for w in rt.warnings]
     if len(rt.details):
         lines += ["", f"**Table {rt.number} (measured cells).** 95% bootstrap intervals of the mean over images.", "",
                   tabulate(_details_rows(rt), headers=DETAIL_HEADERS, tablefmt="pipe", disable_numparse=True,
                            colalign=["left", "left"] + ["right"] * (len(DETAIL_HEADERS) - 2))]
+        lines += ["", f"Paired comparisons of the measured rows: `strbench report --table {rt.number} --paired`."]
     return "\n".join(lines) + "\n"
 
 
 _LATEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--"}
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--",
+                 "−": "$-$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
 
 
 def latex_escape(text: str) -> str:
@@ -356,49 +615,143 @@ def latex_escape(text: str) -> str:
     return "".join(rf"\texttt{{{e}}}" if i % 2 else e for i, e in enumerate(esc))
 
 
-def to_latex(rt: ReportTable) -> str:
-    nc = len(rt.columns)
-    best = _best(rt)
-    spec = "ll" + " ".join("r" * nc for _ in METRICS) + " rr"
-    up, down = r" $\uparrow$", r" $\downarrow$"
-    group = " & ".join(rf"\multicolumn{{{nc}}}{{c}}{{{_header(m, up, down)}}}" for m in METRICS)
-    rules = "".join(rf"\cmidrule(lr){{{3 + i * nc}-{2 + (i + 1) * nc}}}" for i in range(len(METRICS)))
-    cols = " & ".join(latex_escape(c) for _ in METRICS for c in rt.columns)
-    out = [r"\begin{table}[t]", r"\centering", r"\small",
-           rf"\caption{{{latex_escape(rt.caption)}. Best measured value in bold.}}",
-           rf"\label{{tab:strbench-table{rt.number}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-           rf" & & {group} & & \\", rules, rf"Method & Venue & {cols} & NFE/img & s/img \\", r"\midrule"]
-    for source in ("paper", "measured"):
-        part = [r for r in rt.rows if r.source == source]
-        for r in part:
-            cells = [latex_escape(r.label), latex_escape(r.venue)]
-            for m in METRICS:
-                for c in rt.columns:
-                    text, _ = _cell_text(r, m, c, lambda s, k: f"{s}$^{{{k}}}$")
-                    if text == MISSING:
-                        text = "--"
-                    elif r.source == "measured" and (m.key, c) not in r.footnotes \
-                            and best.get((m.key, c)) == r.values.get((m.key, c)):
-                        text = rf"\textbf{{{text}}}"
-                    cells.append(text)
-            cells += [_fmt_g(r.nfe), _fmt_g(r.sec)] if source == "measured" else ["--", "--"]
-            out.append(" & ".join(cells).replace(MISSING, "--") + r" \\")
-        if source == "paper" and part and any(r.source == "measured" for r in rt.rows):
-            out.append(r"\midrule")
-    out += [r"\bottomrule", r"\end{tabular}"]
-    notes = [rf"$^{{{i}}}$ {latex_escape(f)}" for i, f in enumerate(rt.footnotes, 1)] \
-        + [latex_escape(n) for n in rt.notes]
+@dataclass
+class LatexBlock:
+    """One tabular: `keys` (left columns, always shown), then column groups (header text, sub-columns)."""
+
+    keys: list[str]  # LaTeX header texts of the key columns
+    groups: list[tuple[str, list[str]]]  # (group header, sub-column headers); "" = no group header
+    key_cells: list[list[str]]  # per row, LaTeX texts of the key columns
+    group_cells: list[list[list[str]]]  # per group, per row, LaTeX texts
+    rule_after: int | None = None  # a \midrule after this many body rows (paper rows | measured rows)
+
+
+def _block_width(b: LatexBlock, groups: Sequence[int]) -> float:
+    from strbench import texwidth
+
+    rows = [b.keys + [h for g in groups for h in b.groups[g][1]]]
+    rows += [b.key_cells[i] + [x for g in groups for x in b.group_cells[g][i]] for i in range(len(b.key_cells))]
+    spans, j = [], len(b.keys)
+    for g in groups:
+        head, subs = b.groups[g]
+        if head:
+            spans.append((j, len(subs), head))
+        j += len(subs)
+    return texwidth.tabular_width(rows, spans=[spans])
+
+
+def _styler_latex(b: LatexBlock, groups: Sequence[int], env: str, caption: str, label: str, notes: Sequence[str],
+                  resize: bool = False) -> str:
+    """One table environment through pandas' Styler (booktabs rules), \\footnotesize, tabcolsep 4 pt."""
+    from strbench import texwidth
+
+    cols = [("", k) for k in b.keys] + [(b.groups[g][0], s) for g in groups for s in b.groups[g][1]]
+    data = [b.key_cells[i] + [x for g in groups for x in b.group_cells[g][i]] for i in range(len(b.key_cells))]
+    frame = pd.DataFrame(data, columns=pd.MultiIndex.from_tuples(cols))
+    if not any(h for h, _ in cols):
+        frame.columns = [s for _, s in cols]
+    spec = "l" * len(b.keys) + "".join("r" * len(b.groups[g][1]) for g in groups)
+    tex = frame.style.hide(axis="index").to_latex(environment=env, hrules=True, multicol_align="c",
+                                                  column_format=spec, caption=caption, label=label,
+                                                  position="t", position_float="centering")
+    lines = tex.splitlines()
+    i = lines.index(r"\centering")
+    lines[i + 1:i + 1] = [r"\footnotesize", rf"\setlength{{\tabcolsep}}{{{texwidth.TABCOLSEP_PT:g}pt}}"]
+    top = lines.index(r"\toprule")
+    if any(h for h, _ in cols):  # \cmidrule under each group header
+        j, rules = len(b.keys) + 1, ""
+        for g in groups:
+            n = len(b.groups[g][1])
+            if b.groups[g][0]:
+                rules += rf"\cmidrule(lr){{{j}-{j + n - 1}}}"
+            j += n
+        if rules:
+            lines.insert(top + 2, rules)
+    if b.rule_after:
+        mid = lines.index(r"\midrule")
+        lines.insert(mid + 1 + b.rule_after, r"\midrule")
+    if resize:
+        start = next(k for k, ln in enumerate(lines) if ln.startswith(r"\begin{tabular}"))
+        end = lines.index(r"\end{tabular}")
+        lines[start] = r"\resizebox{\textwidth}{!}{" + lines[start]
+        lines[end] = lines[end] + "}"
     if notes:
-        out += [r"\par\smallskip\footnotesize", r" \\ ".join(notes)]
-    out += [r"\end{table}"]
+        end = lines.index(rf"\end{{{env}}}")
+        lines[end:end] = [r"\par\smallskip\scriptsize", r" \\ ".join(notes)]
+    return "\n".join(lines)
+
+
+def fit_latex(b: LatexBlock, caption: str, label: str, notes: Sequence[str] = (), *,
+              optional: Sequence[int] = (), optional_note: str = "") -> list[str]:
+    """The block as one `table` when it fits a column (241 pt), else one `table*` (505 pt); else without the
+    `optional` groups (saying so in `optional_note`) when that fits the text width; else split by column group
+    into tables that each fit (as papers split wide tables); a group too wide even alone is scaled to the text
+    width. Widths: strbench.texwidth."""
+    from strbench import texwidth
+
+    everything = list(range(len(b.groups)))
+    env = texwidth.environment_for(_block_width(b, everything))
+    if env:
+        return [_styler_latex(b, everything, env, caption, label, notes)]
+    core = [g for g in everything if g not in optional]
+    if optional and core:
+        env = texwidth.environment_for(_block_width(b, core))
+        if env:
+            return [_styler_latex(b, core, env, caption, label, [*notes, optional_note] if optional_note else notes)]
+    out = []
+    for g in everything:
+        w = _block_width(b, [g])
+        env = texwidth.environment_for(w) or "table*"
+        part = f" ({b.groups[g][0] or ', '.join(b.groups[g][1])})"
+        out.append(_styler_latex(b, [g], env, caption + part, f"{label}-{g + 1}", notes if g == everything[-1] else (),
+                                 resize=texwidth.environment_for(w) is None))
+    return out
+
+
+def _main_block(rt: ReportTable) -> LatexBlock:
+    best = _best(rt)
+    paper = [r for r in rt.rows if r.source == "paper"]
+    measured = [r for r in rt.rows if r.source == "measured"]
+    keys = [[latex_escape(r.label), latex_escape(r.venue)] for r in paper + measured]
+    groups, cells = [], []
+    for m in METRICS:
+        groups.append((latex_escape(m.name) + (r" $\uparrow$" if m.higher_is_better else r" $\downarrow$"),
+                       [latex_escape(c) for c in rt.columns]))
+        part = []
+        for r in paper + measured:
+            row = []
+            for c in rt.columns:
+                text, _ = _cell_text(r, m, c, lambda s, k: f"{s}$^{{{k}}}$")
+                text = "--" if text == MISSING else (rf"\textbf{{{text}}}" if _is_best(rt, best, r, m, c) else text)
+                row.append(text)
+            part.append(row)
+        cells.append(part)
+    groups.append(("", ["NFE/img", "s/img"]))
+    cells.append([[_fmt_g(r.nfe).replace(MISSING, "--"), _fmt_g(r.sec).replace(MISSING, "--")]
+                  if r.source == "measured" else ["--", "--"] for r in paper + measured])
+    return LatexBlock(["Method", "Venue"], groups, keys, cells, rule_after=len(paper) if paper and measured else None)
+
+
+def _details_block(rt: ReportTable) -> LatexBlock:
+    rows = _details_rows(rt)
+    esc = [[latex_escape(x) for x in r] for r in rows]
+    return LatexBlock(["Method", "Mask"], [("", [latex_escape(h) for h in DETAIL_HEADERS[4:8]]),
+                                           ("", [latex_escape(h) for h in DETAIL_HEADERS[2:4] + DETAIL_HEADERS[8:]])],
+                      [r[:2] for r in esc], [[r[4:8] for r in esc], [r[2:4] + r[8:] for r in esc]])
+
+
+def to_latex(rt: ReportTable) -> str:
+    notes = [rf"$^{{{i}}}$ {latex_escape(f)}" for i, f in enumerate(rt.footnotes, 1)] \
+        + [latex_escape(n) for n in rt.notes] + [latex_escape("Warning: " + w) for w in rt.warnings]
+    main = _main_block(rt)
+    out = fit_latex(main, f"{latex_escape(rt.caption)}. Best measured value in bold.", f"tab:strbench-table{rt.number}", notes,
+                    optional=[len(main.groups) - 1],
+                    optional_note=f"NFE/img and s/img: in Table~\\ref{{tab:strbench-table{rt.number}-cells}}.")
     if len(rt.details):
-        dh = " & ".join(latex_escape(h) for h in DETAIL_HEADERS)
-        out += ["", r"\begin{table}[t]", r"\centering", r"\small",
-                rf"\caption{{Table {rt.number}, measured cells: 95\% bootstrap intervals of the mean over images.}}",
-                r"\begin{tabular}{ll" + "r" * (len(DETAIL_HEADERS) - 2) + "}", r"\toprule", dh + r" \\", r"\midrule"]
-        out += [" & ".join(latex_escape(x) for x in row) + r" \\" for row in _details_rows(rt)]
-        out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(out) + "\n"
+        out += fit_latex(_details_block(rt), rf"Table {rt.number}, measured cells: 95\% bootstrap intervals of the "
+                                             rf"mean over images ({latex_escape(rt.data)}).",
+                         f"tab:strbench-table{rt.number}-cells")
+    return "\n\n".join(out) + "\n"
 
 
 def table_frame(rt: ReportTable) -> pd.DataFrame:
@@ -423,21 +776,127 @@ def details_frame(rt: ReportTable) -> pd.DataFrame:
     return d
 
 
+TIDY_COLUMNS = ["table", "experiment", "method", "source", "mask_set", "mask_bin", "metric", "value", "ci_low",
+                "ci_high", "n", "runs"]
+
+
+def tidy_frame(rt: ReportTable) -> pd.DataFrame:
+    """One long table: a row per (method, source, column, metric), with the interval and the number of images
+    (n) where measured. mask_set / mask_bin carry the table's column (the other from the runs' tags)."""
+    recs = []
+    axis_set = rt.axis == "mask_set"
+    for r in rt.rows:
+        if r.source != "paper":
+            continue
+        for m in METRICS:
+            for c in rt.columns:
+                v = r.values.get((m.key, c))
+                if v is not None:
+                    recs.append({"table": rt.number, "experiment": "paper", "method": r.name, "source": "paper",
+                                 "mask_set": c if axis_set else "", "mask_bin": "" if axis_set else c,
+                                 "metric": m.key, "value": v})
+    for d in rt.details.itertuples(index=False):
+        base = {"table": rt.number, "experiment": rt.experiment, "method": d.method, "source": "measured",
+                "mask_set": d.column if axis_set else d.mask_set, "mask_bin": d.mask_bin if axis_set else d.column,
+                "n": d.images, "runs": d.runs}
+        for key in ("psnr", "ssim", "fid", "kid", "nfe_per_image", "sec_per_image"):
+            v = _num(getattr(d, key))
+            rec = {**base, "metric": key, "value": v}
+            ci = getattr(d, f"{key}_ci", None)
+            if ci is not None:
+                rec["ci_low"], rec["ci_high"] = ci
+            recs.append(rec)
+    df = pd.DataFrame(recs, columns=TIDY_COLUMNS)
+    df["n"] = df["n"].astype("Int64")
+    df["runs"] = df["runs"].astype("Int64")
+    return df
+
+
 CSV_FLOAT = "%.6g"
 
 
 def to_csv(rt: ReportTable) -> str:
-    main = table_frame(rt).to_csv(index=False, lineterminator="\n", float_format=CSV_FLOAT)
-    if not len(rt.details):
-        return main
-    return main + "\n" + details_frame(rt).to_csv(index=False, lineterminator="\n", float_format=CSV_FLOAT)
+    """One tidy long table (see tidy_frame): `pandas.read_csv` reads it back as one frame."""
+    return tidy_frame(rt).to_csv(index=False, lineterminator="\n", float_format=CSV_FLOAT)
 
 
 RENDERERS: dict[str, tuple[Callable[[ReportTable], str], str]] = {
     "markdown": (to_markdown, "md"), "latex": (to_latex, "tex"), "csv": (to_csv, "csv")}
 
 
-# ----------------------------------------------------------------------------------------------- Fig. 8
+# ----------------------------------------------------------------------------------------------- paired
+def paired_for_table(rt_runs: pd.DataFrame, per_image: dict[str, pd.DataFrame], axis: str, *,
+                     n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Paired comparisons (strbench.paired.paired_table) of the measured rows of a table's runs."""
+    from strbench import paired
+
+    runs = rt_runs[_col(rt_runs, "status").fillna("FINISHED") == "FINISHED"].copy()
+    if runs.empty:
+        return pd.DataFrame(columns=paired.PAIR_COLUMNS)
+    runs["_row"] = _row_labels(runs, axis)
+    runs["_col"] = _axis_values(runs, axis)
+    long = paired.per_image_long(per_image, runs)
+    order = sorted(runs["_row"].unique(), key=_case_key)
+    if long.empty:
+        return pd.DataFrame(columns=paired.PAIR_COLUMNS)
+    cols = _column_order(long["column"].tolist(), axis, [])
+    long["column"] = pd.Categorical(long["column"], categories=cols, ordered=True).astype(str)
+    return paired.paired_table(long, order, n_resamples=n_resamples, seed=seed)
+
+
+def _fmt_p(p) -> str:
+    p = _num(p)
+    return NA if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+PAIRED_HEADERS = ["A", "B", "Mask", "metric", "n", "mean A", "mean B", "A − B", "95% CI", "Wilcoxon p", "note"]
+
+
+def paired_rows(pairs: pd.DataFrame) -> list[list[str]]:
+    out = []
+    for r in pairs.itertuples(index=False):
+        d = 2 if r.metric == "psnr" else 4
+        ci = NA if _num(r.ci_low) is None else f"[{r.ci_low:+.{d}f}, {r.ci_high:+.{d}f}]"
+        out.append([r.a, r.b, str(r.column), r.metric.upper(), str(r.n), _fmt(_num(r.mean_a), d), _fmt(_num(r.mean_b), d),
+                    NA if _num(r.diff) is None else f"{r.diff:+.{d}f}", ci, _fmt_p(r.p_wilcoxon), r.note or ""])
+    return out
+
+
+def paired_notes(n_resamples: int) -> list[str]:
+    return [f"A − B: mean over image-mask pairs (same mask set and bin, same image id; several seeds of one row "
+            f"are averaged per pair first) of the per-image difference (per_image.csv). 95% CI: bootstrap over "
+            f"the pairs (scipy.stats.bootstrap, BCa, {n_resamples} resamples, seed 0). p: two-sided Wilcoxon "
+            "signed-rank test (scipy.stats.wilcoxon, zero differences dropped); not corrected for multiple "
+            "comparisons. Mask `all`: pooled over the columns both rows have."]
+
+
+def paired_markdown(pairs: pd.DataFrame, title: str, notes: Sequence[str]) -> str:
+    from tabulate import tabulate
+
+    if pairs.empty:
+        return f"**{title}**\n\nNo pairs: the rows need per_image.csv artifacts with image ids, on common cells.\n"
+    body = tabulate(paired_rows(pairs), headers=PAIRED_HEADERS, tablefmt="pipe", disable_numparse=True,
+                    colalign=["left"] * 4 + ["right"] * 6 + ["left"])
+    return "\n".join([f"**{title}**", "", body, ""] + [f"- {n}" for n in notes]) + "\n"
+
+
+def paired_latex(pairs: pd.DataFrame, title: str, notes: Sequence[str], label: str) -> str:
+    rows = [[latex_escape(x) for x in r[:10]] for r in paired_rows(pairs)]
+    heads = [latex_escape(h) for h in PAIRED_HEADERS[:10]]
+    b = LatexBlock(heads[:4], [("", heads[4:])], [r[:4] for r in rows], [[r[4:] for r in rows]])
+    return "\n\n".join(fit_latex(b, latex_escape(title), label, [latex_escape(n) for n in notes])) + "\n"
+
+
+PAIRED_CSV_COLUMNS = ["table", "experiment", "a", "b", "mask", "metric", "n", "mean_a", "mean_b", "diff", "ci_low",
+                      "ci_high", "p_wilcoxon", "note"]
+
+
+def paired_csv(pairs: pd.DataFrame, number: int, experiment: str) -> str:
+    df = pairs.rename(columns={"column": "mask"}).assign(table=number, experiment=experiment)
+    return df.reindex(columns=PAIRED_CSV_COLUMNS).to_csv(index=False, lineterminator="\n", float_format=CSV_FLOAT)
+
+
+# ----------------------------------------------------------------------------------------------- figures
 def figure8(kl: pd.DataFrame, *, seed: int = 0):
     """Seaborn line plot of KL against the reverse-process step per structure variant, masked and unmasked
     panels (columns variant, step, region, kl; several runs per variant give a 95% band)."""
@@ -468,8 +927,81 @@ def figure8(kl: pd.DataFrame, *, seed: int = 0):
     return fig
 
 
-def load_kl_trajectories(tracking_uri: str, experiment: str) -> pd.DataFrame:
-    runs = load_runs(tracking_uri, experiment)
+METHOD_NAMES = {"irsde": "IR-SDE", "repaint": "RePaint*", "strdiffusion": "StrDiffusion"}
+
+
+def frontier_frame(runs: pd.DataFrame, axis: str = "mask_bin") -> tuple[pd.DataFrame, list[str]]:
+    """One point per (case, setting) = report row: NFE per image, PSNR (and FID where logged), each the mean
+    over the columns (bins) that every point has (so the points compare like with like). Returns (points,
+    notes). Columns: label, family (method, with the ablation for StrDiffusion), nfe, psnr, fid, columns."""
+    cols_out = ["label", "family", "nfe", "psnr", "fid", "columns"]
+    runs = runs[_col(runs, "status").fillna("FINISHED") == "FINISHED"].copy()
+    if runs.empty:
+        return pd.DataFrame(columns=cols_out), []
+    runs["_row"] = _row_labels(runs, axis)
+    runs["_col"] = _axis_values(runs, axis)
+    have = runs.groupby("_row")["_col"].agg(lambda s: set(s))
+    common = set.intersection(*have.tolist())
+    notes = []
+    if common:
+        left = sorted(set.union(*have.tolist()) - common, key=_bin_key)
+        if left:
+            notes.append(f"Columns not run for every point are left out: {', '.join(left)}.")
+    else:
+        notes.append("No column was run for every point: each point averages its own columns.")
+    recs = []
+    for label in sorted(have.index, key=_case_key):
+        mine = runs[runs["_row"] == label]
+        use = sorted(common or have[label], key=_bin_key)
+        mine = mine[mine["_col"].isin(use)]
+        per_col = mine.groupby("_col")
+        method = _str(mine[TAG + "method"].iloc[0]) if TAG + "method" in mine else ""
+        family = METHOD_NAMES.get(method, method or label.split(" [")[0])
+        abl = _str(mine[TAG + "ablation"].iloc[0]) if TAG + "ablation" in mine else ""
+        if method == "strdiffusion" and abl and abl != "D":
+            family += f" ({abl})"
+        fid = [_mean(_col(g, MET + "fid")) for _, g in per_col]
+        recs.append({"label": label, "family": family, "nfe": _mean(_col(mine, MET + "nfe_per_image")),
+                     "psnr": float(np.mean([_mean(_col(g, MET + "psnr")) for _, g in per_col])),
+                     "fid": float(np.mean(fid)) if fid and all(f is not None for f in fid) else None,
+                     "columns": ", ".join(use)})
+    return pd.DataFrame(recs, columns=cols_out), notes
+
+
+def figure_frontier(points: pd.DataFrame, *, title_columns: str = ""):
+    """PSNR (and FID where every point has it) against NFE per image: one marker per (case, setting), a line
+    per method family through its settings in NFE order."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    pts = points[points["nfe"].notna()]
+    if pts.empty:
+        raise StrbenchError("no run logged `nfe_per_image`: nothing to plot against compute")
+    with_fid = pts["fid"].notna().all()
+    fig = Figure(figsize=(11 if with_fid else 6, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2 if with_fid else 1, squeeze=False)[0]
+    for ax, metric, name in zip(axes, ("psnr", "fid"), ("PSNR (dB) ↑", "FID ↓")):
+        for family, g in pts.groupby("family", sort=False):
+            g = g.sort_values("nfe")
+            ax.plot(g["nfe"], g[metric], marker="o", label=family)
+            for r in g.itertuples():
+                ax.annotate(r.label.split(" [", 1)[1].rstrip("]") if " [" in r.label else r.label,
+                            (r.nfe, getattr(r, metric)), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if (pts["nfe"] > 0).all():
+            ax.set_xscale("log")
+        ax.set_xlabel("network evaluations per image (NFE)")
+        ax.set_ylabel(name)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    cols = f" (mean over {title_columns})" if title_columns else ""
+    fig.suptitle(f"Quality against compute{cols}")
+    return fig
+
+
+def load_kl_trajectories(tracking_uri: str, experiment: str, **select) -> pd.DataFrame:
+    sel = load_selection(tracking_uri, experiment, **select)
+    runs = sel.runs
     if runs.empty:
         raise StrbenchError(f"no finished cell runs in MLflow experiment '{experiment}' at {tracking_uri}; make "
                             f"them with `{FIGURE8_HINT}`")
@@ -505,22 +1037,25 @@ def _sqlite_missing(uri: str) -> bool:
     return path not in ("", ":memory:") and not Path(path).exists()
 
 
-def load_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
-    """Finished cell runs of an experiment (empty DataFrame when there are none)."""
+def load_selection(tracking_uri: str, experiment: str, *, run: str | None = None, profile: str | None = None,
+                   since=None) -> Selection:
+    """The selected cell runs of an experiment (see select_runs); empty when there are none."""
     if _sqlite_missing(tracking_uri):
-        return pd.DataFrame()
-    runs = _tracking().search_cell_runs(tracking_uri, experiment)
-    if runs is None or runs.empty:
-        return pd.DataFrame()
-    if "status" in runs.columns:
-        runs = runs[runs["status"] == "FINISHED"]
-    return runs.reset_index(drop=True)
+        return Selection(experiment, pd.DataFrame(), _used(pd.DataFrame(), pd.DataFrame()))
+    cells, parents = _tracking().search_experiment_runs(tracking_uri, experiment)
+    return select_runs(cells, parents, experiment=experiment, run=run, profile=profile, since=since)
 
 
-def load_per_image(tracking_uri: str, runs: pd.DataFrame, axis: str = "mask_bin"
+def load_runs(tracking_uri: str, experiment: str, **select) -> pd.DataFrame:
+    """Selected finished cell runs of an experiment (empty DataFrame when there are none)."""
+    return load_selection(tracking_uri, experiment, **select).runs
+
+
+def load_per_image(tracking_uri: str, runs: pd.DataFrame, axis: str = "mask_bin", *, everything: bool = False
                    ) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """per_image.csv of the runs whose interval must be computed here: runs without a logged interval and
-    runs that share a table cell with others (seeds, pooled). Returns (frames by run_id, notes)."""
+    """per_image.csv of the runs whose interval must be computed here (runs without a logged interval and
+    runs that share a table cell with others: seeds, pooled), or of every run (`everything`, for paired
+    comparisons). Returns (frames by run_id, notes)."""
     frames, failed = {}, []
     if runs.empty:
         return frames, []
@@ -529,7 +1064,8 @@ def load_per_image(tracking_uri: str, runs: pd.DataFrame, axis: str = "mask_bin"
     shared = keys.map(keys.value_counts()) > 1
     tracking = _tracking()
     for i, run in runs.iterrows():
-        if not shared[i] and _logged_ci(run, "psnr") is not None and _logged_ci(run, "ssim") is not None:
+        if not everything and not shared[i] and _logged_ci(run, "psnr") is not None \
+                and _logged_ci(run, "ssim") is not None:
             continue
         try:
             frames[run["run_id"]] = tracking.read_csv_artifact(tracking_uri, run["run_id"], "per_image.csv")
@@ -540,19 +1076,35 @@ def load_per_image(tracking_uri: str, runs: pd.DataFrame, axis: str = "mask_bin"
     return frames, notes
 
 
-def _runs_for_table(spec: TableSpec, experiment: str | None, uri: str) -> tuple[pd.DataFrame, str, list[str]]:
-    names = [experiment] if experiment else [spec.experiment, *spec.fallbacks]
+def _select_first(names: Sequence[str], uri: str, select: dict) -> tuple[Selection | None, list[str]]:
+    """The first experiment of `names` with selected runs (notes say when it is not the first)."""
+    error = None
     for name in names:
-        runs = load_runs(uri, name)
-        if not runs.empty:
-            notes = [f"No runs in `{spec.experiment}`: showing experiment `{name}` instead."] \
-                if name != names[0] else []
-            return runs, name, notes
+        try:
+            sel = load_selection(uri, name, **select)
+        except SelectionError as e:
+            error = e
+            continue
+        if not sel.runs.empty:
+            notes = [f"No runs in `{names[0]}`: showing experiment `{name}` instead."] if name != names[0] else []
+            return sel, notes
+    if error is not None:
+        raise error
+    return None, []
+
+
+def _runs_for_table(spec: TableSpec, experiment: str | None, uri: str, select: dict | None = None
+                    ) -> tuple[Selection, str, list[str]]:
+    names = [experiment] if experiment else [spec.experiment, *spec.fallbacks]
+    sel, notes = _select_first(names, uri, select or {})
+    if sel is not None:
+        return sel, sel.experiment, notes
     tried = " nor ".join(f"'{n}'" for n in names)
     hint = f"`{spec.run_hint}`" if experiment is None or experiment == spec.experiment \
         else f"`strbench run experiments/{experiment}.yaml`"
     extra = " (CPU-sized: `strbench run experiments/quickstart.yaml`)" if "quickstart" in names else ""
-    raise StrbenchError(f"no finished cell runs in MLflow experiment {tried} at {uri}; make them with "
+    narrowed = " matching the selection" if select and any(v is not None for v in select.values()) else ""
+    raise StrbenchError(f"no finished cell runs{narrowed} in MLflow experiment {tried} at {uri}; make them with "
                         f"{hint}{extra}, or pick another with --experiment")
 
 
@@ -570,37 +1122,198 @@ def save_figure(fig, out_dir: str | os.PathLike, stem: str) -> list[Path]:
     return paths
 
 
-def report_command(table: int | None, figure: int | None, experiment: str | None, tracking_uri: str | None,
-                   fmt: str = "markdown", out: str | None = None) -> int:
-    """`strbench report`: print table `table` (and write it to `out`), or write figure `figure`."""
+def _say(lines: Sequence[str]) -> None:
+    for ln in lines:
+        print(ln, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------- assembled
+@dataclass
+class TableReport:
+    """Everything one table's report needs: the selection, the table and (when asked) the paired comparisons."""
+
+    selection: Selection
+    table: ReportTable
+    per_image: dict[str, pd.DataFrame]
+    pairs: pd.DataFrame | None = None
+
+
+def table_report(number: int, experiment: str | None, uri: str, *, select: dict | None = None,
+                 paired: bool = False, n_resamples: int = 2000) -> TableReport:
+    spec = TABLES[number]
+    sel, _, notes = _runs_for_table(spec, experiment, uri, select)
+    per_image, more = load_per_image(uri, sel.runs, spec.axis, everything=paired)
+    rt = build_table(sel.runs, number, per_image=per_image, experiment=sel.experiment,
+                     notes=notes + more + sel.lines())
+    pairs = paired_for_table(sel.runs, per_image, spec.axis, n_resamples=n_resamples) if paired else None
+    return TableReport(sel, rt, per_image, pairs)
+
+
+def frontier_report(experiment: str | None, uri: str, select: dict | None = None
+                    ) -> tuple[Selection, pd.DataFrame, list[str]]:
+    names = [experiment] if experiment else [FRONTIER_EXPERIMENT, *FRONTIER_FALLBACKS]
+    sel, notes = _select_first(names, uri, select or {})
+    if sel is None:
+        raise StrbenchError(f"no finished cell runs in MLflow experiment {' nor '.join(repr(n) for n in names)} at "
+                            f"{uri}; make them with `{FRONTIER_HINT}`")
+    points, more = frontier_frame(sel.runs)
+    return sel, points, notes + more
+
+
+def frontier_markdown(points: pd.DataFrame, notes: Sequence[str]) -> str:
+    from tabulate import tabulate
+
+    body = [[r.label, r.family, _fmt_g(_num(r.nfe)), _fmt(_num(r.psnr), 2), _fmt(_num(r.fid), 2), r.columns]
+            for r in points.itertuples()]
+    return "\n".join(["**Quality against compute.** One point per (case, setting); PSNR and FID are means over "
+                      "the columns listed.", "",
+                      tabulate(body, headers=["Point", "Method", "NFE/img", "PSNR", "FID", "columns"],
+                               tablefmt="pipe", disable_numparse=True), ""] + [f"- {n}" for n in notes]) + "\n"
+
+
+CLAIM_SOURCES = {"table1": 1, "table2": 2}
+
+
+def claims_report(uri: str, experiment: str | None = None, select: dict | None = None, *,
+                  n_resamples: int = 2000, tables: dict[int, TableReport] | None = None
+                  ) -> tuple[pd.DataFrame, list[str]]:
+    """The paper's claims (strbench.paired.CLAIMS) checked on the runs found. Returns (claims, notes).
+    `tables`: table reports already built with paired comparisons (the HTML report passes its own)."""
+    from strbench import paired
+
+    out, notes = [], []
+    for source, number in CLAIM_SOURCES.items():
+        claims = [c for c in paired.CLAIMS if c.source == source]
+        spec = TABLES[number]
+        hint = spec.run_hint if experiment is None else f"strbench run experiments/{experiment}.yaml"
+        if number == 1 and experiment is None:
+            hint = f"{spec.run_hint} (or, CPU-sized, strbench run experiments/quickstart.yaml)"
+        try:
+            tr = (tables or {}).get(number)
+            if tr is None or tr.pairs is None:
+                tr = table_report(number, experiment, uri, select=select, paired=True, n_resamples=n_resamples)
+        except StrbenchError as e:
+            if isinstance(e, SelectionError):
+                raise
+            name = experiment or " / ".join([spec.experiment, *spec.fallbacks])
+            out += [paired._missing(c, name, f"no finished cell runs in `{name}`; run `{hint}`") for c in claims]
+            continue
+        rows = [r.name for r in tr.table.rows if r.source == "measured"]
+        out += paired.claims_from_pairs(claims, tr.pairs, rows, experiment=tr.selection.experiment, hint=hint)
+        notes += [f"Claims from Table {number}: " + tr.selection.lines()[0]] + tr.table.warnings
+    claims = [c for c in paired.CLAIMS if c.source == "fig8"]
+    name = experiment or FIGURE8_EXPERIMENT
+    try:
+        kl = load_kl_trajectories(uri, name, **(select or {}))
+    except SelectionError:
+        raise
+    except StrbenchError:
+        kl = None
+    out += paired.claims_from_kl(claims, kl, experiment=name, hint=FIGURE8_HINT, n_resamples=n_resamples)
+    notes += paired_notes(n_resamples) + [
+        "Verdict: holds = the paired 95% interval of (better - worse) excludes 0 in the paper's direction; "
+        "not shown = it contains 0; reversed = it excludes 0 the other way. Table claims use the comparison "
+        "pooled over the table's columns (per column in `detail`). Fig. 8 claims pair the KL curves over the "
+        "reverse steps (one trajectory per run, mean over images): how consistently one curve lies below the "
+        "other, not a test over images."]
+    return pd.DataFrame(out, columns=paired.CLAIM_COLUMNS), notes
+
+
+def claims_rows(claims: pd.DataFrame) -> list[list[str]]:
+    out = []
+    for r in claims.itertuples(index=False):
+        d = 2 if r.metric == "psnr" else 4
+        ci = "" if _num(r.ci_low) is None else f"[{r.ci_low:+.{d}f}, {r.ci_high:+.{d}f}]"
+        out.append([r.text, r.experiment, f"{r.better} vs {r.worse}", r.verdict,
+                    "" if _num(r.diff) is None else f"{r.diff:+.{d}f}", ci, _fmt_p(r.p_wilcoxon) if r.n else "",
+                    str(r.n) if r.n else "", r.detail])
+    return out
+
+
+CLAIM_HEADERS = ["Claim", "experiment", "compared", "verdict", "better − worse", "95% CI", "Wilcoxon p", "n",
+                 "detail"]
+
+
+def claims_markdown(claims: pd.DataFrame, notes: Sequence[str]) -> str:
+    from tabulate import tabulate
+
+    return "\n".join(["**The paper's claims, checked on the runs found.**", "",
+                      tabulate(claims_rows(claims), headers=CLAIM_HEADERS, tablefmt="pipe", disable_numparse=True),
+                      ""] + [f"- {n}" for n in notes]) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------- command
+def report_command(table: int | None, figure: int | str | None, experiment: str | None, tracking_uri: str | None,
+                   fmt: str = "markdown", out: str | None = None, *, run: str | None = None,
+                   profile: str | None = None, since: str | None = None, paired: bool = False,
+                   claims: bool = False, html: str | None = None) -> int:
+    """`strbench report`: print table `table` (its paired comparisons with `paired`), write a figure (8 or
+    "frontier"), check the paper's claims, or write the HTML report to the folder `html`."""
     uri = tracking_uri or DEFAULT_TRACKING_URI
     if fmt not in RENDERERS:
         raise StrbenchError(f"unknown report format {fmt!r}; choose one of {sorted(RENDERERS)}")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in the report
+    select = {"run": run, "profile": profile, "since": since}
+    if html is not None:
+        from strbench import report_html
+
+        path = report_html.write_report(html, uri, experiment=experiment, select=select)
+        print(path)
+        return 0
+    if claims:
+        frame, notes = claims_report(uri, experiment, select)
+        text = (frame.to_csv(index=False, lineterminator="\n", float_format=CSV_FLOAT) if fmt == "csv"
+                else claims_markdown(frame, notes))
+        print(text, end="")
+        if fmt == "csv":
+            _say(notes)
+        if out:
+            atomic.write_bytes(Path(out) / ("claims.csv" if fmt == "csv" else "claims.md"), text.encode())
+        return 0
     if figure is not None:
-        if figure != 8:
-            raise StrbenchError(f"unknown figure {figure}; only --figure 8 exists")
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        return _figure_command(str(figure), experiment, uri, out, select, fmt)
+    if table not in TABLES:
+        raise StrbenchError(f"unknown table {table}; choose one of {sorted(TABLES)}" if table is not None else
+                            "choose what to report: --table N, --figure 8|frontier, --claims or --html DIR")
+    tr = table_report(table, experiment, uri, select=select, paired=paired)
+    rt, name = tr.table, tr.selection.experiment
+    stem = f"table{table}" if experiment is None else f"table{table}_{name}"
+    if paired:
+        title = (f"Table {table}, paired comparisons of the measured rows (experiment `{name}`, "
+                 f"{describe_data(tr.selection.runs, rt.axis)}).")
+        notes = paired_notes(2000) + tr.selection.lines() + rt.warnings
+        text = {"markdown": lambda: paired_markdown(tr.pairs, title, notes),
+                "latex": lambda: paired_latex(tr.pairs, title, notes, f"tab:strbench-table{table}-paired"),
+                "csv": lambda: paired_csv(tr.pairs, table, name)}[fmt]()
+        stem += "_paired"
+        ext = RENDERERS[fmt][1]
+    else:
+        render, ext = RENDERERS[fmt]
+        text = render(rt)
+    print(text, end="")
+    if fmt != "markdown":  # markdown carries these in its notes; CSV/LaTeX on stdout stay clean
+        _say(tr.selection.lines() + [f"warning: {w}" for w in rt.warnings])
+    elif rt.warnings:
+        _say([f"warning: {w}" for w in rt.warnings])
+    if out:
+        atomic.write_bytes(Path(out) / f"{stem}.{ext}", text.encode())
+    return 0
+
+
+def _figure_command(figure: str, experiment: str | None, uri: str, out: str | None, select: dict, fmt: str) -> int:
+    if figure == "8":
         name = experiment or FIGURE8_EXPERIMENT
-        fig = figure8(load_kl_trajectories(uri, name))
+        fig = figure8(load_kl_trajectories(uri, name, **select))
         for p in save_figure(fig, out or "reports", "fig8_kl"):
             print(p)
         return 0
-    if table not in TABLES:
-        raise StrbenchError(f"unknown table {table}; choose one of {sorted(TABLES)}")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in the report
-    runs, name, notes = _runs_for_table(TABLES[table], experiment, uri)
-    runs = runs[_col(runs, "status").fillna("FINISHED") == "FINISHED"].reset_index(drop=True)
-    per_image, more = load_per_image(uri, runs, TABLES[table].axis)
-    rt = build_table(runs, table, per_image=per_image, experiment=name, notes=notes + more)
-    render, ext = RENDERERS[fmt]
-    text = render(rt)
-    print(text, end="")
-    if out:
-        stem = f"table{table}" if experiment is None else f"table{table}_{name}"
-        if fmt == "csv":
-            for suffix, frame in (("", table_frame(rt)), ("_details", details_frame(rt))):
-                atomic.write_bytes(Path(out) / f"{stem}{suffix}.csv",
-                                   frame.to_csv(index=False, float_format=CSV_FLOAT).encode())
-        else:
-            atomic.write_bytes(Path(out) / f"{stem}.{ext}", text.encode())
-    return 0
+    if figure == "frontier":
+        sel, points, notes = frontier_report(experiment, uri, select)
+        fig = figure_frontier(points, title_columns=points["columns"].iloc[0] if len(points) else "")
+        text = (points.to_csv(index=False, lineterminator="\n", float_format=CSV_FLOAT) if fmt == "csv"
+                else frontier_markdown(points, notes + sel.lines()))
+        print(text, end="")
+        for p in save_figure(fig, out or "reports", "frontier"):
+            print(p, file=sys.stderr if fmt == "csv" else sys.stdout)
+        return 0
+    raise StrbenchError(f"unknown figure {figure!r}; choose 8 or frontier")
