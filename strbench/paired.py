@@ -114,12 +114,12 @@ def matched(long: pd.DataFrame, a: str, b: str, metric: str) -> pd.DataFrame:
 
 
 def paired_table(long: pd.DataFrame, order: Sequence[str], *, metrics: Sequence[str] = ("psnr", "ssim"),
-                 n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+                 columns: Sequence[str] | None = None, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Every pair (a, b) of rows with a after b in `order` (so a - b reads "later minus earlier": the
-    paper's method minus a baseline), per column and pooled over columns (column `all`)."""
+    paper's method minus a baseline), per column (in `columns` order) and pooled over columns (`all`)."""
     recs = []
     rows = [r for r in order if r in set(long["row"])]
-    cols = list(dict.fromkeys(long["column"]))
+    cols = list(columns) if columns is not None else list(dict.fromkeys(long["column"]))
     for b, a in itertools.combinations(rows, 2):
         for metric in metrics:
             if metric not in long.columns:

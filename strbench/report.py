@@ -605,7 +605,8 @@ def to_markdown(rt: ReportTable) -> str:
 
 _LATEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--",
-                 "−": "$-$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+                 "−": "$-$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "<": r"\textless{}",
+                 ">": r"\textgreater{}", "|": r"\textbar{}"}
 
 
 def latex_escape(text: str) -> str:
@@ -825,6 +826,9 @@ RENDERERS: dict[str, tuple[Callable[[ReportTable], str], str]] = {
 
 
 # ----------------------------------------------------------------------------------------------- paired
+TABLE_COLUMNS = {"mask_set": ["hard", "easy"]}  # the paper's order of Table 2's columns
+
+
 def paired_for_table(rt_runs: pd.DataFrame, per_image: dict[str, pd.DataFrame], axis: str, *,
                      n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Paired comparisons (strbench.paired.paired_table) of the measured rows of a table's runs."""
@@ -839,9 +843,8 @@ def paired_for_table(rt_runs: pd.DataFrame, per_image: dict[str, pd.DataFrame], 
     order = sorted(runs["_row"].unique(), key=_case_key)
     if long.empty:
         return pd.DataFrame(columns=paired.PAIR_COLUMNS)
-    cols = _column_order(long["column"].tolist(), axis, [])
-    long["column"] = pd.Categorical(long["column"], categories=cols, ordered=True).astype(str)
-    return paired.paired_table(long, order, n_resamples=n_resamples, seed=seed)
+    cols = _column_order(long["column"].tolist(), axis, TABLE_COLUMNS.get(axis, []))
+    return paired.paired_table(long, order, columns=cols, n_resamples=n_resamples, seed=seed)
 
 
 def _fmt_p(p) -> str:
@@ -881,10 +884,18 @@ def paired_markdown(pairs: pd.DataFrame, title: str, notes: Sequence[str]) -> st
 
 
 def paired_latex(pairs: pd.DataFrame, title: str, notes: Sequence[str], label: str) -> str:
-    rows = [[latex_escape(x) for x in r[:10]] for r in paired_rows(pairs)]
-    heads = [latex_escape(h) for h in PAIRED_HEADERS[:10]]
-    b = LatexBlock(heads[:4], [("", heads[4:])], [r[:4] for r in rows], [[r[4:] for r in rows]])
-    return "\n\n".join(fit_latex(b, latex_escape(title), label, [latex_escape(n) for n in notes])) + "\n"
+    """One table per metric (columns A, B, mask, n, A - B, interval, p), each sized by fit_latex."""
+    out = []
+    metrics = list(dict.fromkeys(pairs["metric"])) if len(pairs) else []
+    for k, metric in enumerate(metrics):
+        rows = [[latex_escape(x) for x in r] for r in paired_rows(pairs[pairs["metric"] == metric])]
+        heads = [latex_escape(h) for h in PAIRED_HEADERS]
+        keep = [4, 7, 8, 9]  # n, A - B, 95% CI, p
+        b = LatexBlock(heads[:3], [("", [heads[i] for i in keep])], [r[:3] for r in rows],
+                       [[[r[i] for i in keep] for r in rows]])
+        out += fit_latex(b, f"{latex_escape(title)} {metric.upper()}.", f"{label}-{metric}",
+                         [latex_escape(n) for n in notes] if k == len(metrics) - 1 else ())
+    return "\n\n".join(out) + "\n" if out else "% no paired comparisons: no per_image.csv on common cells\n"
 
 
 PAIRED_CSV_COLUMNS = ["table", "experiment", "a", "b", "mask", "metric", "n", "mean_a", "mean_b", "diff", "ci_low",

@@ -26,7 +26,7 @@ TABCOLSEP_PT = 4.0  # what the renderers set (\setlength{\tabcolsep}{4pt})
 _FONTS = {"rm": "cmr10.ttf", "bf": "cmb10.ttf", "tt": "cmtt10.ttf", "sy": "cmsy10.ttf"}
 _MATH_PT = {r"\uparrow": 5.0, r"\downarrow": 5.0, "-": 7.78 + 2 * 2.22, r"\pm": 7.78 + 2 * 2.22}  # at 10 pt
 _TOKEN = re.compile(r"\\textbf\{([^{}]*)\}|\\texttt\{([^{}]*)\}|\\emph\{([^{}]*)\}|\$\^\{([^{}]*)\}\$"
-                    r"|\$([^$]*)\$|\\([%&#_$])|(--)|\\textasciitilde\{\}|\\textbackslash\{\}|\\([{}])")
+                    r"|\$([^$]*)\$|\\([%&#_$])|(--)|\\[A-Za-z]+\{\}|\\([{}])")
 
 
 @functools.lru_cache(maxsize=None)
