@@ -627,7 +627,7 @@ class LatexBlock:
     rule_after: int | None = None  # a \midrule after this many body rows (paper rows | measured rows)
 
 
-def _block_width(b: LatexBlock, groups: Sequence[int]) -> float:
+def _block_width(b: LatexBlock, groups: Sequence[int], size: float | None = None) -> float:
     from strbench import texwidth
 
     rows = [b.keys + [h for g in groups for h in b.groups[g][1]]]
@@ -638,12 +638,16 @@ def _block_width(b: LatexBlock, groups: Sequence[int]) -> float:
         if head:
             spans.append((j, len(subs), head))
         j += len(subs)
-    return texwidth.tabular_width(rows, spans=[spans])
+    return texwidth.tabular_width(rows, spans=[spans], size=size or texwidth.FONT_PT)
+
+
+LATEX_SIZES = ((8.0, r"\footnotesize"), (7.0, r"\scriptsize"))  # pt in a 10 pt document
 
 
 def _styler_latex(b: LatexBlock, groups: Sequence[int], env: str, caption: str, label: str, notes: Sequence[str],
-                  resize: bool = False) -> str:
-    """One table environment through pandas' Styler (booktabs rules), \\footnotesize, tabcolsep 4 pt."""
+                  resize: bool = False, size_cmd: str = r"\footnotesize") -> str:
+    """One table environment through pandas' Styler (booktabs rules), the font size `size_cmd`, tabcolsep
+    texwidth.TABCOLSEP_PT."""
     from strbench import texwidth
 
     cols = [("", k) for k in b.keys] + [(b.groups[g][0], s) for g in groups for s in b.groups[g][1]]
@@ -657,7 +661,7 @@ def _styler_latex(b: LatexBlock, groups: Sequence[int], env: str, caption: str, 
                                                   position="t", position_float="centering")
     lines = tex.splitlines()
     i = lines.index(r"\centering")
-    lines[i + 1:i + 1] = [r"\footnotesize", rf"\setlength{{\tabcolsep}}{{{texwidth.TABCOLSEP_PT:g}pt}}"]
+    lines[i + 1:i + 1] = [size_cmd, rf"\setlength{{\tabcolsep}}{{{texwidth.TABCOLSEP_PT:g}pt}}"]
     top = lines.index(r"\toprule")
     if any(h for h, _ in cols):  # \cmidrule under each group header
         j, rules = len(b.keys) + 1, ""
@@ -684,28 +688,30 @@ def _styler_latex(b: LatexBlock, groups: Sequence[int], env: str, caption: str, 
 
 def fit_latex(b: LatexBlock, caption: str, label: str, notes: Sequence[str] = (), *,
               optional: Sequence[int] = (), optional_note: str = "") -> list[str]:
-    """The block as one `table` when it fits a column (241 pt), else one `table*` (505 pt); else without the
-    `optional` groups (saying so in `optional_note`) when that fits the text width; else split by column group
-    into tables that each fit (as papers split wide tables); a group too wide even alone is scaled to the text
-    width. Widths: strbench.texwidth."""
+    """The block as one table that fits: a `table` (column, 241 pt) or else a `table*` (text width, 505 pt),
+    trying in order all groups at \\footnotesize, without the `optional` groups (said in `optional_note`) at
+    \\footnotesize, then both at \\scriptsize; else split by column group into tables that each fit (as papers
+    split wide tables); a group too wide even alone is scaled to the text width. Widths: strbench.texwidth."""
     from strbench import texwidth
 
     everything = list(range(len(b.groups)))
-    env = texwidth.environment_for(_block_width(b, everything))
-    if env:
-        return [_styler_latex(b, everything, env, caption, label, notes)]
     core = [g for g in everything if g not in optional]
+    tries = [(everything, notes)]
     if optional and core:
-        env = texwidth.environment_for(_block_width(b, core))
-        if env:
-            return [_styler_latex(b, core, env, caption, label, [*notes, optional_note] if optional_note else notes)]
+        tries.append((core, [*notes, optional_note] if optional_note else notes))
+    for size, cmd in LATEX_SIZES:
+        for groups, nts in tries:
+            env = texwidth.environment_for(_block_width(b, groups, size))
+            if env:
+                return [_styler_latex(b, groups, env, caption, label, nts, size_cmd=cmd)]
+    size, cmd = LATEX_SIZES[0]
     out = []
     for g in everything:
-        w = _block_width(b, [g])
+        w = _block_width(b, [g], size)
         env = texwidth.environment_for(w) or "table*"
         part = f" ({b.groups[g][0] or ', '.join(b.groups[g][1])})"
         out.append(_styler_latex(b, [g], env, caption + part, f"{label}-{g + 1}", notes if g == everything[-1] else (),
-                                 resize=texwidth.environment_for(w) is None))
+                                 resize=texwidth.environment_for(w) is None, size_cmd=cmd))
     return out
 
 
@@ -713,11 +719,13 @@ def _main_block(rt: ReportTable) -> LatexBlock:
     best = _best(rt)
     paper = [r for r in rt.rows if r.source == "paper"]
     measured = [r for r in rt.rows if r.source == "measured"]
-    keys = [[latex_escape(r.label), latex_escape(r.venue)] for r in paper + measured]
+    keys = [[latex_escape(r.name or r.label), latex_escape(r.venue or "paper")] for r in paper + measured]
     groups, cells = [], []
+    pct = bool(rt.columns) and all(c.endswith("%") for c in rt.columns)  # "10-20" under "PSNR (hole %)": narrower
+    subs = [latex_escape(c[:-1] if pct else c) for c in rt.columns]
     for m in METRICS:
-        groups.append((latex_escape(m.name) + (r" $\uparrow$" if m.higher_is_better else r" $\downarrow$"),
-                       [latex_escape(c) for c in rt.columns]))
+        groups.append((latex_escape(m.name) + (r" $\uparrow$" if m.higher_is_better else r" $\downarrow$")
+                       + (r" (hole \%)" if pct else ""), subs))
         part = []
         for r in paper + measured:
             row = []
@@ -745,7 +753,8 @@ def to_latex(rt: ReportTable) -> str:
     notes = [rf"$^{{{i}}}$ {latex_escape(f)}" for i, f in enumerate(rt.footnotes, 1)] \
         + [latex_escape(n) for n in rt.notes] + [latex_escape("Warning: " + w) for w in rt.warnings]
     main = _main_block(rt)
-    out = fit_latex(main, f"{latex_escape(rt.caption)}. Best measured value in bold.", f"tab:strbench-table{rt.number}", notes,
+    out = fit_latex(main, f"{latex_escape(rt.caption)}. Rows above the rule: the paper's; below (venue strbench): "
+                          f"measured here, best value in bold.", f"tab:strbench-table{rt.number}", notes,
                     optional=[len(main.groups) - 1],
                     optional_note=f"NFE/img and s/img: in Table~\\ref{{tab:strbench-table{rt.number}-cells}}.")
     if len(rt.details):

@@ -1,8 +1,10 @@
 """Width of a LaTeX tabular, estimated without TeX, so reports can pick `table` or `table*` and tests can check it.
 
 How: every cell's text is measured with the advance widths of the Computer Modern fonts that ship with
-matplotlib (cmr10 / cmb10 / cmtt10 / cmsy10, the BaKoMa TrueType copies of Knuth's fonts, whose advances
-are TeX's own: "0" 5.00 pt, "M" 9.16 pt, "%" 8.33 pt at 10 pt), scaled to the table's font size. A column
+matplotlib (cmr10 / cmtt10, the BaKoMa TrueType copies of Knuth's fonts, whose advances are TeX's own: "0"
+5.00 pt, "M" 9.16 pt, "%" 8.33 pt at 10 pt), scaled to the table's font size. \textbf is set in cmbx10, which
+matplotlib does not ship (its cmb10 is the narrower non-extended bold): bold text counts as cmr10 x 1.15
+(cmbx10's digits are 5.75 pt against cmr10's 5.00). A column
 is as wide as its widest cell plus 2 \\tabcolsep; a \\multicolumn cell widens its columns when it is wider
 than them. TeX's smaller sizes use their own design sizes (cmr8 at \\footnotesize), which are a few percent
 wider than cmr10 scaled down; `MARGIN` (8%) covers that, kerning and ligatures. The LaTeX understood is what
@@ -21,9 +23,10 @@ COLUMN_PT = 241.0
 TEXT_PT = 505.0
 MARGIN = 1.08
 FONT_PT = 8.0  # \footnotesize in a 10 pt document
-TABCOLSEP_PT = 4.0  # what the renderers set (\setlength{\tabcolsep}{4pt})
+TABCOLSEP_PT = 3.0  # what the renderers set (\setlength{\tabcolsep}{3pt})
 
-_FONTS = {"rm": "cmr10.ttf", "bf": "cmb10.ttf", "tt": "cmtt10.ttf", "sy": "cmsy10.ttf"}
+_FONTS = {"rm": "cmr10.ttf", "tt": "cmtt10.ttf"}
+BOLD = 1.15  # cmbx10 / cmr10 advance ratio of the digits
 _MATH_PT = {r"\uparrow": 5.0, r"\downarrow": 5.0, "-": 7.78 + 2 * 2.22, r"\pm": 7.78 + 2 * 2.22}  # at 10 pt
 _TOKEN = re.compile(r"\\textbf\{([^{}]*)\}|\\texttt\{([^{}]*)\}|\\emph\{([^{}]*)\}|\$\^\{([^{}]*)\}\$"
                     r"|\$([^$]*)\$|\\([%&#_$])|(--)|\\[A-Za-z]+\{\}|\\([{}])")
@@ -59,7 +62,7 @@ def text_width(latex: str, size: float = FONT_PT) -> float:
         w10 += _plain(latex[pos:m.start()], "rm")
         bf, tt, em, sup, math, esc, dash, brace = m.groups()
         if bf is not None:
-            w10 += _plain(bf, "bf")
+            w10 += BOLD * _plain(bf, "rm")
         elif tt is not None:
             w10 += _plain(tt, "tt")
         elif em is not None:

@@ -167,9 +167,9 @@ def test_measured_values_are_means_over_seeds_and_failed_runs_ignored():
 
 def test_latex_bolds_best_measured_only():
     tex = R.to_latex(R.build_table(synthetic_table1_runs(), 1))
-    line = next(ln for ln in tex.splitlines() if ln.startswith("StrDiffusion (measured) &"))
+    line = next(ln for ln in tex.splitlines() if ln.startswith("StrDiffusion & strbench &"))
     assert r"\textbf{21.12}" in line and r"\textbf{55.50}" in line  # best PSNR and FID among measured rows
-    paper = next(ln for ln in tex.splitlines() if ln.startswith("StrDiffusion (paper) &"))
+    paper = next(ln for ln in tex.splitlines() if ln.startswith("StrDiffusion & - &"))
     assert r"\textbf" not in paper  # paper numbers are never bolded, even when better
     assert r"\toprule" in tex and r"\cmidrule(lr){3-4}" in tex and r"10-20\%" in tex
 
