@@ -239,3 +239,19 @@ def test_cli_report_flags(monkeypatch, capsys):
     assert "add --table" in capsys.readouterr().err
     assert cli.main(["report", "--table", "1", "--run", "nope", "--experiment", "quickstart", "--tracking-uri", URI]) == 2
     assert "--run nope: no parent run" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- nfe_frontier.yaml
+def test_nfe_frontier_reuses_the_quickstarts_models_and_sweeps_budgets():
+    from strbench import config as C
+    from strbench import runner
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    front = runner.expand(C.load_experiment(root / "nfe_frontier.yaml"))
+    quick = runner.expand(C.load_experiment(root / "quickstart.yaml"))
+    models = lambda cells: {m.role: m.hash for c in cells for m in c.models}  # noqa: E731
+    assert models(front) == models(quick)  # same training settings: the quickstart's cache serves every cell
+    settings = {c.config["case"]: dict(c.config["settings"]) for c in front}
+    assert sorted(s["jump_n_sample"] for k, s in settings.items() if k.startswith("RePaint*")) == [1, 2, 3, 5]
+    assert sorted(s["u_max"] for k, s in settings.items() if k.startswith("StrDiffusion")) == [2, 3, 5]
+    assert len(front) == 16
