@@ -32,6 +32,10 @@ import pandas as pd
 
 from strbench import atomic
 from strbench.errors import StrbenchError
+from strbench.latex import LatexBlock, fit_latex, latex_escape  # noqa: F401  (part of this module's API)
+from strbench.selection import Selection, SelectionError, empty_selection, select_runs  # noqa: F401
+from strbench.selection import as_str as _str
+from strbench.selection import column as _col
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 REFERENCE_PATH = Path(__file__).resolve().parents[1] / "reports" / "paper_reference.yaml"
@@ -113,28 +117,6 @@ class ReportTable:
     data: str = ""  # what the measured rows used (describe_data), named in every caption
 
 
-@dataclass
-class Selection:
-    """The cell runs a report uses and where they come from."""
-
-    experiment: str
-    runs: pd.DataFrame  # one row per cell hash: the latest FINISHED run
-    used: pd.DataFrame  # parent runs used: parent, name, profile, first, last, cells
-    filters: list[str] = field(default_factory=list)
-    replaced: int = 0  # older FINISHED runs of the same cells, not used
-
-    def lines(self) -> list[str]:
-        """What was used, for the report's notes (and stderr)."""
-        f = f" ({'; '.join(self.filters)})" if self.filters else " (all FINISHED cell runs, latest per cell hash)"
-        out = [f"Runs used: {len(self.runs)} cell run(s) of MLflow experiment `{self.experiment}`{f}"
-               + (f"; {self.replaced} older run(s) of the same cells not used" if self.replaced else "") + "."]
-        for p in self.used.itertuples(index=False):
-            dates = p.first if p.first == p.last else f"{p.first} to {p.last}"
-            out.append(f"  parent {p.parent} `{p.name}`, profile {p.profile or '(none)'}: {p.cells} cell(s), "
-                       f"{dates}")
-        return out
-
-
 # ----------------------------------------------------------------------------------------------- helpers
 def load_reference(path: str | os.PathLike | None = None) -> dict:
     """The paper's numbers (reports/paper_reference.yaml), keyed by table number."""
@@ -148,20 +130,12 @@ def load_reference(path: str | os.PathLike | None = None) -> dict:
     return {int(k): v for k, v in data["tables"].items()}
 
 
-def _col(runs: pd.DataFrame, name: str) -> pd.Series:
-    return runs[name] if name in runs.columns else pd.Series([None] * len(runs), index=runs.index, dtype=object)
-
-
 def _num(x) -> float | None:
     try:
         v = float(x)
     except (TypeError, ValueError):
         return None
     return None if math.isnan(v) else v
-
-
-def _str(x) -> str:
-    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
 
 
 def _bin_key(label: str) -> tuple:
@@ -251,6 +225,13 @@ def _row_labels(runs: pd.DataFrame, axis: str = "mask_bin") -> pd.Series:
     return labels
 
 
+def _designed(runs: pd.DataFrame, param_col: str) -> bool:
+    """A difference the experiment asked for: a structure variant / ablation (own row labels) or a swept key
+    (tag strbench.axis.<key>)."""
+    k = param_col[len(PAR):]
+    return k.split(".")[-1] in SPLIT_TAGS or f"{TAG}axis.{k}" in runs.columns
+
+
 def mixed_configurations(runs: pd.DataFrame, axis: str, what: str = "") -> list[str]:
     """Warnings for every (case, column) that holds runs of more than one configuration (cell hashes that
     differ in more than the seed). With params logged the rows are split (see _row_labels); without them
@@ -265,13 +246,14 @@ def mixed_configurations(runs: pd.DataFrame, axis: str, what: str = "") -> list[
     out = []
     for (c, col), idx in runs.groupby([case, cols]).groups.items():
         sub = runs.loc[idx]
-        diff = _varying(sub, pd.Series(0, index=sub.index), keys)
+        every = _varying(sub, pd.Series(0, index=sub.index), keys)
+        diff = [k for k in every if not _designed(runs, k)]
         if diff:
             vals = "; ".join(f"{_short_key(k)} = {' | '.join(sorted(sub[k].map(_str).unique()))}" for k in diff[:4])
             more = f" (+{len(diff) - 4} more keys)" if len(diff) > 4 else ""
             out.append(f"{what}{c} at {col}: {sub.shape[0]} runs of {len(set(hashes[idx]))} configurations "
                        f"({vals}{more}): shown as separate rows. Narrow with --run, --profile or --since.")
-        elif (pd.Series(hashes[idx]).groupby(seeds[idx].to_numpy()).nunique() > 1).any():
+        elif not every and (pd.Series(hashes[idx]).groupby(seeds[idx].to_numpy()).nunique() > 1).any():
             out.append(f"{what}{c} at {col}: {len(set(hashes[idx]))} cell hashes with the same seed and no logged "
                        f"params to tell them apart: their values are pooled. Narrow with --run, --profile or "
                        f"--since.")
@@ -330,97 +312,6 @@ def describe_data(runs: pd.DataFrame, axis: str = "mask_bin") -> str:
     masks = {"generator": "generated masks", "folder": "masks from a folder"}
     msk = f", {', '.join(masks.get(s, s + ' masks') for s in src)}" if src else ""
     return " + ".join(names) + imgs + msk
-
-
-# ----------------------------------------------------------------------------------------------- selection
-def _dates(s: pd.Series) -> pd.Series:
-    return pd.to_datetime(s, utc=True, errors="coerce") if len(s) else s
-
-
-def _parse_since(since) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(since)
-    except (ValueError, TypeError):
-        raise StrbenchError(f"--since {since!r}: not a date; give e.g. 2024-05-01 or '2024-05-01 14:30'") from None
-    if ts is pd.NaT:
-        raise StrbenchError(f"--since {since!r}: not a date; give e.g. 2024-05-01 or '2024-05-01 14:30'")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def select_runs(cells: pd.DataFrame, parents: pd.DataFrame | None = None, *, experiment: str = "",
-                run: str | None = None, profile: str | None = None, since=None) -> Selection:
-    """The cell runs a report uses: FINISHED cell runs, narrowed by parent run / profile / start date, then
-    the latest run per cell hash. A cell belongs to a parent when it was logged under it or when the parent's
-    configuration lists its hash (tag strbench.cells; a re-run skips cells done elsewhere)."""
-    parents = parents if parents is not None else pd.DataFrame()
-    filters = []
-    if cells is None or cells.empty:
-        return Selection(experiment, pd.DataFrame(), _used(pd.DataFrame(), parents), filters)
-    runs = cells[_col(cells, "status").fillna("FINISHED") == "FINISHED"].copy()
-    pid = _col(runs, "tags.mlflow.parentRunId").map(_str)
-    hashes = _col(runs, TAG + "cell_hash").map(_str)
-    hashes = hashes.where(hashes != "", _col(runs, "run_id").map(_str))
-    if run or profile:
-        chosen = parents
-        if run:
-            chosen = parents[_col(parents, "run_id").map(_str).str.startswith(run)] if len(parents) else parents
-            if len(chosen) != 1:
-                known = ", ".join(f"{r[:8]} ({_str(n)})" for r, n in zip(_col(parents, "run_id"),
-                                                                       _col(parents, "tags.mlflow.runName")))
-                what = "no" if len(chosen) == 0 else f"{len(chosen)}"
-                raise SelectionError(f"--run {run}: {what} parent run(s) of experiment `{experiment}` match; "
-                                     f"its parent runs: {known or 'none'}")
-            filters.append(f"parent run {run}")
-        if profile:
-            prof = _col(chosen, TAG + "profile").map(_str)
-            if not (prof == profile).any():
-                have = sorted(set(_col(parents, TAG + "profile").map(_str)))
-                raise SelectionError(f"--profile {profile}: no parent run of experiment `{experiment}` has it "
-                                     f"(profiles: {', '.join(p or '(none)' for p in have) or 'none'})")
-            chosen = chosen[prof == profile]
-            filters.append(f"profile {profile}")
-        ids = set(_col(chosen, "run_id").map(_str))
-        short = set()
-        for s in _col(chosen, TAG + "cells").map(_str):
-            short |= {h for h in s.split(",") if h}
-        keep = pid.isin(ids) | hashes.map(lambda h: h[:12] in short)
-        runs, pid, hashes = runs[keep], pid[keep], hashes[keep]
-    if since is not None:
-        ts = _parse_since(since)
-        start = _dates(_col(runs, "start_time"))
-        keep = start >= ts
-        runs, pid, hashes = runs[keep], pid[keep], hashes[keep]
-        filters.append(f"started since {ts:%Y-%m-%d %H:%M} UTC")
-    runs = runs.assign(_hash=hashes, _parent=pid)
-    if "start_time" in runs.columns:
-        runs = runs.sort_values("start_time", kind="stable")
-    latest = runs.drop_duplicates("_hash", keep="last")
-    replaced = len(runs) - len(latest)
-    latest = latest.drop(columns=["_hash"]).reset_index(drop=True)
-    return Selection(experiment, latest.drop(columns=["_parent"]), _used(latest, parents), filters, replaced)
-
-
-def _used(runs: pd.DataFrame, parents: pd.DataFrame) -> pd.DataFrame:
-    cols = ["parent", "name", "profile", "first", "last", "cells"]
-    if runs.empty:
-        return pd.DataFrame(columns=cols)
-    info = {}
-    for _, p in parents.iterrows() if len(parents) else []:
-        info[_str(p.get("run_id"))] = (_str(p.get("tags.mlflow.runName")), _str(p.get(TAG + "profile")))
-    start = _dates(_col(runs, "start_time"))
-    recs = []
-    for parent, idx in runs.groupby(runs["_parent"].map(_str)).groups.items():
-        name, prof = info.get(parent, ("?", ""))
-        st = start[idx].dropna()
-        first = f"{st.min():%Y-%m-%d %H:%M}" if len(st) else "date unknown"
-        last = f"{st.max():%Y-%m-%d %H:%M}" if len(st) else first
-        recs.append({"parent": parent[:8] or "?", "name": name, "profile": prof, "first": first, "last": last,
-                     "cells": len(idx)})
-    return pd.DataFrame(recs, columns=cols).sort_values("first", kind="stable").reset_index(drop=True)
-
-
-class SelectionError(StrbenchError):
-    """--run/--profile match nothing in an experiment."""
 
 
 # ----------------------------------------------------------------------------------------------- builder
@@ -601,118 +492,6 @@ def to_markdown(rt: ReportTable) -> str:
                            colalign=["left", "left"] + ["right"] * (len(DETAIL_HEADERS) - 2))]
         lines += ["", f"Paired comparisons of the measured rows: `strbench report --table {rt.number} --paired`."]
     return "\n".join(lines) + "\n"
-
-
-_LATEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--",
-                 "−": "$-$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "<": r"\textless{}",
-                 ">": r"\textgreater{}", "|": r"\textbar{}"}
-
-
-def latex_escape(text: str) -> str:
-    """Escape LaTeX specials; Markdown `code` becomes \\texttt{code}."""
-    parts = str(text).split("`")
-    esc = ["".join(_LATEX_ESCAPE.get(ch, ch) for ch in part) for part in parts]
-    return "".join(rf"\texttt{{{e}}}" if i % 2 else e for i, e in enumerate(esc))
-
-
-@dataclass
-class LatexBlock:
-    """One tabular: `keys` (left columns, always shown), then column groups (header text, sub-columns)."""
-
-    keys: list[str]  # LaTeX header texts of the key columns
-    groups: list[tuple[str, list[str]]]  # (group header, sub-column headers); "" = no group header
-    key_cells: list[list[str]]  # per row, LaTeX texts of the key columns
-    group_cells: list[list[list[str]]]  # per group, per row, LaTeX texts
-    rule_after: int | None = None  # a \midrule after this many body rows (paper rows | measured rows)
-
-
-def _block_width(b: LatexBlock, groups: Sequence[int], size: float | None = None) -> float:
-    from strbench import texwidth
-
-    rows = [b.keys + [h for g in groups for h in b.groups[g][1]]]
-    rows += [b.key_cells[i] + [x for g in groups for x in b.group_cells[g][i]] for i in range(len(b.key_cells))]
-    spans, j = [], len(b.keys)
-    for g in groups:
-        head, subs = b.groups[g]
-        if head:
-            spans.append((j, len(subs), head))
-        j += len(subs)
-    return texwidth.tabular_width(rows, spans=[spans], size=size or texwidth.FONT_PT)
-
-
-LATEX_SIZES = ((8.0, r"\footnotesize"), (7.0, r"\scriptsize"))  # pt in a 10 pt document
-
-
-def _styler_latex(b: LatexBlock, groups: Sequence[int], env: str, caption: str, label: str, notes: Sequence[str],
-                  resize: bool = False, size_cmd: str = r"\footnotesize") -> str:
-    """One table environment through pandas' Styler (booktabs rules), the font size `size_cmd`, tabcolsep
-    texwidth.TABCOLSEP_PT."""
-    from strbench import texwidth
-
-    cols = [("", k) for k in b.keys] + [(b.groups[g][0], s) for g in groups for s in b.groups[g][1]]
-    data = [b.key_cells[i] + [x for g in groups for x in b.group_cells[g][i]] for i in range(len(b.key_cells))]
-    frame = pd.DataFrame(data, columns=pd.MultiIndex.from_tuples(cols))
-    if not any(h for h, _ in cols):
-        frame.columns = [s for _, s in cols]
-    spec = "l" * len(b.keys) + "".join("r" * len(b.groups[g][1]) for g in groups)
-    tex = frame.style.hide(axis="index").to_latex(environment=env, hrules=True, multicol_align="c",
-                                                  column_format=spec, caption=caption, label=label,
-                                                  position="t", position_float="centering")
-    lines = tex.splitlines()
-    i = lines.index(r"\centering")
-    lines[i + 1:i + 1] = [size_cmd, rf"\setlength{{\tabcolsep}}{{{texwidth.TABCOLSEP_PT:g}pt}}"]
-    top = lines.index(r"\toprule")
-    if any(h for h, _ in cols):  # \cmidrule under each group header
-        j, rules = len(b.keys) + 1, ""
-        for g in groups:
-            n = len(b.groups[g][1])
-            if b.groups[g][0]:
-                rules += rf"\cmidrule(lr){{{j}-{j + n - 1}}}"
-            j += n
-        if rules:
-            lines.insert(top + 2, rules)
-    if b.rule_after:
-        mid = lines.index(r"\midrule")
-        lines.insert(mid + 1 + b.rule_after, r"\midrule")
-    if resize:
-        start = next(k for k, ln in enumerate(lines) if ln.startswith(r"\begin{tabular}"))
-        end = lines.index(r"\end{tabular}")
-        lines[start] = r"\resizebox{\textwidth}{!}{" + lines[start]
-        lines[end] = lines[end] + "}"
-    if notes:
-        end = lines.index(rf"\end{{{env}}}")
-        lines[end:end] = [r"\par\smallskip\scriptsize", r" \\ ".join(notes)]
-    return "\n".join(lines)
-
-
-def fit_latex(b: LatexBlock, caption: str, label: str, notes: Sequence[str] = (), *,
-              optional: Sequence[int] = (), optional_note: str = "") -> list[str]:
-    """The block as one table that fits: a `table` (column, 241 pt) or else a `table*` (text width, 505 pt),
-    trying in order all groups at \\footnotesize, without the `optional` groups (said in `optional_note`) at
-    \\footnotesize, then both at \\scriptsize; else split by column group into tables that each fit (as papers
-    split wide tables); a group too wide even alone is scaled to the text width. Widths: strbench.texwidth."""
-    from strbench import texwidth
-
-    everything = list(range(len(b.groups)))
-    core = [g for g in everything if g not in optional]
-    tries = [(everything, notes)]
-    if optional and core:
-        tries.append((core, [*notes, optional_note] if optional_note else notes))
-    for size, cmd in LATEX_SIZES:
-        for groups, nts in tries:
-            env = texwidth.environment_for(_block_width(b, groups, size))
-            if env:
-                return [_styler_latex(b, groups, env, caption, label, nts, size_cmd=cmd)]
-    size, cmd = LATEX_SIZES[0]
-    out = []
-    for g in everything:
-        w = _block_width(b, [g], size)
-        env = texwidth.environment_for(w) or "table*"
-        part = f" ({b.groups[g][0] or ', '.join(b.groups[g][1])})"
-        out.append(_styler_latex(b, [g], env, caption + part, f"{label}-{g + 1}", notes if g == everything[-1] else (),
-                                 resize=texwidth.environment_for(w) is None, size_cmd=cmd))
-    return out
 
 
 def _main_block(rt: ReportTable) -> LatexBlock:
@@ -1061,7 +840,7 @@ def load_selection(tracking_uri: str, experiment: str, *, run: str | None = None
                    since=None) -> Selection:
     """The selected cell runs of an experiment (see select_runs); empty when there are none."""
     if _sqlite_missing(tracking_uri):
-        return Selection(experiment, pd.DataFrame(), _used(pd.DataFrame(), pd.DataFrame()))
+        return empty_selection(experiment)
     cells, parents = _tracking().search_experiment_runs(tracking_uri, experiment)
     return select_runs(cells, parents, experiment=experiment, run=run, profile=profile, since=since)
 
@@ -1204,10 +983,8 @@ def claims_report(uri: str, experiment: str | None = None, select: dict | None =
     out, notes = [], []
     for source, number in CLAIM_SOURCES.items():
         claims = [c for c in paired.CLAIMS if c.source == source]
-        spec = TABLES[number]
-        hint = spec.run_hint if experiment is None else f"strbench run experiments/{experiment}.yaml"
-        if number == 1 and experiment is None:
-            hint = f"{spec.run_hint} (or, CPU-sized, strbench run experiments/quickstart.yaml)"
+        spec = TABLES[number]  # the hint names the experiment made for these claims, whatever was read
+        hint = spec.run_hint + (" (or, CPU-sized, strbench run experiments/quickstart.yaml)" if number == 1 else "")
         try:
             tr = (tables or {}).get(number)
             if tr is None or tr.pairs is None:

@@ -105,3 +105,20 @@ def test_caption_names_the_data_used_never_the_papers_dataset():
     assert "the paper's rows: Places2" in rt.caption
     tex = R.to_latex(rt)
     assert r"\caption{PSNR, SSIM and FID under varied mask ratios. Measured rows: built-in 32 px" in tex
+
+
+def test_designed_sweeps_split_rows_without_a_warning():
+    runs = pd.DataFrame([F.cell(f"v{i}", "StrDiffusion", "20-40%", "P", F.DAY1, psnr=20 + i, cell_hash=f"h{i}",
+                                settings={"variant": v}) for i, v in enumerate(("gray2gray", "gray2edge"))])
+    runs["tags.strbench.variant"] = ["gray2gray", "gray2edge"]
+    rt = R.build_table(runs, 1)
+    assert [r.label for r in rt.rows if r.source == "measured"] == ["StrDiffusion [gray2edge] (measured)",
+                                                                    "StrDiffusion [gray2gray] (measured)"]
+    assert rt.warnings == []
+    swept = pd.DataFrame([F.cell(f"t{T}", "IR-SDE", "20-40%", "P", F.DAY1, psnr=20, cell_hash=f"T{T}")
+                          for T in (20, 40)]).assign(**{"params.schedule.texture.T": ["20", "40"],
+                                                        "tags.strbench.axis.schedule.texture.T": ["20", "40"]})
+    rt = R.build_table(swept, 1)
+    assert [r.label for r in rt.rows if r.source == "measured"] == ["IR-SDE [schedule.texture.T=20] (measured)",
+                                                                    "IR-SDE [schedule.texture.T=40] (measured)"]
+    assert rt.warnings == []
