@@ -772,6 +772,7 @@ def figure_frontier(points: pd.DataFrame, *, title_columns: str = ""):
     per method family through its settings in NFE order."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     pts = points[points["nfe"].notna()]
     if pts.empty:
@@ -789,6 +790,9 @@ def figure_frontier(points: pd.DataFrame, *, title_columns: str = ""):
                             (r.nfe, getattr(r, metric)), textcoords="offset points", xytext=(4, 4), fontsize=7)
         if (pts["nfe"] > 0).all():
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("network evaluations per image (NFE)")
         ax.set_ylabel(name)
         ax.grid(True, alpha=0.3)
