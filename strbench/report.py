@@ -33,7 +33,8 @@ import pandas as pd
 from strbench import atomic
 from strbench.errors import StrbenchError
 from strbench.latex import LatexBlock, fit_latex, latex_escape  # noqa: F401  (part of this module's API)
-from strbench.selection import Selection, SelectionError, empty_selection, select_runs  # noqa: F401
+from strbench.selection import SPLIT_TAGS, Selection, SelectionError, empty_selection, row_labels, select_runs  # noqa: F401
+from strbench.selection import mixed_configurations as _mixed
 from strbench.selection import as_str as _str
 from strbench.selection import column as _col
 
@@ -80,13 +81,8 @@ FRONTIER_FALLBACKS = ("quickstart",)
 FRONTIER_HINT = "strbench run experiments/nfe_frontier.yaml"
 CASE_ORDER = ("IR-SDE", "RePaint*", "StrDiffusion", "A", "B", "C", "D")
 VARIANT_ORDER = ("gray2gray", "edge2edge", "edge2gray", "gray2edge")
-SPLIT_TAGS = ("ablation", "variant")  # appended to a row label when they vary within one case
 DATASET_NAMES = {"builtin": "built-in", "psv": "Paris StreetView", "places2": "Places2", "celeba": "CelebA",
                  "folder": "image folder"}
-# params that do not make a different configuration: seeds (pooled as repeats), model hashes (they follow the
-# seeds), what is measured (metrics.*) and bookkeeping
-_SAME_CONFIG_KEYS = ("case", "models.", "metrics.", "sample.batch", "device", "tracking.", "cache_dir", "shard.")
-_BOOKKEEPING = ("checkpoint_every", "log_every", "images_every")
 
 
 # ----------------------------------------------------------------------------------------------- data model
@@ -163,101 +159,14 @@ def _axis_values(runs: pd.DataFrame, axis: str) -> pd.Series:
     return _col(runs, TAG + axis).fillna(_col(runs, TAG + "mask_set")).fillna("all").astype(str)
 
 
-def _config_keys(runs: pd.DataFrame) -> list[str]:
-    """params.* columns that define a configuration (not seeds, model hashes, metrics or bookkeeping)."""
-    out = []
-    for c in runs.columns:
-        if not c.startswith(PAR):
-            continue
-        k = c[len(PAR):]
-        last = k.split(".")[-1]
-        if "seed" in last or last in _BOOKKEEPING or any(k == s or k.startswith(s) for s in _SAME_CONFIG_KEYS):
-            continue
-        out.append(c)
-    return out
-
-
-def _short_key(param_col: str) -> str:
-    k = param_col[len(PAR):]
-    for p in ("settings.", "method."):
-        if k.startswith(p):
-            return k[len(p):]
-    return k
-
-
-def _varying(runs: pd.DataFrame, groups: pd.Series, keys: Sequence[str]) -> list[str]:
-    """The keys that take more than one value inside at least one group."""
-    out = []
-    for k in keys:
-        vals = runs[k].map(_str)
-        if (vals.groupby(groups).nunique() > 1).any():
-            out.append(k)
-    return out
-
-
 def _row_labels(runs: pd.DataFrame, axis: str = "mask_bin") -> pd.Series:
-    """Case, plus the ablation/variant when those vary within the case, plus the settings that differ between
-    runs of the case on one column (another configuration, not another seed): never silently pooled."""
-    case = _col(runs, TAG + "case").fillna(_col(runs, TAG + "method")).fillna("?").astype(str)
-    labels = case.copy()
-    keys = _config_keys(runs)
-    cols = _axis_values(runs, axis)
-    for c in case.unique():
-        sel = case == c
-        extra, used = [], set()
-        for tag in SPLIT_TAGS:
-            vals = _col(runs, TAG + tag)[sel].map(_str)
-            if vals.nunique() > 1:
-                extra.append(vals)
-                used.add(tag)
-        diff = [k for k in _varying(runs[sel], cols[sel], keys) if _short_key(k).split(".")[-1] not in used]
-        shown = list(dict.fromkeys(_short_key(k) for k in diff))
-        by_short = {}
-        for k in diff:
-            by_short.setdefault(_short_key(k), k)
-        for s in shown[:2]:
-            extra.append(s + "=" + runs.loc[sel, by_short[s]].map(_str))
-        if len(shown) > 2:
-            extra.append(pd.Series(f"+{len(shown) - 2} more", index=runs.index[sel]))
-        if extra:
-            suffix = extra[0].str.cat(extra[1:], sep=", ") if len(extra) > 1 else extra[0]
-            labels[sel] = case[sel] + " [" + suffix + "]"
-    return labels
-
-
-def _designed(runs: pd.DataFrame, param_col: str) -> bool:
-    """A difference the experiment asked for: a structure variant / ablation (own row labels) or a swept key
-    (tag strbench.axis.<key>)."""
-    k = param_col[len(PAR):]
-    return k.split(".")[-1] in SPLIT_TAGS or f"{TAG}axis.{k}" in runs.columns
+    """Row label per run (selection.row_labels over the table's columns)."""
+    return row_labels(runs, _axis_values(runs, axis))
 
 
 def mixed_configurations(runs: pd.DataFrame, axis: str, what: str = "") -> list[str]:
-    """Warnings for every (case, column) that holds runs of more than one configuration (cell hashes that
-    differ in more than the seed). With params logged the rows are split (see _row_labels); without them
-    they cannot be told apart and are pooled."""
-    if runs.empty:
-        return []
-    case = _col(runs, TAG + "case").fillna(_col(runs, TAG + "method")).fillna("?").astype(str)
-    cols = _axis_values(runs, axis)
-    keys = _config_keys(runs)
-    hashes = _col(runs, TAG + "cell_hash").fillna(runs["run_id"] if "run_id" in runs else "").astype(str)
-    seeds = _col(runs, TAG + "seed").map(_str)
-    out = []
-    for (c, col), idx in runs.groupby([case, cols]).groups.items():
-        sub = runs.loc[idx]
-        every = _varying(sub, pd.Series(0, index=sub.index), keys)
-        diff = [k for k in every if not _designed(runs, k)]
-        if diff:
-            vals = "; ".join(f"{_short_key(k)} = {' | '.join(sorted(sub[k].map(_str).unique()))}" for k in diff[:4])
-            more = f" (+{len(diff) - 4} more keys)" if len(diff) > 4 else ""
-            out.append(f"{what}{c} at {col}: {sub.shape[0]} runs of {len(set(hashes[idx]))} configurations "
-                       f"({vals}{more}): shown as separate rows. Narrow with --run, --profile or --since.")
-        elif not every and (pd.Series(hashes[idx]).groupby(seeds[idx].to_numpy()).nunique() > 1).any():
-            out.append(f"{what}{c} at {col}: {len(set(hashes[idx]))} cell hashes with the same seed and no logged "
-                       f"params to tell them apart: their values are pooled. Narrow with --run, --profile or "
-                       f"--since.")
-    return out
+    """Warnings for table cells holding runs of more than one configuration (selection.mixed_configurations)."""
+    return _mixed(runs, _axis_values(runs, axis), what)
 
 
 def _logged_ci(run: pd.Series, metric: str) -> tuple[float, float] | None:

@@ -2,6 +2,11 @@
 (parent runs) by cell identity (tag `strbench.cell_hash`, the latest FINISHED run of each), narrowed by
 parent run, profile or start date, and a record of what was used (parent ids, names, profiles, dates).
 
+Configurations: runs of one case on one table column that differ in more than the seed (another sampler
+setting, test masks, schedule, or other trained models) are told apart by their logged params: each
+configuration gets its own row label (`RePaint* [jump_n_sample=5]`) and a warning names the differences;
+designed differences (structure variant, ablation, swept axes) get labels but no warning.
+
 Inputs are `tracking.search_experiment_runs` frames (mlflow.search_runs layout); `strbench.report` prints
 `Selection.lines()` with every output.
 """
@@ -15,6 +20,16 @@ import pandas as pd
 from strbench.errors import StrbenchError
 
 TAG = "tags.strbench."
+PAR = "params."
+SPLIT_TAGS = ("ablation", "variant")  # appended to a row label when they vary within one case
+# params that are not the cell's configuration: seeds (pooled as repeats), model hashes (seed-dependent),
+# what is measured (metrics.*), the experiment's list of bins/sets, bookkeeping
+_NOT_CONFIG = ("case", "models.", "metrics.", "sample.batch", "device", "tracking.", "cache_dir", "shard.",
+               "mask.bins", "mask.sets")
+_BOOKKEEPING = ("checkpoint_every", "log_every", "images_every")
+# experiment-level training settings, logged with every cell: they matter to a cell only through its models
+_MODEL_LEVEL = ("train.", "nets.", "structure.")
+MODELS = "models"  # pseudo-key: the cell's model hashes (tags strbench.model.<role>)
 
 
 def column(runs: pd.DataFrame, name: str) -> pd.Series:
@@ -146,3 +161,122 @@ def _used(runs: pd.DataFrame, parents: pd.DataFrame) -> pd.DataFrame:
 def empty_selection(experiment: str) -> Selection:
     """No runs (an experiment that was never tracked)."""
     return Selection(experiment, pd.DataFrame(), _used(pd.DataFrame(), pd.DataFrame()))
+
+
+# ----------------------------------------------------------------------------------------------- configurations
+def _param_keys(runs: pd.DataFrame, model_level: bool) -> list[str]:
+    out = []
+    for c in runs.columns:
+        if not c.startswith(PAR):
+            continue
+        k = c[len(PAR):]
+        last = k.split(".")[-1]
+        if "seed" in last or last in _BOOKKEEPING or any(k == x or k.startswith(x) for x in _NOT_CONFIG):
+            continue
+        if any(k.startswith(x) for x in _MODEL_LEVEL) == model_level:
+            out.append(c)
+    return out
+
+
+def models_of(runs: pd.DataFrame) -> pd.Series:
+    """'role:hash8,...' of each run's models (tags strbench.model.<role>); '' without any."""
+    cols = sorted(c for c in runs.columns if c.startswith(TAG + "model."))
+    if not cols:
+        return pd.Series("", index=runs.index)
+    return runs[cols].apply(lambda r: ",".join(f"{c[len(TAG) + 6:]}:{_str(v)[:8]}" for c, v in r.items() if _str(v)),
+                            axis=1)
+
+
+def value_of(runs: pd.DataFrame, key: str) -> pd.Series:
+    """The values of a differing key (a params.* column or MODELS) as text, 'unset' when not logged."""
+    vals = models_of(runs) if key == MODELS else runs[key].map(_str)
+    return vals.map(lambda v: v or "unset")
+
+
+def short_key(key: str) -> str:
+    """params.settings.jump_n_sample -> jump_n_sample (settings.* / method.* are the sampler's settings)."""
+    k = key[len(PAR):] if key.startswith(PAR) else key
+    for p in ("settings.", "method."):
+        if k.startswith(p):
+            return k[len(p):]
+    return k
+
+
+def differing(sub: pd.DataFrame) -> list[str]:
+    """Keys whose values differ among runs of one table cell, seeds aside: cell-level params (sampler settings,
+    test masks, schedule, ...) and, when runs of one seed use different models, the training params that
+    differ (or MODELS when none of those was logged)."""
+    out = [k for k in _param_keys(sub, False) if sub[k].map(_str).nunique() > 1]
+    seeds = _col(sub, TAG + "seed").map(_str)
+    if (models_of(sub).groupby(seeds.to_numpy()).nunique() > 1).any():
+        out += [k for k in _param_keys(sub, True) if sub[k].map(_str).nunique() > 1] or [MODELS]
+    seen, unique = set(), []
+    for k in out:  # one key per short name (settings.x and method.x are the same setting)
+        if short_key(k) not in seen:
+            seen.add(short_key(k))
+            unique.append(k)
+    return unique
+
+
+def _case(runs: pd.DataFrame) -> pd.Series:
+    return _col(runs, TAG + "case").fillna(_col(runs, TAG + "method")).fillna("?").astype(str)
+
+
+def row_labels(runs: pd.DataFrame, cols: pd.Series) -> pd.Series:
+    """Case, plus the ablation/variant when those vary within the case, plus the keys that differ between runs
+    of the case on one column (`cols`: each run's table column): configurations are never silently pooled."""
+    case = _case(runs)
+    labels = case.copy()
+    for c in case.unique():
+        sel = case == c
+        extra, used = [], set()
+        for tag in SPLIT_TAGS:
+            vals = _col(runs, TAG + tag)[sel].map(_str)
+            if vals.nunique() > 1:
+                extra.append(vals)
+                used.add(tag)
+        keys = []
+        for _, idx in runs[sel].groupby(cols[sel]).groups.items():
+            keys += [k for k in differing(runs.loc[idx]) if k not in keys and short_key(k).split(".")[-1] not in used]
+        for k in keys[:2]:
+            extra.append(short_key(k) + "=" + value_of(runs[sel], k))
+        if len(keys) > 2:
+            extra.append(pd.Series(f"+{len(keys) - 2} more", index=runs.index[sel]))
+        if extra:
+            suffix = extra[0].str.cat(extra[1:], sep=", ") if len(extra) > 1 else extra[0]
+            labels[sel] = case[sel] + " [" + suffix + "]"
+    return labels
+
+
+def _designed(runs: pd.DataFrame, key: str) -> bool:
+    """A difference the experiment asked for: a structure variant / ablation (own row labels) or a swept key
+    (tag strbench.axis.<key>)."""
+    k = key[len(PAR):]
+    return k.split(".")[-1] in SPLIT_TAGS or f"{TAG}axis.{k}" in runs.columns
+
+
+def mixed_configurations(runs: pd.DataFrame, cols: pd.Series, what: str = "") -> list[str]:
+    """Warnings for every (case, column) that holds runs of more than one configuration (cell hashes that
+    differ in more than the seed). With params logged the rows are split (see row_labels); without them they
+    cannot be told apart and are pooled."""
+    if runs.empty:
+        return []
+    hashes = _col(runs, TAG + "cell_hash").map(_str)
+    hashes = hashes.where(hashes != "", _col(runs, "run_id").map(_str))
+    seeds = _col(runs, TAG + "seed").map(_str)
+    out = []
+    for (c, col), idx in runs.groupby([_case(runs), cols]).groups.items():
+        sub = runs.loc[idx]
+        every = differing(sub)
+        diff = [k for k in every if k == MODELS or not _designed(runs, k)]
+        n = len(set(hashes[idx]))
+        if diff:
+            vals = "; ".join(f"{short_key(k)} = {' | '.join(sorted(value_of(sub, k).unique()))}" for k in diff[:4])
+            more = f" (+{len(diff) - 4} more keys)" if len(diff) > 4 else ""
+            out.append(f"{what}{c} at {col}: {len(sub)} runs of {n} configurations ({vals}{more}): shown as "
+                       f"separate rows. Narrow with --run, --profile or --since.")
+        elif not every and (hashes[idx].groupby(seeds[idx].to_numpy()).nunique() > 1).any():
+            out.append(f"{what}{c} at {col}: {n} cell hashes with the same seed and no logged params to tell them "
+                       f"apart: their values are pooled. Narrow with --run, --profile or --since.")
+    return out
+

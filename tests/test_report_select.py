@@ -122,3 +122,23 @@ def test_designed_sweeps_split_rows_without_a_warning():
     assert [r.label for r in rt.rows if r.source == "measured"] == ["IR-SDE [schedule.texture.T=20] (measured)",
                                                                     "IR-SDE [schedule.texture.T=40] (measured)"]
     assert rt.warnings == []
+
+
+def test_training_params_split_rows_only_when_the_models_differ():
+    def run(rid, tex_model, tex_steps, disc_steps, jump):
+        r = F.cell(rid, "StrDiffusion", "10-20%", "P", F.DAY1, psnr=20, cell_hash=rid, settings={"u_max": jump})
+        r.update({"tags.strbench.model.texture": tex_model, "params.train.roles.texture.steps": tex_steps,
+                  "params.train.roles.discriminator.steps": disc_steps, "params.mask.bins": f"[[0.1, 0.2]]{rid}"})
+        return r
+
+    # other texture models (trained 200 vs 2500 steps): the training key that differs names the rows
+    runs = pd.DataFrame([run("a", "t1", "200", "60", 3), run("b", "t2", "2500", "800", 3)])
+    labels = set(R._row_labels(runs))
+    assert labels == {"StrDiffusion [train.roles.texture.steps=200, train.roles.discriminator.steps=60]",
+                      "StrDiffusion [train.roles.texture.steps=2500, train.roles.discriminator.steps=800]"}
+    # the same models: training params logged differently (the experiment's, unused here) are no difference,
+    # nor is the experiment's list of bins; the sampler setting is
+    runs = pd.DataFrame([run("a", "t1", "200", "60", 3), run("b", "t1", "2500", "800", 5)])
+    assert set(R._row_labels(runs)) == {"StrDiffusion [u_max=3]", "StrDiffusion [u_max=5]"}
+    warn = R.mixed_configurations(runs, "mask_bin")
+    assert len(warn) == 1 and "(u_max = 3 | 5)" in warn[0]
