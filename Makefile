@@ -9,6 +9,7 @@ STAMP := $(VENV)/.strbench-installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	rm -rf strbench.egg-info  # stale in-tree metadata would hide pyproject's entry points (the method registry)
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	$(PY) -c "import torch, torchvision, torch_fidelity, mlflow, optuna; print('strbench env: torch', torch.__version__)"
 	touch $(STAMP)

@@ -1,1 +1,1 @@
-"""Baselines that share strbench's SDE math: IR-SDE and RePaint* (registered in strbench.sample.SAMPLERS)."""
+"""Comparison methods (IR-SDE, RePaint*, ...): each one file, registered as a `strbench.methods` entry point."""

@@ -2,100 +2,47 @@
 
 mu = masked image (holes filled with 0, SPEC section 3), y_T = mu + lambda * noise, then for
 t = T..1: y_{t-1} = reverse step of y_t with eps_hat = net(y_t, mu, t) (Eq. 2; ``ode=True`` uses the
-probability-flow ODE instead). The closed forms live in :mod:`strbench.sde`; :class:`Stepper` only
-evaluates their per-level scalars once, as Python floats, so that the sampling loop does no tensor
-indexing and no host -> device copies (its equality with ``strbench.sde`` is a test).
-
-The loop function returns the raw y_0; compositing, settings and ``torch.no_grad`` are the job of
-:func:`strbench.sample.sample`, which registers this method as ``irsde``.
+probability-flow ODE instead). The closed forms live in :mod:`strbench.sde`, their per-level form in
+:class:`strbench.steps.Stepper`. Registered as ``irsde`` (pyproject entry point ``strbench.methods``).
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Optional
+from typing import Literal
 
-import torch
 from torch import Tensor
 
-from strbench.sde import SDE, masked_mean
+from strbench.methods import Method, MethodSettings, SampleContext
+from strbench.sde import masked_mean
+from strbench.steps import Stepper, time_table
 
 
-class Stepper:
-    """Per-level scalars of one SDE's closed forms (strbench.sde), evaluated once as Python floats.
-
-    reverse (Eq. 2, Euler-Maruyama with score = -eps / sigmabar_t):
-        y_{t-1} = y_t + theta_t dt (y_t - mu) - c sigma_t^2 dt / sigmabar_t * eps - sigma_t sqrt(dt) z
-        (c = 1 for the SDE; c = 1/2 and no noise for the probability-flow ODE)
-    forward (exact transition t-1 -> t, Eq. 17 in closed form):
-        y_t = mu + (y_{t-1} - mu) e^{-theta_t dt} + lambda sqrt(1 - e^{-2 theta_t dt}) z
-    q_sample (forward marginal): x_t = mu + (x_0 - mu) e^{-thetabar_t dt} + sigmabar_t n
-    """
-
-    def __init__(self, sde: SDE):
-        self.sde, self.T, self.lam = sde, sde.T, sde.lam
-        dt = sde.dt
-        theta, sigma, sigmabar = sde.theta.tolist(), sde.sigma.tolist(), sde.sigmabar.tolist()
-        self.rev_a = [th * dt for th in theta]
-        # level 0 has sigmabar 0 and is never the start of a reverse step
-        self.rev_b = [0.0] + [sigma[t] ** 2 * dt / sigmabar[t] for t in range(1, sde.T + 1)]
-        self.rev_s = [s * math.sqrt(dt) for s in sigma]
-        self.fwd_a = [math.exp(-th * dt) for th in theta]
-        self.fwd_s = [sde.lam * math.sqrt(max(0.0, 1.0 - a * a)) for a in self.fwd_a]
-        self.q_a = [math.exp(-tb * dt) for tb in sde.thetabar.tolist()]
-        self.q_s = sigmabar
-
-    # The steps below are the closed forms above rearranged so that each is 3-4 fused kernels without
-    # temporaries (e.g. reverse = (1 + a) y - a mu - b eps - s z); no autograd runs through them.
-
-    def reverse(self, y: Tensor, mu: Tensor, eps: Tensor, t: int, z: Optional[Tensor]) -> Tensor:
-        """y_{t-1} from y_t (reverse SDE step; z=None -> probability-flow ODE step)."""
-        a = self.rev_a[t]
-        if z is None:  # ODE: half the score term, no noise
-            out = eps * (-0.5 * self.rev_b[t])
-        else:
-            out = eps * (-self.rev_b[t])
-            out.add_(z, alpha=-self.rev_s[t])
-        return out.add_(y, alpha=1.0 + a).add_(mu, alpha=-a)
-
-    def forward(self, y_prev: Tensor, mu: Tensor, t: int, z: Tensor) -> Tensor:
-        """y_t from y_{t-1}: one exact forward transition (RePaint undo, Eq. 17)."""
-        a = self.fwd_a[t]
-        return (y_prev * a).add_(mu, alpha=1.0 - a).add_(z, alpha=self.fwd_s[t])
-
-    def q(self, x0: Tensor, mu: Tensor, t: int, noise: Tensor) -> Tensor:
-        """A forward sample x_t ~ q(x_t | x_0)."""
-        a = self.q_a[t]
-        return (x0 * a).add_(mu, alpha=1.0 - a).add_(noise, alpha=self.q_s[t])
+class IrsdeSettings(MethodSettings):
+    method: Literal["irsde"]
+    ode: bool = False  # reverse ODE instead of the SDE
 
 
-def randn_like(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Standard normal noise shaped like x, drawn from `generator` on x's device."""
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-
-
-def time_table(T: int, batch: int, device) -> Tensor:
-    """(T+1, B) LongTensor whose row t is the batch's timestep t (rows are views: no per-step copies)."""
-    return torch.arange(T + 1, device=device).view(-1, 1).expand(T + 1, batch)
-
-
-def irsde_loop(net: Callable, sde: SDE, image: Tensor, known: Tensor, *, generator: torch.Generator,
-               callback: Optional[Callable[[dict], None]] = None, ode: bool = False,
-               counter: Optional[dict] = None) -> Tensor:
+def irsde_loop(ctx: SampleContext, net, image: Tensor, known: Tensor, *, ode: bool = False) -> Tensor:
     """IR-SDE reverse process t = T..1 from y_T = mu + lambda * noise; returns y_0 (not composited).
-
-    `counter["irsde"]` is incremented once per network call (batched: one evaluation per image).
-    """
-    st = Stepper(sde)
+    ``ctx.counter["irsde"]`` is incremented once per network call (batched: one evaluation per image)."""
+    st = Stepper(ctx.sdes.texture)
     mu = masked_mean(image, known)
-    y = mu + st.lam * randn_like(mu, generator)  # y_T (IR-SDE's noisy start)
+    y = mu + st.lam * ctx.noise(mu)  # y_T (IR-SDE's noisy start)
     ts = time_table(st.T, y.shape[0], y.device)
-    counter = {} if counter is None else counter
+    counter = ctx.counter
     counter.setdefault("irsde", 0)
     for t in range(st.T, 0, -1):
         eps = net(y, mu, ts[t])
         counter["irsde"] += 1
-        y = st.reverse(y, mu, eps, t, None if ode else randn_like(y, generator))
-        if callback is not None:
-            callback({"t": t - 1, "y": y, "x": None, "score": None, "threshold": None, "accepted": None,
-                      "phase": "step", "nfe": counter["irsde"]})
+        y = st.reverse(y, mu, eps, t, None if ode else ctx.noise(y))  # Eq. 2
+        ctx.emit(t=t - 1, y=y, phase="step")
     return y
+
+
+def run(ctx: SampleContext, image: Tensor, known: Tensor, s: dict):
+    ctx.need("irsde", why="method 'irsde'")
+    return irsde_loop(ctx, ctx.models.irsde, image, known, ode=s["ode"]), {}
+
+
+METHOD = Method(name="irsde", settings=IrsdeSettings, run=run, roles=lambda s: ("irsde",),
+                summary="IR-SDE (Luo et al. 2023): the mean-reverting SDE's reverse process, no structure",
+                default_case="IR-SDE")

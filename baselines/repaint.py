@@ -1,103 +1,32 @@
 """RePaint* (Lugmayr et al. 2022): RePaint's resampling schedule driving the trained IR-SDE model.
 
-No public code exists for RePaint* (SPEC section 3); strbench builds it from the two pieces:
-- the jump schedule (:func:`jump_schedule`): RePaint's ``get_schedule_jump`` (equivalently
-  diffusers' ``RePaintScheduler.set_timesteps``) with ``n_sample = 1``, written in levels T..0;
-- the mean-reverting SDE of IR-SDE: a move t -> t-1 is one reverse step with the IR-SDE net, after
-  the known region of y_t has been replaced by a forward sample of the ground truth at level t
-  (q_sample(gt, mu, t)); a move t-1 -> t ("undo") is one exact forward transition (Eq. 17).
-Also ablation A of Table 2 (IR-SDE + RePaint resampling): ``strbench.sample`` delegates to it.
+No public code exists for RePaint* (SPEC section 3); strbench builds it from two pieces it already has:
+RePaint's jump schedule and loop (:mod:`strbench.resampling`, shared with StrDiffusion's ablation A)
+and the IR-SDE network. Registered as ``repaint`` (pyproject entry point ``strbench.methods``).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Literal
 
-import torch
+from pydantic import Field
 from torch import Tensor
 
-from baselines.irsde import Stepper, randn_like, time_table
-from strbench.sde import SDE, masked_mean
+from strbench.methods import Method, MethodSettings, SampleContext
+from strbench.resampling import repaint_loop
 
 
-def _jump_points(T: int, jump_length: int) -> list[int]:
-    """RePaint's jump positions, in its 0-based step index: range(0, T - jump_length, jump_length)."""
-    return list(range(0, T - jump_length, jump_length))
+class RepaintSettings(MethodSettings):
+    method: Literal["repaint"]
+    jump_length: int = Field(10, ge=1)  # RePaint's jump length
+    jump_n_sample: int = Field(10, ge=1)  # RePaint's resamplings per jump
 
 
-def jump_schedule(T: int, jump_length: int = 10, jump_n_sample: int = 10) -> list[int]:
-    """RePaint's resampling schedule as the list of levels visited, from T down to 0.
-
-    RePaint (get_schedule_jump, n_sample = 1) walks its step index i from T-1 down to -1; at every
-    index j in range(0, T - jump_length, jump_length) it jumps back up jump_length steps, jump_n_sample - 1
-    times in all. Level = index + 1, so the list starts at T and ends at 0. A move to a lower level is
-    a reverse (denoising) step, a move to a higher level an undo (forward) step.
-    """
-    for name, v in (("T", T), ("jump_length", jump_length), ("jump_n_sample", jump_n_sample)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"jump_schedule: {name} must be an int >= 1, got {v!r}")
-    jumps = {j: jump_n_sample - 1 for j in _jump_points(T, jump_length)}
-    i = T
-    index = []  # RePaint's step indices: T-1 ... 0, then -1 (the clean image)
-    while i >= 1:
-        i -= 1
-        index.append(i)
-        if jumps.get(i, 0) > 0:
-            jumps[i] -= 1
-            for _ in range(jump_length):
-                i += 1
-                index.append(i)
-    index.append(-1)
-    out = [i + 1 for i in index]
-    check_schedule(out, T)
-    return out
+def run(ctx: SampleContext, image: Tensor, known: Tensor, s: dict):
+    ctx.need("irsde", why="method 'repaint'")
+    return repaint_loop(ctx, ctx.models.irsde, image, known, jump_length=s["jump_length"],
+                        jump_n_sample=s["jump_n_sample"]), {}
 
 
-def check_schedule(levels: list[int], T: int) -> None:
-    """Checks of a jump schedule: starts at T, ends at 0, every move +-1, stays in [0, T]."""
-    if not levels or levels[0] != T or levels[-1] != 0:
-        raise ValueError(f"jump schedule must start at T={T} and end at 0; got {levels[:1]}..{levels[-1:]}")
-    for a, b in zip(levels[:-1], levels[1:]):
-        if abs(a - b) != 1:
-            raise ValueError(f"jump schedule moves {a} -> {b}: every move must be +-1")
-    if min(levels) < 0 or max(levels) > T:
-        raise ValueError(f"jump schedule leaves [0, {T}]")
-
-
-def schedule_counts(T: int, jump_length: int = 10, jump_n_sample: int = 10) -> dict:
-    """Closed count of the schedule's moves: undo = jump_length * (jump_n_sample - 1) * #jump points,
-    reverse = T + undo (each undo is denoised again); reverse steps are the network evaluations."""
-    undo = jump_length * (jump_n_sample - 1) * len(_jump_points(T, jump_length))
-    return {"reverse": T + undo, "undo": undo}
-
-
-def repaint_loop(net: Callable, sde: SDE, image: Tensor, known: Tensor, *, generator: torch.Generator,
-                 callback: Optional[Callable[[dict], None]] = None, jump_length: int = 10,
-                 jump_n_sample: int = 10, counter: Optional[dict] = None) -> Tensor:
-    """RePaint* on the IR-SDE: follow :func:`jump_schedule`; returns y_0 (not composited).
-
-    reverse move t -> t-1:  y_t[known] <- q_sample(gt, mu, t)[known];  y_{t-1} = reverse step (net)
-    undo move t-1 -> t:     y_t = forward_step(y_{t-1})  (exact transition, Eq. 17)
-    """
-    st = Stepper(sde)
-    levels = jump_schedule(st.T, jump_length, jump_n_sample)
-    mu = masked_mean(image, known)
-    is_known = known > 0.5
-    y = mu + st.lam * randn_like(mu, generator)  # y_T
-    ts = time_table(st.T, y.shape[0], y.device)
-    counter = {} if counter is None else counter
-    counter.setdefault("irsde", 0)
-    for a, b in zip(levels[:-1], levels[1:]):
-        if b < a:  # reverse step a -> a-1
-            gt_a = st.q(image, mu, a, randn_like(image, generator))
-            y = torch.where(is_known, gt_a, y)  # known region <- forward sample of the ground truth
-            eps = net(y, mu, ts[a])
-            counter["irsde"] += 1
-            y = st.reverse(y, mu, eps, a, randn_like(y, generator))
-            phase = "step"
-        else:  # undo a -> a+1
-            y = st.forward(y, mu, b, randn_like(y, generator))
-            phase = "undo"
-        if callback is not None:
-            callback({"t": b, "y": y, "x": None, "score": None, "threshold": None, "accepted": None,
-                      "phase": phase, "nfe": counter["irsde"]})
-    return y
+METHOD = Method(name="repaint", settings=RepaintSettings, run=run, roles=lambda s: ("irsde",),
+                summary="RePaint* (Lugmayr et al. 2022): RePaint's resampling on the trained IR-SDE model",
+                default_case="RePaint*")

@@ -40,9 +40,16 @@ def _add_validate(sub):
 
 
 def _cmd_validate(a) -> int:
-    from strbench import runner
+    from strbench import experiment
 
-    return runner.validate_command(a.config, overrides=a.set, overlay=a.set_from, profile=a.profile)
+    v = experiment.validate(a.config, overrides=a.set, overlay=a.set_from, profile=a.profile)
+    others = v.other_profiles
+    print(f"{a.config}: ok: {len(v.cells)} cells, {len(v.models)} models" +
+          (f" (profile {v.exp.profile}" + (f"; other profiles valid: {', '.join(others)}" if others else "") + ")"
+           if v.exp.profile else ""))
+    for c in v.checks:
+        print(f"  {c}")
+    return 0
 
 
 def _add_run(sub):
@@ -57,10 +64,121 @@ def _add_run(sub):
 
 
 def _cmd_run(a) -> int:
-    from strbench import runner
+    """0 when every cell finished, 1 when some failed (named on stderr)."""
+    from strbench import config, experiment
 
-    return runner.run_command(a.config, overrides=a.set, overlay=a.set_from, profile=a.profile,
-                              dry_run=a.dry_run, quiet=a.quiet)
+    exp = config.load_experiment(a.config, overrides=a.set, overlay=a.set_from, profile=a.profile)
+    if a.dry_run:
+        print(format_plan(experiment.plan_status(exp)))
+        return 0
+    summary = experiment.run_experiment(exp, progress=ConsoleProgress(a.quiet))
+    if not a.quiet:
+        uri = exp.tracking.uri
+        ui = f"mlflow ui --backend-store-uri {uri}" if experiment.tracking_is_local(uri) else f"open {uri}"
+        print(f"{exp.name}: {summary.n_cells} cells: {summary.done_before} finished before, {summary.ran} run, "
+              f"{len(summary.failed)} failed ({summary.seconds:.0f} s). Browse: {ui}")
+    if summary.failed:
+        for label, h, err in summary.failed:
+            print(f"strbench: cell failed: {label} [{h[:12]}]: {err}", file=sys.stderr)
+        print(f"strbench: {len(summary.failed)} of {summary.n_cells} cells failed; fix the cause and run the "
+              "same command again (finished cells are skipped)", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# printing: the console side of a run's progress events, and the dry-run table
+# ------------------------------------------------------------------------------------------------
+
+
+def _fmt(v, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def cell_summary(i: int, n: int, cell, m: dict, seconds: float) -> str:
+    return (f"[{i}/{n}] {cell.label}: PSNR {_fmt(m.get('psnr'), '.2f')} SSIM {_fmt(m.get('ssim'), '.3f')} "
+            f"FID {_fmt(m.get('fid'), '.2f')} | {int(m['n_images'])} img, {m['nfe_per_image']:.0f} NFE/img, "
+            f"{m['sec_per_image']:.2f} s/img ({seconds:.0f} s)")
+
+
+class _TqdmBar:
+    def __init__(self, bar):
+        self._bar = bar
+
+    def update_to(self, n: int) -> None:
+        self._bar.n = n
+        self._bar.refresh()
+        if n >= (self._bar.total or 0):
+            self._bar.close()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class ConsoleProgress:
+    """A run's events on the terminal: tqdm bars on stderr (off with -q, and off when stderr is not a
+    terminal, so logs stay readable) and one line per cell."""
+
+    _POSITION = {"cells": 0, "train": 1, "sample": 1}
+    _UNIT = {"cells": "cell", "train": "step", "sample": "lvl"}
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+
+    def bar(self, kind: str, total: int, desc: str):
+        from tqdm.auto import tqdm
+
+        return _TqdmBar(tqdm(disable=True if self.quiet else None, dynamic_ncols=True, total=total, desc=desc,
+                             unit=self._UNIT[kind], position=self._POSITION[kind], leave=kind == "cells"))
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            from tqdm.auto import tqdm
+
+            tqdm.write(text)
+
+    def event(self, kind: str, **d) -> None:
+        if kind == "started":
+            self.say(f"{d['experiment']}: {d['n_cells']} cells ({d['done_before']} already finished, {d['todo']} to "
+                     f"run) on {d['device']}; tracking {d['tracking_uri']}, experiment {d['mlflow_experiment']!r}")
+        elif kind == "nothing_to_do":
+            self.say(f"{d['experiment']}: all {d['n_cells']} cells already finished in {d['tracking_uri']} "
+                     f"(experiment {d['mlflow_experiment']!r}); nothing to do")
+        elif kind == "skipped":
+            self.say(f"skip {d['label']}: {d['why']}")
+        elif kind == "training":
+            spec = d["spec"]
+            self.say(f"train {spec.role} model {spec.short} ({spec.train.steps} steps) for {d['label']}")
+        elif kind == "cell_finished":
+            self.say(cell_summary(d["i"], d["n"], d["cell"], d["metrics"], d["seconds"]))
+        elif kind == "cell_failed":
+            self.say(f"[{d['i']}/{d['n']}] {d['cell'].label}: FAILED ({d['error']})")
+
+
+def format_plan(st) -> str:
+    """The dry-run table: cells, the models they need and what is cached / finished."""
+    exp, mine, all_cells = st.exp, st.mine, st.all_cells
+    status = {m.hash: s for m, s, _ in st.models}
+    lines = [f"{exp.name}" + (f" (profile {exp.profile})" if exp.profile else "") +
+             f": {len(mine)} cells" + (f" of {len(all_cells)} (shard {exp.shard.index}/{exp.shard.count})"
+                                        if len(mine) != len(all_cells) else "") +
+             f", {len(status)} models; tracking {exp.tracking.uri}{st.note}; cache {exp.cache_dir}",
+             "", "models:"]
+    for m, s, users in st.models:
+        what = f"from {m.source}" if m.pretrained else f"{m.train.steps:>6} steps"
+        lines.append(f"  {m.role:<14} {m.short}  {s:<8} {what}  used by {users} cell(s)")
+    lines += ["", "cells:", f"  {'#':>3}  {'cell':<12}  {'status':<8}  {'label':<44}  models"]
+    for c in mine:
+        done = "done" if c.hash in st.done else "pending"
+        ms = " ".join(f"{m.role}:{m.short[:8]}({status[m.hash][0]})" for m in c.models)
+        lines.append(f"  {c.index:>3}  {c.short}  {done:<8}  {c.label:<44}  {ms}")
+    n_done = sum(c.hash in st.done for c in mine)
+    vals = list(status.values())
+    loaded = f"{vals.count('pretrained')} pretrained, " if "pretrained" in vals else ""
+    lines += ["", "checks:"] + [f"  {c}" for c in st.checks] if st.checks else []
+    lines += ["", f"{n_done} done, {len(mine) - n_done} to run; models: {loaded}{vals.count('cached')} cached, "
+                  f"{vals.count('partial')} partial, {vals.count('missing')} to train. Nothing was trained or logged."]
+    return "\n".join(lines)
 
 
 def _add_report(sub):

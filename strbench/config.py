@@ -17,7 +17,9 @@ from typing import Annotated, Any, Iterable, Literal, Mapping, Optional, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from strbench import methods as methods_registry
 from strbench.errors import ConfigError
+from strbench.methods.base import MethodSettings
 
 ROLES = ("irsde", "structure", "texture", "discriminator")
 VARIANTS = ("gray2gray", "edge2edge", "edge2gray", "gray2edge")  # = strbench.structure.VARIANTS
@@ -110,55 +112,25 @@ class MasksCfg(Strict):
 # ------------------------------------------------------------------------------------------------
 
 
-class IrsdeMethod(Strict):
-    method: Literal["irsde"]
-    ode: bool = False  # reverse ODE instead of the SDE
+def _method_union():
+    """The `methods.<case>` schema: the union of every registered method's settings model, keyed by
+    `method:` (each method's module is the one place of its defaults; see strbench.methods)."""
+    models = tuple(m.settings for m in methods_registry.registry().values())
+    return Annotated[Union[models], Field(discriminator="method")] if len(models) > 1 else models[0]
 
 
-class RepaintMethod(Strict):
-    method: Literal["repaint"]
-    jump_length: int = Field(10, ge=1)
-    jump_n_sample: int = Field(10, ge=1)
+MethodCfg = _method_union()
+METHOD_NAMES = methods_registry.names()
+METHOD_MODELS = {name: m.settings for name, m in methods_registry.registry().items()}
 
 
-class StrDiffusionMethod(Strict):
-    """StrDiffusion sampling settings (strbench.sample.SETTINGS; None = the sampler's default for the
-    mode/ablation: the official-only keys need mode official, jump_* need ablation A)."""
-
-    method: Literal["strdiffusion"]
-    ablation: Literal["A", "B", "C", "D"] = "D"  # Table 2: A IR-SDE+RePaint, B no D, C no resampling, D full
-    mode: Literal["paper", "official"] = "paper"  # Alg. 1 as written | the authors' code
-    accept: Literal["lower", "higher"] = "lower"  # Alg. 1 line 10 as written: accept when S < Delta
-    u_max: int = Field(25, ge=1)  # U of Alg. 1 (the authors' T=400 value: 6)
-    structure_repaint: Optional[bool] = None  # known structure replaced by a forward sample (official: on)
-    disc_time: Optional[Literal["t-1", "t"]] = None  # time given to D (paper t-1, official t)
-    disc_mask_texture: bool = False  # D sees y * known (authors' test script)
-    u_min: Optional[int] = Field(None, ge=1)  # official: 4
-    jump: Optional[int] = Field(None, ge=1)  # official: 2
-    re: Optional[int] = Field(None, ge=1)  # official: 2
-    stage_end: Optional[float] = Field(None, ge=0.0, le=1.0)  # official: 0.4
-    late_structure: Optional[Literal["texture_mean", "net"]] = None  # official: texture_mean
-    jump_length: Optional[int] = Field(None, ge=1)  # ablation A: 10
-    jump_n_sample: Optional[int] = Field(None, ge=1)  # ablation A: 10
+def models_for(method: MethodSettings) -> tuple[str, ...]:
+    """Roles of the trained models a method needs (asks the method's registry entry)."""
+    return tuple(methods_registry.get(method.method).roles(method))
 
 
-MethodCfg = Annotated[Union[IrsdeMethod, RepaintMethod, StrDiffusionMethod], Field(discriminator="method")]
-METHOD_NAMES = ("irsde", "repaint", "strdiffusion")
-METHOD_MODELS = {"irsde": IrsdeMethod, "repaint": RepaintMethod, "strdiffusion": StrDiffusionMethod}
-
-
-def models_for(method: Mapping[str, Any]) -> tuple[str, ...]:
-    """Roles of the trained models a method needs (the IR-SDE model serves irsde, repaint and A)."""
-    name = method["method"]
-    if name in ("irsde", "repaint") or method.get("ablation") == "A":
-        return ("irsde",)
-    if method.get("ablation") in ("B", "C"):
-        return ("structure", "texture")
-    return ("structure", "texture", "discriminator")
-
-
-def uses_structure(method: Mapping[str, Any]) -> bool:
-    return "structure" in models_for(method)
+def uses_structure(method: MethodSettings) -> bool:
+    return methods_registry.get(method.method).structure_guided(method)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -204,8 +176,9 @@ class StructureCfg(Strict):
 
 
 class NetsCfg(Strict):
-    """Networks: a preset of strbench.nets.PRESETS plus build_net overrides."""
+    """Networks: an architecture, a preset of its presets (strbench.nets) plus build_net overrides."""
 
+    arch: Literal["strbench", "authors"] = "strbench"  # authors: the released networks (state_dict-compatible)
     preset: Literal["tiny", "small", "paper"] = "tiny"
     unet: dict[str, Any] = {}  # overrides of the three U-Nets (irsde, structure, texture): nf, ch_mult, ...
     roles: dict[Role, dict[str, Any]] = {}  # per-role overrides (discriminator: nf, ch_mult)
@@ -281,8 +254,7 @@ class ShardCfg(Strict):
 
 
 def _default_methods() -> dict[str, Any]:
-    return {"IR-SDE": IrsdeMethod(method="irsde"), "RePaint*": RepaintMethod(method="repaint"),
-            "StrDiffusion": StrDiffusionMethod(method="strdiffusion")}
+    return methods_registry.default_cases()
 
 
 class Experiment(Strict):
@@ -297,12 +269,16 @@ class Experiment(Strict):
     structure: StructureCfg = StructureCfg()
     schedule: ScheduleCfg = ScheduleCfg()
     nets: NetsCfg = NetsCfg()
+    # Pretrained weights per role, loaded (strictly) instead of trained: a state_dict file (e.g. the authors'
+    # texture.pth) for the `nets` architecture, or "random:SEED" (random weights written to the cache: smoke tests)
+    models: dict[Role, Optional[str]] = {}  # a role set to null must be given (e.g. --set models.texture=PATH)
     train: TrainCfg = TrainCfg()
     sample: SampleCfg = SampleCfg()
     metrics: MetricsCfg = MetricsCfg()
     seed: int = 0
     sweep: dict[str, list[Any]] = {}  # dotted key -> values (axes besides methods and mask bins)
     tracking: TrackingCfg = TrackingCfg()
+    floors: bool = True  # add the registered no-learning reference methods (e.g. biharmonic) as cases
     cache_dir: str = ".strbench"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     shard: ShardCfg = ShardCfg()
@@ -342,6 +318,19 @@ class Experiment(Strict):
     def resolved(self) -> dict:
         """Every key with its value (defaults filled in), as plain Python data."""
         return self.model_dump(mode="python")
+
+    def cases(self) -> dict[str, MethodSettings]:
+        """case -> method settings: `methods`, plus each registered floor method not already run (when
+        `floors` is on; case name = the method's name)."""
+        out = dict(self.methods)
+        if self.floors:
+            have = {m.method for m in out.values()}
+            out.update({c: m for c, m in methods_registry.floors().items() if m.method not in have and c not in out})
+        return out
+
+    def sde(self, which: str) -> dict:
+        """make_sde(**...) arguments of the texture or the structure SDE."""
+        return sde_dict({"schedule": self.schedule.model_dump()}, which)
 
     def mask_sets(self) -> dict[str, dict]:
         """Name -> {bins, families, per_bin} with defaults filled in (the default set is masks.name)."""
@@ -627,9 +616,11 @@ def sde_dict(resolved: Mapping, which: str) -> dict:
     return {"T": s["T"], "kind": s["kind"], "lam": s["lam"], "eps": s["eps"], **params}
 
 
-def merge_layers(base: dict, *, source: str, profile: str | None = None, overlay: str | os.PathLike | None = None,
+def merge_layers(base: dict, *, source: str, profile: str | None = None,
+                 overlay: str | os.PathLike | Mapping | None = None, overlay_name: str | None = None,
                  overrides: Iterable[str] = ()) -> tuple[dict, dict[str, str], str | None]:
-    """base YAML -> profile -> overlay file -> --set overrides. Returns (merged, provenance, profile)."""
+    """base YAML -> profile -> overlay (a file, or a mapping of dotted keys named `overlay_name` in
+    messages) -> --set overrides. Returns (merged, provenance, profile)."""
     data = copy.deepcopy(base)
     if "methods" not in data:  # so that profiles/overrides can edit the default methods by case name
         data["methods"] = {k: v.model_dump() for k, v in _default_methods().items()}
@@ -652,9 +643,14 @@ def merge_layers(base: dict, *, source: str, profile: str | None = None, overlay
         for p in deep_merge(data, prof, source=f"{source}: profiles.{chosen}"):
             provenance[p] = f"profile {chosen!r}"
     if overlay is not None:
-        ov = read_yaml(overlay, what="overlay")
-        for p in deep_merge(data, ov, source=f"{overlay}"):
-            provenance[p] = f"overlay {overlay}"
+        if isinstance(overlay, Mapping):
+            ov, name = copy.deepcopy(dict(overlay)), overlay_name or "the overlay mapping"
+            where = name
+        else:
+            ov, name = read_yaml(overlay, what="overlay"), str(overlay)
+            where = f"overlay {overlay}"
+        for p in deep_merge(data, ov, source=name):
+            provenance[p] = where
     for text in overrides:
         key, value = parse_override(text)
         set_path(data, key, value, source=f"--set {text}")
@@ -663,14 +659,15 @@ def merge_layers(base: dict, *, source: str, profile: str | None = None, overlay
 
 
 def load_experiment(path: str | os.PathLike | Mapping, *, overrides: Iterable[str] = (),
-                    overlay: str | os.PathLike | None = None, profile: str | None = None,
-                    check_profiles: bool = False) -> Experiment:
+                    overlay: str | os.PathLike | Mapping | None = None, profile: str | None = None,
+                    check_profiles: bool = False, overlay_name: str | None = None) -> Experiment:
     """Read, merge and strictly validate an experiment (raises ConfigError naming file and key)."""
     if isinstance(path, Mapping):
         base, source = copy.deepcopy(dict(path)), "<dict>"
     else:
         base, source = read_yaml(path), str(path)
     merged, provenance, chosen = merge_layers(base, source=source, profile=profile, overlay=overlay,
+                                              overlay_name=overlay_name,
                                               overrides=list(overrides))
     exp = validate_dict(merged, source=source, provenance=provenance)
     exp._source, exp._profile, exp._raw = source, chosen, merged

@@ -63,13 +63,13 @@ def _natural_key(path: str):
 
 def _check_size(size) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
-        raise ConfigError(f"data.size must be an integer >= 8 (pixels); got {size!r}")
+        raise ConfigError(f"dataset.size must be an integer >= 8 (pixels); got {size!r}")
     return int(size)
 
 
 def _check_split(split: str) -> str:
     if split not in SPLITS:
-        raise ConfigError(f"data.split {split!r} is not one of {', '.join(SPLITS)}")
+        raise ConfigError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     return split
 
 
@@ -80,11 +80,11 @@ def list_images(folder: Path) -> list[Path]:
     """Every image file under folder (any depth), sorted naturally by relative path."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"dataset folder {folder} does not exist; set data.root to the dataset's folder")
+        raise DataError(f"dataset folder {folder} does not exist; set dataset.root to the dataset's folder")
     files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise DataError(f"dataset folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
-                        "set data.root to the folder that holds them")
+                        "set dataset.root to the folder that holds them")
     return sorted(files, key=lambda p: _natural_key(str(p.relative_to(folder))))
 
 
@@ -114,7 +114,7 @@ def _first_dir(root: Path, names: Sequence[str], what: str) -> Path:
         if (root / n).is_dir():
             return root / n
     raise DataError(f"{what}: none of {', '.join(n + '/' for n in names)} exists under {root}; "
-                    "point data.root at the dataset's top folder (see strbench.data for the layout)")
+                    "point dataset.root at the dataset's top folder (see strbench.data for the layout)")
 
 
 def _hash_fraction(rel: str) -> float:
@@ -238,14 +238,65 @@ def _square(im, size: int, mode: str, rng: np.random.Generator | None):
     return im.crop((x, y, x + size, y + size))
 
 
-def load_image(path: Path, size: int, mode: str = "resize", rng: np.random.Generator | None = None) -> torch.Tensor:
-    """One RGB image file -> float tensor (3, size, size) in [0, 1]; DataError naming an unreadable file."""
-    from PIL import Image, UnidentifiedImageError
+# Pillow modes and how `open_image` turns them into 8-bit RGB / L (the way PIL users expect):
+#   RGB, L, 1, P, PA, LA, RGBA, RGBa, RGBX, CMYK, YCbCr: Pillow's own convert(); alpha is dropped (the colour
+#     channels are kept as stored, as `Image.open(f).convert("RGB")` and torchvision's loader do); palettes
+#     are expanded through RGBA; CMYK uses Pillow's naive (no ICC profile) conversion.
+#   I;16, I;16L, I;16B, I;16N (16-bit gray), and I read from a PNG (older Pillow's 16-bit gray): scaled to 8 bit
+#     by round(v * 255 / 65535) (= v / 257), not clipped at 255 (which turns every pixel white).
+#   48/64-bit RGB(A) PNGs: Pillow itself keeps the high byte, floor(v / 256), less than 1/255 from v / 257.
+#   Anything else (32-bit integer I from other formats, float F, LAB, HSV, I;16S ...): DataError (range unknown).
+EIGHT_BIT_MODES = ("RGB", "L", "1", "P", "PA", "LA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _gray16_to_8(im):
+    """16-bit gray Pillow image -> 8-bit L, round(v * 255 / 65535) in exact integer arithmetic."""
+    from PIL import Image
+    a = np.asarray(im).astype(np.int64)
+    if a.min() < 0 or a.max() > 65535:
+        raise ValueError(f"values {a.min()}..{a.max()} outside 0..65535")
+    return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+
+
+def _to_8bit(im, target: str, path):
+    """A loaded Pillow image in any supported mode -> 8-bit `target` ("RGB" or "L"); see the table above."""
+    mode = im.mode
+    if mode in SIXTEEN_BIT_MODES or (mode == "I" and im.format == "PNG"):
+        im = _gray16_to_8(im)
+    elif mode in ("P", "PA"):
+        im = im.convert("RGBA")  # palette (and its transparency) expanded; alpha dropped below
+    elif mode not in EIGHT_BIT_MODES:
+        raise DataError(f"image {path} has Pillow mode {mode!r} ({im.format or 'unknown'} file), whose value range "
+                        "strbench cannot map to 8-bit RGB; save it as an 8- or 16-bit PNG or a JPEG")
+    return im.copy() if im.mode == target else im.convert(target)  # a copy: the file's image is closed
+
+
+def open_image(path, mode: str = "RGB"):
+    """Decode one image file into an 8-bit Pillow image in `mode` ("RGB" for images, "L" for masks), fully
+    loaded (a truncated or corrupt file fails here, whatever ImageFile.LOAD_TRUNCATED_IMAGES says); the one
+    decoder of dataset images, mask files and the pre-flight. DataError (one line naming the file) otherwise."""
+    from PIL import Image, ImageFile, UnidentifiedImageError
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be 'RGB' or 'L'; got {mode!r}")
+    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
         with Image.open(path) as im:
-            arr = np.asarray(_square(im.convert("RGB"), size, mode, rng))
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read image {path} ({e}); replace or remove the file") from None
+            im.load()
+            return _to_8bit(im, mode, path)
+    except DataError:
+        raise
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise DataError(f"cannot read image {path} ({reason}); replace or remove the file") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+
+
+def load_image(path: Path, size: int, mode: str = "resize", rng: np.random.Generator | None = None) -> torch.Tensor:
+    """One image file -> float tensor (3, size, size) in [0, 1] RGB (decoded by `open_image`); DataError naming
+    an unreadable file."""
+    arr = np.asarray(_square(open_image(path, "RGB"), size, mode, rng))
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -259,19 +310,19 @@ class ImageFolderDataset(Dataset):
         if layout not in LAYOUTS:
             raise ConfigError(f"dataset layout {layout!r} is not one of {', '.join(LAYOUTS)}")
         if resize not in RESIZE_MODES:
-            raise ConfigError(f"data.resize {resize!r} is not one of {', '.join(RESIZE_MODES)}")
+            raise ConfigError(f"dataset.resize {resize!r} is not one of {', '.join(RESIZE_MODES)}")
         if not 0.0 < float(test_fraction) < 1.0:
-            raise ConfigError(f"data.test_fraction must be in (0, 1); got {test_fraction}")
+            raise ConfigError(f"dataset.test_fraction must be in (0, 1); got {test_fraction}")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ConfigError(f"data.limit must be a positive integer or null; got {limit!r}")
+            raise ConfigError(f"limit must be a positive integer or null; got {limit!r}")
         self.root, self.size, self.split = Path(root), _check_size(size), _check_split(split)
         self.layout, self.resize, self.seed, self.epoch = layout, resize, int(seed), 0
         if not self.root.is_dir():
-            raise DataError(f"dataset folder {self.root} does not exist; set data.root to the dataset's folder")
+            raise DataError(f"dataset folder {self.root} does not exist; set dataset.root to the dataset's folder")
         given = (split_files or {}).get(split)
         flist = self.root / given if given else _flist(self.root, split)  # `/` keeps an absolute path
         if given and not flist.is_file():
-            raise DataError(f"file list {flist} for the {split} split does not exist; fix data.splits.{split}")
+            raise DataError(f"file list {flist} for the {split} split does not exist; fix dataset.splits.{split}")
         if flist is not None:
             files = read_flist(flist, self.root)
         elif layout == "folder":
@@ -280,7 +331,7 @@ class ImageFolderDataset(Dataset):
             files = LAYOUTS[layout](self.root, split)
         if not files:
             raise DataError(f"the {split} split of {self.root} ({layout} layout) is empty; "
-                            "check data.root and data.split")
+                            "check dataset.root and the split")
         self.files = files[:limit] if limit else files
 
     def set_epoch(self, epoch: int) -> None:
@@ -367,7 +418,7 @@ def _builtin_patches(size: int) -> tuple[torch.Tensor, tuple[str, ...]]:
         patches += ps
         sources += [name] * len(ps)
     if not patches:
-        raise DataError(f"the built-in photos give no {size}x{size} patches; use data.size <= {BUILTIN_MAX_SIDE}")
+        raise DataError(f"the built-in photos give no {size}x{size} patches; use dataset.size <= {BUILTIN_MAX_SIDE}")
     arr = np.stack(patches).transpose(0, 3, 1, 2)
     t = torch.from_numpy(np.ascontiguousarray(arr))
     return t, tuple(sources)
@@ -408,7 +459,7 @@ def builtin_dataset(size: int, split: str = "train", *, limit: int | None = None
     keep = set(_split_photos(split))
     idx = [i for i, s in enumerate(all_sources) if s in keep][:limit or None]
     if not idx:
-        raise DataError(f"the built-in {split} split has no {size}x{size} patches; use a smaller data.size")
+        raise DataError(f"the built-in {split} split has no {size}x{size} patches; use a smaller dataset.size")
     return PatchDataset(all_patches[idx], [all_sources[i] for i in idx], size, split)
 
 
@@ -438,18 +489,18 @@ DEFAULT_SIZE = 32
 
 def _make_builtin(cfg: dict) -> Dataset:
     if cfg.get("root") or any((cfg.get("splits") or {}).values()):
-        raise ConfigError("data.root and data.splits are for folder datasets; data.type 'builtin' uses the "
-                          "photos shipped with strbench's dependencies: remove them or set data.type")
+        raise ConfigError("dataset.root and dataset.splits are for folder datasets; dataset.type 'builtin' uses the "
+                          "photos shipped with strbench's dependencies: remove them or set dataset.type")
     return builtin_dataset(cfg.get("size", DEFAULT_SIZE), cfg.get("split", "train"), limit=cfg.get("limit"))
 
 
 def _make_folder(cfg: dict) -> Dataset:
     if not cfg.get("root"):
-        raise ConfigError(f"data.root is required for data.type {cfg['type']!r}: the dataset's top folder")
+        raise ConfigError(f"dataset.root is required for dataset.type {cfg['type']!r}: the dataset's top folder")
     extra = {"test_fraction": cfg["test_fraction"]} if "test_fraction" in cfg else {}
     splits = cfg.get("splits") or {}
     if not isinstance(splits, dict) or set(splits) - set(SPLITS):
-        raise ConfigError(f"data.splits must map split names ({', '.join(SPLITS)}) to file lists; got {splits!r}")
+        raise ConfigError(f"dataset.splits must map split names ({', '.join(SPLITS)}) to file lists; got {splits!r}")
     return ImageFolderDataset(cfg["root"], cfg.get("size", DEFAULT_SIZE), cfg.get("split", "train"),
                               layout=cfg["type"], resize=cfg.get("resize", "resize"),
                               limit=cfg.get("limit"), seed=cfg.get("seed", 0), split_files=splits, **extra)
@@ -477,9 +528,9 @@ def make_dataset(cfg: dict, **overrides) -> Dataset:
     cfg = {**cfg, **overrides}
     kind = cfg.get("type")
     if kind not in DATASETS:
-        raise ConfigError(f"data.type {kind!r} is not one of {', '.join(DATASETS)}")
+        raise ConfigError(f"dataset.type {kind!r} is not one of {', '.join(DATASETS)}")
     unknown = sorted(set(cfg) - _DATASET_KEYS[kind])
     if unknown:
-        raise ConfigError(f"unknown key(s) data.{', data.'.join(unknown)} for data.type {kind!r}; "
+        raise ConfigError(f"unknown key(s) dataset.{', dataset.'.join(unknown)} for dataset.type {kind!r}; "
                           f"allowed: {', '.join(sorted(_DATASET_KEYS[kind]))}")
     return DATASETS[kind](cfg)

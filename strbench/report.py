@@ -681,7 +681,7 @@ def figure_frontier(points: pd.DataFrame, *, title_columns: str = ""):
     per method family through its settings in NFE order."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     pts = points[points["nfe"].notna()]
     if pts.empty:
@@ -699,9 +699,11 @@ def figure_frontier(points: pd.DataFrame, *, title_columns: str = ""):
                             (r.nfe, getattr(r, metric)), textcoords="offset points", xytext=(4, 4), fontsize=7)
         if (pts["nfe"] > 0).all():
             ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.xaxis.set_major_formatter(ScalarFormatter())
-            ax.xaxis.set_minor_formatter(NullFormatter())
+        else:  # a method without network evaluations (biharmonic, NFE 0): linear near 0, log above
+            ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xticks(sorted({round(float(v)) for v in pts["nfe"]}))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("network evaluations per image (NFE)")
         ax.set_ylabel(name)
         ax.grid(True, alpha=0.3)

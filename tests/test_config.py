@@ -200,15 +200,17 @@ def test_train_defaults_match_train_config():
             assert v == theirs[k], f"train.{k}: schema default {v!r} != TrainConfig default {theirs[k]!r}"
 
 
-def test_sampler_defaults_match_sample_settings():
-    from strbench.sample import SETTINGS
+def test_method_settings_have_one_home():
+    """The schema of methods.<case> is each registered method's own settings model (no second copy)."""
+    from strbench import methods
+    from strbench.sample import defaults
 
-    for model, name in ((C.IrsdeMethod, "irsde"), (C.RepaintMethod, "repaint"),
-                        (C.StrDiffusionMethod, "strdiffusion")):
-        fields = {k: v for k, v in model(method=name).model_dump().items() if k != "method"}
-        for k, v in fields.items():
-            assert k in SETTINGS[name], f"{name}.{k} is not a sampler setting"
-            assert v == SETTINGS[name][k], f"{name}.{k}: schema default {v!r} != sampler default"
+    for name, m in methods.registry().items():
+        assert C.METHOD_MODELS[name] is m.settings
+        model = {k: v for k, v in m.make().model_dump().items() if k != "method"}
+        assert {k: defaults(name)[k] for k in model} == model
+    e = load({"methods": {"S": {"method": "strdiffusion", "u_max": 4}}})
+    assert type(e.methods["S"]) is methods.get("strdiffusion").settings and e.methods["S"].u_max == 4
 
 
 # ------------------------------------------------------------------------------------------ shipped

@@ -56,7 +56,7 @@ def test_builtin_accepts_the_config_dump():
     cfg = {"type": "builtin", "root": None, "size": 32, "resize": "resize",
            "splits": {"train": None, "val": None, "test": None}}  # config.DatasetCfg().model_dump()
     assert len(D.make_dataset(cfg, split="test")) == len(D.builtin_dataset(32, "test"))
-    with pytest.raises(ConfigError, match="data.root"):
+    with pytest.raises(ConfigError, match="dataset.root"):
         D.make_dataset({**cfg, "root": "/data/psv"})
 
 
@@ -96,7 +96,7 @@ def test_folder_flist_and_hash_split(tmp_path):
     (tmp_path / "lists" / "mine.txt").write_text("002.png\n")
     cfg = {"type": "folder", "root": str(tmp_path), "size": 8, "splits": {"test": "lists/mine.txt"}}
     assert [p.name for p in D.make_dataset(cfg, split="test").files] == ["002.png"]  # config list wins
-    with pytest.raises(DataError, match="data.splits.test"):
+    with pytest.raises(DataError, match="dataset.splits.test"):
         D.make_dataset({**cfg, "splits": {"test": "lists/nope.txt"}}, split="test")
     (tmp_path / "test.txt").write_text("001.png\nmissing.png\n")
     with pytest.raises(DataError, match="missing.png"):
@@ -168,9 +168,9 @@ def test_unreadable_image_names_the_file(tmp_path):
 def test_config_errors():
     with pytest.raises(ConfigError, match="builtin"):
         D.make_dataset({"type": "imagenet"})
-    with pytest.raises(ConfigError, match="data.colour"):
+    with pytest.raises(ConfigError, match="dataset.colour"):
         D.make_dataset({"type": "builtin", "colour": True})
-    with pytest.raises(ConfigError, match="data.root"):
+    with pytest.raises(ConfigError, match="dataset.root"):
         D.make_dataset({"type": "psv"})
     with pytest.raises(ConfigError, match="split"):
         D.make_dataset({"type": "builtin", "split": "dev"})

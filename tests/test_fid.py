@@ -146,3 +146,33 @@ def test_reference_features_are_extracted_once_per_set(monkeypatch):
     assert torch.equal(a, b) and calls == [3]
     M.reference_features(gt.flip(0), weights)  # other pixels: extracted again
     assert calls == [3, 3]
+
+
+def test_verified_extractor_equals_torch_fidelitys_own_loader(cache, monkeypatch):
+    """The tensors strbench checks and copies in give bit-identical features (so FID is unchanged) to
+    torch-fidelity loading the (trusted) converted file itself, and no path reaches an unsafe torch.load."""
+    from torch_fidelity.utils import create_feature_extractor
+
+    monkeypatch.setenv(FW.ENV_CACHE, str(cache))
+    path, sha = FW.resolve_fid_weights()
+    unsafe = []
+    real_load = torch.load
+
+    def spy(f, *a, **kw):
+        if not kw.get("weights_only", False) and not hasattr(f, "read"):
+            unsafe.append(f)
+        return real_load(f, *a, **kw)
+
+    monkeypatch.setattr(torch, "load", spy)
+    ours = M._extractor.__wrapped__(str(path), sha, "cpu")
+    assert unsafe == []
+    monkeypatch.setattr(torch, "load", real_load)
+    theirs = create_feature_extractor("inception-v3-compat", ["2048"], cuda=False,
+                                      feature_extractor_weights_path=str(path), verbose=False)
+    a, _ = _set(n=3, size=48)
+    x = M.to_uint8(a)
+    with torch.no_grad():
+        assert torch.equal(ours(x)[0], theirs(x)[0])
+    sa, sb = ours.state_dict(), theirs.state_dict()
+    assert list(sa) == list(sb) and all(torch.equal(sa[k].nan_to_num(7.0), sb[k].nan_to_num(7.0)) for k in sa)
+    assert type(ours) is type(theirs) and not ours.training

@@ -1,8 +1,8 @@
-"""RePaint's jump schedule (baselines/repaint.py): a pure list of levels with closed-form counts."""
+"""RePaint's jump schedule (strbench/resampling.py): a pure list of levels with closed-form counts."""
 import numpy as np
 import pytest
 
-from baselines.repaint import check_schedule, jump_schedule, schedule_counts
+from strbench.resampling import check_schedule, jump_schedule, schedule_counts
 
 PARAMS = [(100, 10, 10), (100, 5, 3), (50, 10, 1), (20, 3, 4), (7, 2, 3), (10, 10, 5), (10, 20, 5),
           (1, 1, 1), (400, 10, 10), (33, 4, 2)]

@@ -245,14 +245,15 @@ def test_cli_report_flags(monkeypatch, capsys):
 # ----------------------------------------------------------------------------------------------- nfe_frontier.yaml
 def test_nfe_frontier_reuses_the_quickstarts_models_and_sweeps_budgets():
     from strbench import config as C
-    from strbench import runner
+    from strbench import experiment
 
     root = Path(__file__).resolve().parents[1] / "experiments"
-    front = runner.expand(C.load_experiment(root / "nfe_frontier.yaml"))
-    quick = runner.expand(C.load_experiment(root / "quickstart.yaml"))
+    front = experiment.expand(C.load_experiment(root / "nfe_frontier.yaml"))
+    quick = experiment.expand(C.load_experiment(root / "quickstart.yaml"))
     models = lambda cells: {m.role: m.hash for c in cells for m in c.models}  # noqa: E731
     assert models(front) == models(quick)  # same training settings: the quickstart's cache serves every cell
-    settings = {c.config["case"]: dict(c.config["settings"]) for c in front}
+    settings = {c.config.case: c.config.method.model_dump() for c in front}
     assert sorted(s["jump_n_sample"] for k, s in settings.items() if k.startswith("RePaint*")) == [1, 2, 3, 5]
     assert sorted(s["u_max"] for k, s in settings.items() if k.startswith("StrDiffusion")) == [2, 3, 5]
-    assert len(front) == 16
+    assert {s["method"] for s in settings.values()} == {"irsde", "repaint", "strdiffusion", "biharmonic"}
+    assert len(front) == 2 * len(settings) == 18  # 8 budgets + the biharmonic floor (NFE 0), two bins

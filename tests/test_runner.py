@@ -1,4 +1,4 @@
-"""Runner: expansion into frozen hashed cells, model hashes (what changes a model and what does not),
+"""Experiments (strbench.experiment): expansion into frozen hashed cells, model hashes (what changes a model and what does not),
 sharding, resource checks before tracking, the model cache and resuming a half-trained model."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from strbench import config as C
-from strbench import runner
+from strbench import experiment
 from strbench.errors import ConfigError, DataError
 
 
@@ -42,6 +42,7 @@ def tiny(tmp_path: Path, **extra) -> dict:
         "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_location": str(tmp_path / "mlartifacts")},
         "cache_dir": str(tmp_path / "cache"),
         "device": "cpu",
+        "floors": False,  # no classical floor methods: these tests count cells of the three methods
     }
     for k, v in extra.items():
         C.set_path(d, k, v)
@@ -75,7 +76,7 @@ def runs(tmp_path: Path):
 
 
 def cells_of(d: dict, *overrides: str):
-    return runner.expand(C.load_experiment(d, overrides=list(overrides)))
+    return experiment.expand(C.load_experiment(d, overrides=list(overrides)))
 
 
 def model_hashes(cells) -> dict:
@@ -110,7 +111,7 @@ def test_any_dotted_key_can_be_an_axis(tmp_path):
     cells = cells_of(tiny(tmp_path, sweep={"schedule.texture.T": [5, 7]}))
     assert len(cells) == 12
     assert {c.axes["schedule.texture.T"] for c in cells} == {5, 7}
-    assert {c.config["schedule"]["texture"]["T"] for c in cells} == {5, 7}
+    assert {c.config.schedule["texture"]["T"] for c in cells} == {5, 7}
 
 
 def test_named_mask_sets_are_cells(tmp_path):
@@ -118,17 +119,21 @@ def test_named_mask_sets_are_cells(tmp_path):
     d["masks"]["sets"] = {"hard": {"bins": [[0.4, 0.6]]}, "easy": {"bins": [[0.1, 0.3]]}}
     cells = cells_of(d)
     assert len(cells) == 3 * 2
-    assert {(c.config["mask"]["set"], c.config["mask"]["label"]) for c in cells} == {("hard", "40-60%"),
+    assert {(c.config.mask.set, c.config.mask.label) for c in cells} == {("hard", "40-60%"),
                                                                                   ("easy", "10-30%")}
 
 
 def test_cells_are_frozen(tmp_path):
     c = cells_of(tiny(tmp_path))[0]
-    with pytest.raises(TypeError):
-        c.config["seed"] = 3
+    with pytest.raises(Exception):
+        c.config.seed = 3
+    with pytest.raises(Exception):
+        c.config.mask.lo = 0.0
     with pytest.raises(Exception):
         c.hash = "x"
-    assert isinstance(runner.thaw(c.config), dict)
+    assert isinstance(c.config.model_dump(), dict) and c.config.hash() == c.hash
+    again = experiment.CellConfig.from_mapping(c.config.model_dump())  # a logged config.yaml reads back
+    assert again == c.config and again.hash() == c.hash
 
 
 def test_models_needed_per_method(tmp_path):
@@ -201,14 +206,14 @@ def test_model_hash_is_the_checkpoint_config_hash(tmp_path):
 
     for c in cells_of(tiny(tmp_path)):
         for m in c.models:
-            assert TrainConfig.from_dict(runner.thaw(m.train)).hash(m.role) == m.hash
+            assert TrainConfig.from_dict(m.train.to_dict()).hash(m.role) == m.hash
 
 
 def test_guidance_net_makes_texture_depend_on_the_structure_model(tmp_path):
     cells = cells_of(tiny(tmp_path, **{"train.guidance": "net"}))
     strd = [c for c in cells if c.axes["case"] == "StrDiffusion"][0]
     tex = strd.model("texture")
-    assert [n.role for n in tex.needs] == ["structure"] and tex.needs[0].hash == strd.model("structure").hash
+    assert tex.needs == (strd.model("structure").hash,)
     a = model_hashes(cells_of(tiny(tmp_path, **{"train.guidance": "net"})))
     b = model_hashes(cells_of(tiny(tmp_path, **{"train.guidance": "net", "train.roles.structure.steps": 7})))
     assert a["texture"] != b["texture"]  # the structure net it learned from changed
@@ -220,7 +225,7 @@ def test_guidance_net_makes_texture_depend_on_the_structure_model(tmp_path):
 def test_shards_partition_the_cells(tmp_path):
     d = tiny(tmp_path, sweep={"seed": [0, 1, 2]})
     cells = cells_of(d)
-    parts = [runner.shard_cells(cells, i, 3) for i in range(3)]
+    parts = [experiment.shard_cells(cells, i, 3) for i in range(3)]
     assert sorted(c.hash for p in parts for c in p) == sorted(c.hash for c in cells)
     for p in parts:  # whole model groups stay on one shard
         groups = {tuple(m.hash for m in c.models) for c in p}
@@ -248,16 +253,16 @@ def test_resource_checks(tmp_path):
     d = tiny(tmp_path, **{"dataset.type": "psv"})
     exp = C.load_experiment(d)
     with pytest.raises(ConfigError, match="dataset.root: required"):
-        runner.check_resources(exp, runner.expand(exp))
+        experiment.check_resources(exp, experiment.expand(exp))
     exp = C.load_experiment(tiny(tmp_path, **{"dataset.type": "psv", "dataset.root": str(tmp_path / "nope")}))
     with pytest.raises(DataError, match="dataset.root: folder .*nope does not exist"):
-        runner.check_resources(exp, runner.expand(exp))
+        experiment.check_resources(exp, experiment.expand(exp))
     exp = C.load_experiment(tiny(tmp_path, **{"masks.source": "folder"}))
     with pytest.raises(ConfigError, match="masks.path: required"):
-        runner.check_resources(exp, runner.expand(exp))
+        experiment.check_resources(exp, experiment.expand(exp))
     exp = C.load_experiment(tiny(tmp_path, **{"masks.source": "folder", "masks.path": str(tmp_path)}))
     with pytest.raises(ConfigError, match="masks.polarity: required"):
-        runner.check_resources(exp, runner.expand(exp))
+        experiment.check_resources(exp, experiment.expand(exp))
 
 
 def test_validate_command_prints_cell_count(tmp_path, capsys):
@@ -265,7 +270,9 @@ def test_validate_command_prints_cell_count(tmp_path, capsys):
     import yaml
 
     p.write_text(yaml.safe_dump(tiny(tmp_path)))
-    assert runner.validate_command(str(p)) == 0
+    from strbench import cli
+
+    assert cli.main(["validate", str(p)]) == 0
     assert "6 cells, 4 models" in capsys.readouterr().out
     assert not (tmp_path / "mlflow.db").exists()
 
@@ -274,8 +281,13 @@ def test_validate_command_prints_cell_count(tmp_path, capsys):
 
 
 def test_dry_run_lists_cells_and_models_without_side_effects(tmp_path, capsys):
-    exp = C.load_experiment(tiny(tmp_path))
-    runner.run_experiment(exp, dry_run=True)
+    import yaml
+
+    from strbench import cli
+
+    p = tmp_path / "t.yaml"
+    p.write_text(yaml.safe_dump(tiny(tmp_path)))
+    assert cli.main(["run", str(p), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "6 cells, 4 models" in out and "Nothing was trained or logged" in out
     assert out.count("pending") == 6 and "missing" in out
@@ -300,7 +312,7 @@ def test_model_cache_trains_once_and_resumes_half_trained_model(tmp_path, monkey
     d["methods"] = {"IR-SDE": {"method": "irsde"}}
     cell = cells_of(d)[0]
     spec = cell.model("irsde")
-    res = runner.Resources(tmp_path / "cache", "cpu")
+    res = experiment.Resources(tmp_path / "cache", "cpu")
     assert res.model_status(spec) == "missing"
 
     steps = []
@@ -315,7 +327,7 @@ def test_model_cache_trains_once_and_resumes_half_trained_model(tmp_path, monkey
     assert res.model_status(spec) == "partial"  # checkpoint of step 3 kept, not marked complete
 
     calls = _train_calls(monkeypatch)
-    res2 = runner.Resources(tmp_path / "cache", "cpu")
+    res2 = experiment.Resources(tmp_path / "cache", "cpu")
     steps.clear()
     res2.model(spec, callback=lambda ev: steps.append(ev["step"]))
     assert steps == [4]  # resumed after step 3, did not start over
@@ -323,7 +335,7 @@ def test_model_cache_trains_once_and_resumes_half_trained_model(tmp_path, monkey
     info = json.loads((res2.model_dir(spec) / "complete.json").read_text())
     assert info["hash"] == spec.hash and info["steps"] == 4
 
-    res3 = runner.Resources(tmp_path / "cache", "cpu")
+    res3 = experiment.Resources(tmp_path / "cache", "cpu")
     res3.model(spec)  # loaded from the cache, not trained
     assert calls == ["irsde"]
 
@@ -334,10 +346,10 @@ def test_evaluate_for_tuning_uses_val_split_and_reports(tmp_path):
     d["masks"]["bins"] = [[0.1, 0.3]]
     exp = C.load_experiment(d)
     seen = []
-    m = runner.evaluate(exp, split="val", report=lambda step, met: seen.append((step, met)))
+    m = experiment.evaluate(exp, split="val", report=lambda step, met: seen.append((step, met)))
     assert m["n_images"] == 2 and m["n_cells"] == 1 and 0 < m["ssim"] <= 1 and m["psnr"] > 0
     assert [s for s, _ in seen] == [0] and "psnr" in seen[0][1]
-    t = runner.evaluate(exp, split="test")
+    t = experiment.evaluate(exp, split="test")
     assert t["psnr"] != m["psnr"]  # other images and masks
     assert not (tmp_path / "mlflow.db").exists()
 
@@ -358,12 +370,12 @@ def test_folder_masks_and_folder_dataset(tmp_path):
     d = tiny(tmp_path, **{"masks.source": "folder", "masks.path": str(tmp_path / "masks"),
                           "masks.polarity": "white_is_hole", "dataset.type": "folder", "dataset.root": str(tmp_path / "data")})
     exp = C.load_experiment(d)
-    cells = runner.expand(exp)
-    runner.check_resources(exp, cells)
-    res = runner.Resources(tmp_path / "cache", "cpu")
-    mk = cells[0].config["mask"]
+    cells = experiment.expand(exp)
+    experiment.check_resources(exp, cells)
+    res = experiment.Resources(tmp_path / "cache", "cpu")
+    mk = cells[0].config.mask
     test, val = res.eval_masks(mk, 16, "test"), res.eval_masks(mk, 16, "val")
     assert len(test) == len(val) == 2 and test.hash != val.hash
     assert ((test.ratios > 0.1) & (test.ratios <= 0.3)).all()
-    ds = res.dataset(cells[0].config["dataset"], "test")
+    ds = res.dataset(cells[0].config.dataset, "test")
     assert len(ds) == 3 and tuple(ds[0].shape) == (3, 16, 16)

@@ -1,15 +1,16 @@
-"""Samplers (strbench/sample.py, baselines/): oracle reconstructions, compositing, determinism, NFE
+"""Samplers (strbench/sample.py, strbench/methods/, baselines/): oracle reconstructions, compositing, determinism, NFE
 closed forms, the acceptance direction of adaptive resampling, settings validation."""
 import math
 
 import pytest
 import torch
 
-from baselines.irsde import Stepper
-from baselines.repaint import jump_schedule, schedule_counts
+from strbench import methods
 from strbench import sde as S
 from strbench.errors import ConfigError
-from strbench.sample import SAMPLERS, SETTINGS, Models, SampleResult, resolve_settings, sample
+from strbench.resampling import jump_schedule, schedule_counts
+from strbench.sample import Models, SampleResult, resolve_settings, sample
+from strbench.steps import Stepper
 
 H = 16
 
@@ -368,7 +369,7 @@ def test_mode_defaults():
     assert (p["structure_repaint"], p["disc_time"], p["u_min"]) == (False, "t-1", None)
     assert (o["structure_repaint"], o["disc_time"]) == (True, "t")
     assert (o["u_max"], o["u_min"], o["jump"], o["re"], o["stage_end"]) == (25, 4, 2, 2, 0.4)
-    assert set(SAMPLERS) == set(SETTINGS) == {"irsde", "repaint", "strdiffusion"}
+    assert {"irsde", "repaint", "strdiffusion"} <= set(methods.names())
 
 
 def test_missing_model_and_bad_inputs():

@@ -344,7 +344,7 @@ def test_journal_heartbeat_keeps_a_live_trial_and_flags_a_silent_one(tmp_path, m
         def time():
             return clock["now"]
 
-    monkeypatch.setattr(tune, "time", FakeTime)
+    monkeypatch.setattr(tune.storage, "time", FakeTime)
     assert st._get_stale_trial_ids(study._study_id) == []  # just started
     clock["now"] += GRACE + 1
     assert st._get_stale_trial_ids(study._study_id) == [trial._trial_id]  # silent for > grace
@@ -420,9 +420,7 @@ def test_three_trials_on_the_tiny_profile_then_export_reproduces_the_validation_
     """Real runner (16 px, T = 4, 3 training steps, IR-SDE): 3 trials through `strbench tune`, 3
     nested MLflow runs under one parent; 2 schedule kinds -> at most 2 models trained (the runner's
     cache); the exported overlay gives the best trial's val PSNR again."""
-    runner = pytest.importorskip("strbench.runner")
-    if not hasattr(runner, "evaluate"):
-        pytest.skip("strbench.runner.evaluate is not there yet")
+    from strbench import experiment
     from strbench import cli, config, tracking
 
     uri = mlflow_uri
@@ -451,7 +449,7 @@ def test_three_trials_on_the_tiny_profile_then_export_reproduces_the_validation_
     study = load(spec, str(tmp_path / "journal.log"))
     exp = config.load_experiment(base, overlay=best_yaml)
     assert exp.schedule.texture.kind == study.best_trial.params["schedule.texture.kind"]
-    again = runner.evaluate(exp, split="val")
+    again = experiment.evaluate(exp, split="val")
     assert again["psnr"] == pytest.approx(study.best_value, abs=1e-9)
     assert again["psnr"] == pytest.approx(runs["metrics.psnr"].max(), abs=1e-9)
 

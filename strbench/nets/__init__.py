@@ -1,7 +1,10 @@
 """Networks: U-Net noise predictors (IR-SDE, structure, structure-guided texture) and the discriminator.
 
-``build_net(role, preset, **overrides)`` is the only factory; roles and presets are registries.
-A noise net is called ``net(x_t, mu, t, cond=None) -> eps_hat``; the discriminator ``D(y, x, t) -> (B,)``.
+``build_net(role, preset, arch="strbench", **overrides)`` is the only factory; roles, presets and archs are
+registries. ``arch="strbench"``: strbench's own networks (PRESETS, below); ``arch="authors"``: the released
+StrDiffusion / IR-SDE networks, key for key (:mod:`strbench.nets.authors`, AUTHORS_PRESETS; their files load with
+:func:`strbench.nets.pretrained.load_pretrained`). Either arch is called the same way:
+a noise net ``net(x_t, mu, t, cond=None) -> eps_hat``; the discriminator ``D(y, x, t) -> (B,)``.
 """
 from __future__ import annotations
 
@@ -11,12 +14,13 @@ from typing import Callable
 from torch import nn
 
 from strbench.errors import ConfigError
+from strbench.nets.authors import AUTHORS_PRESETS, authors_net_kwargs, build_authors_net
 from strbench.nets.discriminator import Discriminator
 from strbench.nets.texture import SpatialAdaptiveNorm, StructureGuidedNet, channel_normalize
 from strbench.nets.unet import UNet
 
-__all__ = ["PRESETS", "ROLES", "build_net", "count_params", "net_kwargs", "UNet", "StructureGuidedNet",
-           "SpatialAdaptiveNorm", "channel_normalize", "Discriminator"]
+__all__ = ["ARCHS", "AUTHORS_PRESETS", "PRESETS", "ROLES", "build_net", "count_params", "net_kwargs", "UNet",
+           "StructureGuidedNet", "SpatialAdaptiveNorm", "channel_normalize", "Discriminator"]
 
 # Per preset: the default image size and the keyword arguments of each role's network.
 #   tiny : trains in minutes on 2 CPU cores at 32-64 px
@@ -70,8 +74,22 @@ ROLES: dict[str, tuple[Callable[[dict], nn.Module], tuple[str, ...], tuple[str, 
 }
 
 
-def net_kwargs(role: str, preset: str = "tiny", **overrides) -> dict:
-    """The resolved keyword arguments of a role's network (preset merged with overrides)."""
+ARCHS = ("strbench", "authors")
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHS:
+        raise ConfigError(f"net arch: unknown arch {arch!r}; choose one of {list(ARCHS)}")
+
+
+def net_kwargs(role: str, preset: str = "tiny", arch: str = "strbench", **overrides) -> dict:
+    """The resolved keyword arguments of a role's network (preset merged with overrides).
+
+    arch "authors": ``{"arch": "authors", nf, depth}`` (U-Nets) or ``{"arch": "authors", ngf, t_emb_dim}`` (D),
+    so the resolved dict names its arch (and round-trips through ``build_net(role, preset, **kw)``)."""
+    _check_arch(arch)
+    if arch == "authors":
+        return authors_net_kwargs(role, preset, **overrides)
     if role not in ROLES:
         raise ConfigError(f"unknown network role {role!r}; choose one of {sorted(ROLES)}")
     if preset not in PRESETS:
@@ -89,8 +107,14 @@ def net_kwargs(role: str, preset: str = "tiny", **overrides) -> dict:
     return kw
 
 
-def build_net(role: str, preset: str = "tiny", **overrides) -> nn.Module:
-    """Network of `role` (irsde | structure | texture | discriminator) from a preset plus overrides."""
+def build_net(role: str, preset: str = "tiny", arch: str = "strbench", **overrides) -> nn.Module:
+    """Network of `role` (irsde | structure | texture | discriminator) from a preset plus overrides.
+
+    arch "strbench" (default): strbench's networks, overrides of PRESETS; arch "authors": the released networks,
+    overrides ``nf, depth`` (U-Nets) or ``ngf, t_emb_dim`` (discriminator) of AUTHORS_PRESETS."""
+    _check_arch(arch)
+    if arch == "authors":
+        return build_authors_net(role, preset, **overrides)
     builder = ROLES[role][0] if role in ROLES else None
     kw = net_kwargs(role, preset, **overrides)
     return builder(kw)

@@ -1,32 +1,5 @@
-"""`strbench tune`: Optuna studies over the theta/delta schedules (and any other key by path).
-
-A tune YAML names a base experiment, a search space of dotted key paths, an objective measured on the
-*validation* split, and the study settings (sampler, pruner, storage, heartbeats). Each trial turns
-its sampled parameters into an overlay (``{"schedule.texture.kind": "power", ...}``), applies it to
-the base experiment and calls ``runner.evaluate(config, split="val", report=...)``; intermediate
-results reported by the runner feed the pruner. Models are trained through the runner's cache, so
-trials that need the same model share it.
-
-Scale-out: the study lives in an Optuna storage (a journal file by default, SQLite, or PostgreSQL for
-many machines). The first process creates it; ``--worker`` processes join it with ``load_study``.
-Every storage runs with heartbeats: a trial whose worker died (no heartbeat for ``grace_period``
-seconds) is marked FAIL by the next worker that starts a trial, and a copy with the same parameters
-is enqueued (``RetryHeartbeatStaleTrialCallback``, at most ``max_retry`` times). Optuna 5.0's
-JournalStorage has no heartbeat of its own; :class:`HeartbeatJournalStorage` adds one (heartbeats are
-trial system attributes in the journal).
-
-Budget: without ``--n-trials`` a process runs trials until the study holds ``study.n_trials`` finished
-ones (complete, pruned, or failed while evaluating, e.g. a diverged training), waiting for trials that
-other workers are running; two workers checking at the same instant can overshoot by one trial.
-``--n-trials K`` runs exactly K trials in this process (e.g. to extend a finished study).
-
-Conditional keys: ``when: {schedule.texture.kind: power}`` samples a key only when earlier keys have
-those values (Optuna's define-by-run space); otherwise the key is left out of the overlay.
-
-MLflow: one parent run per study (tag ``strbench.role=study``), one nested run per finished trial
-(tag ``strbench.role=trial``), written through :mod:`strbench.tracking` (``StudyRuns``). A trial
-whose worker was killed gets no run; its retry does.
-"""
+"""The study loop: samplers and pruners, the objective (overlay -> experiment.evaluate on the validation
+split), workers joining one study, MLflow runs of the study, export of the best overlay, the command."""
 from __future__ import annotations
 
 import json
@@ -35,291 +8,21 @@ import os
 import random
 import socket
 import sys
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Optional, Union
+from typing import Any, Callable, Optional
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
-
-from strbench import atomic
 from strbench.errors import ConfigError, StrbenchError, TrainingDiverged
+from strbench.tune.spec import (OBJECTIVES, StudySpec, TuneSpec, load_spec, probe_overlays,
+                                sample_overlay, write_overlay)
+from strbench.tune.storage import quiet_optuna, open_storage, redact, resolve_storage_url
 
-DEFAULT_STORAGE = ".strbench/optuna-journal.log"
-HEARTBEAT_ATTR = "strbench:heartbeat"  # journal heartbeats: unix time of the last beat
 SPEC_ATTR = "strbench.spec"  # study user attr: what defines the search (workers must agree)
 OVERLAY_ATTR = "strbench.overlay"  # trial user attr: the exact overlay the trial ran
 METRICS_ATTR = "strbench.metrics"  # trial user attr: all validation metrics of the trial
 PARENT_RUN_ATTR = "strbench.mlflow_parent_run"  # study user attr: MLflow parent run id
 ERROR_ATTR = "strbench.error"  # trial user attr: why an evaluated trial failed (e.g. training diverged)
-
-# objective name -> optimisation direction (metrics returned by runner.evaluate)
-OBJECTIVES: dict[str, str] = {"psnr": "maximize", "ssim": "maximize", "fid": "minimize", "kid": "minimize"}
-
-Scalar = Union[None, bool, int, float, str]
-
-# --------------------------------------------------------------------------------------------
-# the tune YAML schema
-# --------------------------------------------------------------------------------------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Dist(_Strict):
-    # `when`: sample this parameter only when earlier space keys have these values (a value or a
-    # list of allowed values), e.g. {schedule.texture.kind: power}. Otherwise the key is left out of
-    # the overlay and the base experiment's value is used.
-    when: Optional[dict[str, Union[Scalar, list[Scalar]]]] = None
-
-
-class FloatDist(_Dist):
-    type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    step: Optional[float] = None
-
-    @model_validator(mode="after")
-    def _check(self):
-        _check_range(self.low, self.high, self.log, self.step)
-        return self
-
-    def suggest(self, trial, name: str) -> float:
-        return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
-
-    def probe(self) -> float:
-        return self.low
-
-
-class IntDist(_Dist):
-    type: Literal["int"]
-    low: int
-    high: int
-    log: bool = False
-    step: int = 1
-
-    @model_validator(mode="after")
-    def _check(self):
-        _check_range(self.low, self.high, self.log, None if self.step == 1 else self.step)
-        return self
-
-    def suggest(self, trial, name: str) -> int:
-        return trial.suggest_int(name, self.low, self.high, log=self.log, step=self.step)
-
-    def probe(self) -> int:
-        return self.low
-
-
-class CategoricalDist(_Dist):
-    type: Literal["categorical"]
-    choices: list[Scalar] = Field(min_length=1)
-
-    def suggest(self, trial, name: str):
-        return trial.suggest_categorical(name, self.choices)
-
-    def probe(self):
-        return self.choices[0]
-
-
-def _check_range(low, high, log, step) -> None:
-    if not low < high:
-        raise ValueError(f"low ({low}) must be < high ({high})")
-    if log and low <= 0:
-        raise ValueError(f"log=true needs low > 0, got {low}")
-    if log and step is not None:
-        raise ValueError("log=true and step cannot be combined")
-    if step is not None and step <= 0:
-        raise ValueError(f"step must be > 0, got {step}")
-
-
-Dist = Annotated[Union[FloatDist, IntDist, CategoricalDist], Field(discriminator="type")]
-
-
-class StudySpec(_Strict):
-    name: str = Field(min_length=1)
-    objective: Union[str, list[str]] = "psnr"
-    n_trials: PositiveInt = 20  # study budget over all workers: complete + pruned + evaluated-and-failed
-    sampler: Literal["tpe", "random", "cmaes", "nsga2"] = "tpe"
-    n_startup_trials: Optional[PositiveInt] = None  # tpe/cmaes random start; median pruner warm-up
-    pruner: Optional[Literal["median", "hyperband", "none"]] = None  # None: median (single), none (multi)
-    storage: Optional[str] = None  # default: journal file .strbench/optuna-journal.log
-    seed: Optional[int] = 0
-    heartbeat_interval: PositiveInt = 60  # seconds between heartbeats of a running trial
-    grace_period: Optional[PositiveInt] = None  # no heartbeat for this long -> stale (default 2x interval)
-    max_retry: Optional[int] = Field(default=2, ge=0)  # retries of a stale trial (None: unlimited)
-
-    @model_validator(mode="after")
-    def _check(self):
-        for name in self.objectives:
-            if name not in OBJECTIVES:
-                raise ValueError(f"unknown objective {name!r}; choose from {sorted(OBJECTIVES)}")
-        if len(set(self.objectives)) != len(self.objectives):
-            raise ValueError(f"objective lists a metric twice: {self.objectives}")
-        multi = len(self.objectives) > 1
-        if multi and self.pruner not in (None, "none"):
-            raise ValueError("pruning is not supported for multi-objective studies; set pruner: none")
-        if multi and self.sampler == "cmaes":
-            raise ValueError("sampler cmaes is single-objective; use nsga2, tpe or random")
-        if self.grace_period is not None and self.grace_period <= self.heartbeat_interval:
-            raise ValueError(f"grace_period ({self.grace_period}) must exceed heartbeat_interval "
-                             f"({self.heartbeat_interval})")
-        return self
-
-    @property
-    def objectives(self) -> list[str]:
-        return [self.objective] if isinstance(self.objective, str) else list(self.objective)
-
-    @property
-    def directions(self) -> list[str]:
-        return [OBJECTIVES[o] for o in self.objectives]
-
-    @property
-    def pruner_name(self) -> str:
-        if self.pruner is not None:
-            return self.pruner
-        return "none" if len(self.objectives) > 1 else "median"
-
-
-class MlflowSpec(_Strict):
-    tracking_uri: Optional[str] = None  # default: the base experiment's tracking URI
-    experiment: Optional[str] = None  # default: "<base experiment name>-tune"
-
-
-class TuneSpec(_Strict):
-    base: str  # path of the base experiment YAML (relative paths: from the current directory)
-    profile: Optional[str] = None
-    study: StudySpec
-    space: dict[str, Dist] = Field(min_length=1)
-    set: dict[str, Any] = Field(default_factory=dict)  # fixed overlay applied to every trial
-    mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
-
-    @model_validator(mode="after")
-    def _check(self):
-        seen: list[str] = []
-        for key, dist in self.space.items():
-            _check_key_path(key)
-            for cond_key, allowed in (dist.when or {}).items():
-                if cond_key not in seen:
-                    raise ValueError(f"space[{key!r}].when refers to {cond_key!r}, which must be an "
-                                     f"earlier key of space")
-                cond = self.space[cond_key]
-                values = allowed if isinstance(allowed, list) else [allowed]
-                if isinstance(cond, CategoricalDist):
-                    bad = [v for v in values if v not in cond.choices]
-                    if bad:
-                        raise ValueError(f"space[{key!r}].when: {bad} not among the choices of "
-                                         f"{cond_key!r} {cond.choices}")
-            seen.append(key)
-        for key in self.set:
-            _check_key_path(key)
-            if key in self.space:
-                raise ValueError(f"key {key!r} is both in set and in space; keep one")
-        return self
-
-    def search_definition(self) -> dict:
-        """What defines the search: every process working on one study must agree on it."""
-        return {"base": self.base, "profile": self.profile, "objective": self.study.objectives,
-                "space": {k: v.model_dump(exclude_none=True) for k, v in self.space.items()},
-                "set": self.set}
-
-
-def _check_key_path(key: str) -> None:
-    parts = key.split(".")
-    if any(not p or p != p.strip() or " " in p for p in parts):
-        raise ValueError(f"bad key path {key!r}: use dotted names like schedule.texture.kind")
-
-
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif "." in str(part):
-            out += f"[{str(part)!r}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def parse_spec(data: Any, source: str = "<tune config>") -> TuneSpec:
-    """Validate a tune config mapping; errors -> ConfigError naming the file and key path."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a tune config must be a YAML mapping with base/study/space keys")
-    try:
-        return TuneSpec.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = _loc(tuple(p for p in err["loc"] if p not in ("float", "int", "categorical")
-                         and not str(p).startswith(("function-", "union["))))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        raise ConfigError(f"{source}: {loc or '<top>'}: {msg}") from None
-
-
-def load_spec(path: str | os.PathLike) -> TuneSpec:
-    """Read (with the experiment reader's one-line errors) and validate a tune YAML."""
-    from strbench.config import read_yaml
-
-    return parse_spec(read_yaml(path, what="tune config"), str(path))
-
-
-# --------------------------------------------------------------------------------------------
-# search space -> overlay
-# --------------------------------------------------------------------------------------------
-
-
-def _when_holds(when: dict | None, chosen: dict) -> bool:
-    for key, allowed in (when or {}).items():
-        values = allowed if isinstance(allowed, list) else [allowed]
-        if key not in chosen or chosen[key] not in values:
-            return False
-    return True
-
-
-def sample_overlay(trial, spec: TuneSpec) -> dict[str, Any]:
-    """Sample the space in YAML order (conditional keys only when their `when` holds) + `set`."""
-    chosen: dict[str, Any] = {}
-    for key, dist in spec.space.items():
-        if _when_holds(dist.when, chosen):
-            chosen[key] = dist.suggest(trial, key)
-    return {**spec.set, **chosen}
-
-
-def probe_overlays(spec: TuneSpec) -> list[dict[str, Any]]:
-    """One overlay per space key (its conditions made true), to validate every path before a study."""
-    out = []
-    for key, dist in spec.space.items():
-        chosen = {}
-        for cond_key, allowed in (dist.when or {}).items():
-            chosen[cond_key] = allowed[0] if isinstance(allowed, list) else allowed
-        chosen[key] = dist.probe()
-        out.append({**spec.set, **chosen})
-    return out
-
-
-def write_overlay(overlay: dict[str, Any], path: str | os.PathLike, header: list[str] = ()) -> Path:
-    """Write an overlay YAML (dotted keys -> values), with `header` lines as comments."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    body = yaml.safe_dump(dict(overlay), sort_keys=False, default_flow_style=False)
-    text = "".join(f"# {line}\n" for line in header) + body
-    atomic.write_text(p, text)
-    return p
-
-
-def read_overlay(path: str | os.PathLike) -> dict[str, Any]:
-    """Read an overlay YAML written by :func:`write_overlay` (or by hand), with the reader that
-    `strbench run --set-from` uses (missing file, bad YAML and a non-mapping top level are one-line errors)."""
-    from strbench.config import read_yaml
-
-    return read_yaml(path, what="overlay")
-
 
 # --------------------------------------------------------------------------------------------
 # evaluation: overlay -> metrics (injectable; the default goes through config + runner)
@@ -338,8 +41,8 @@ class Evaluator:
 
 
 def runner_evaluator(spec: TuneSpec) -> Evaluator:
-    """The real objective: config.load_experiment(base + overlay) -> runner.evaluate(split='val')."""
-    from strbench import config, runner
+    """The real objective: config.load_experiment(base + overlay) -> experiment.evaluate(split='val')."""
+    from strbench import config, experiment
 
     base = Path(spec.base)
     if not base.is_file():
@@ -347,16 +50,11 @@ def runner_evaluator(spec: TuneSpec) -> Evaluator:
                           f"read from the current directory {os.getcwd()})")
 
     def load(overlay: dict):
-        with tempfile.TemporaryDirectory(prefix="strbench-tune-") as d:
-            path = write_overlay(overlay, Path(d) / "overlay.yaml")
-            try:
-                return config.load_experiment(base, overlay=path, profile=spec.profile)
-            except ConfigError as e:  # name the tune config's keys, not the temporary file
-                raise ConfigError(str(e).replace(f"overlay {path}", "the tune space/set keys")
-                                  .replace(str(path), "the tune space/set keys")) from None
+        return config.load_experiment(base, overlay=overlay, overlay_name="the tune space/set keys",
+                                      profile=spec.profile)
 
     def evaluate(overlay: dict, report: Report) -> dict:
-        return runner.evaluate(load(overlay), split="val", report=report)
+        return experiment.evaluate(load(overlay), split="val", report=report)
 
     def check(overlay: dict) -> None:
         load(overlay)
@@ -369,145 +67,6 @@ def _describe_experiment(exp) -> dict:
     """MLflow defaults from the base experiment: its name and tracking URI."""
     return {"name": exp.experiment_name, "tracking_uri": exp.tracking.uri,
             "artifact_location": exp.tracking.artifact_location}
-
-
-# --------------------------------------------------------------------------------------------
-# storage with heartbeats
-# --------------------------------------------------------------------------------------------
-
-
-def _optuna():
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-    return optuna
-
-
-def _heartbeat_journal_class():
-    optuna = _optuna()
-    from optuna.storages import JournalStorage
-    from optuna.storages._heartbeat import BaseHeartbeat
-    from optuna.trial import TrialState
-
-    class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
-        """JournalStorage + heartbeats (optuna 5.0's journal has none): a beat is the trial system
-        attribute ``strbench:heartbeat`` (unix time); a RUNNING trial is stale when neither its last
-        beat nor its start is within ``grace_period`` seconds. Clocks of the workers must agree."""
-
-        def __init__(self, backend, *, heartbeat_interval: int, grace_period: int | None,
-                     stale_trial_callback=None) -> None:
-            super().__init__(backend)
-            self.heartbeat_interval = heartbeat_interval
-            self.grace_period = grace_period
-            self.stale_trial_callback = stale_trial_callback
-
-        def record_heartbeat(self, trial_id: int) -> None:
-            try:
-                self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # another worker already failed this trial as stale
-
-        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-            grace = self.grace_period or 2 * self.heartbeat_interval
-            now = time.time()
-            stale = []
-            for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-                last = float(t.system_attrs.get(HEARTBEAT_ATTR, 0.0))
-                if t.datetime_start is not None:  # naive local time -> unix time
-                    last = max(last, t.datetime_start.timestamp())
-                if now - last > grace:
-                    stale.append(t._trial_id)
-            return stale
-
-        def get_heartbeat_interval(self) -> int | None:
-            return self.heartbeat_interval
-
-        def get_heartbeat_stale_trial_callback(self):
-            return self.stale_trial_callback
-
-    return HeartbeatJournalStorage
-
-
-RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
-
-
-def storage_kind(url: str) -> str:
-    """'journal' for `journal:PATH` or a bare path, 'rdb' for sqlite/postgresql/mysql URLs."""
-    if url.startswith("journal:"):
-        return "journal"
-    if "://" not in url:
-        return "journal"
-    scheme = url.split("://", 1)[0].split("+", 1)[0]
-    if scheme in RDB_SCHEMES:
-        return "rdb"
-    raise ConfigError(f"storage {url!r}: unknown scheme {scheme!r}; use a journal file path, "
-                      f"sqlite:///file.db or postgresql://user@host/db")
-
-
-def resolve_storage_url(url: str | None) -> str:
-    """Default journal file; journal paths made absolute (`journal:/abs/path`)."""
-    url = url or DEFAULT_STORAGE
-    if storage_kind(url) == "journal":
-        path = url.removeprefix("journal:")
-        return "journal:" + str(Path(path).expanduser().resolve())
-    return url
-
-
-def redact(url: str) -> str:
-    """The storage URL without its password (for logs and MLflow tags)."""
-    if storage_kind(url) == "rdb" and "@" in url:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    return url
-
-
-def _postgres_driver(url: str) -> str:
-    """`postgresql://` -> `postgresql+psycopg2://` when psycopg2 is what is installed (SQLAlchemy 2.1
-    picks psycopg 3 for a bare postgresql:// URL)."""
-    import importlib.util
-
-    has2, has3 = (importlib.util.find_spec(m) is not None for m in ("psycopg2", "psycopg"))
-    if url.startswith("postgresql://"):
-        if has2 and not has3:
-            return "postgresql+psycopg2://" + url[len("postgresql://"):]
-        if not (has2 or has3):
-            raise ConfigError(f"storage {redact(url)}: PostgreSQL needs psycopg2 "
-                              f"(pip install psycopg2-binary, or the dev extra)")
-    return url
-
-
-def open_storage(url: str | None, study: StudySpec):
-    """Optuna storage for `url` with heartbeats and the retry-on-stale callback."""
-    optuna = _optuna()
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    url = resolve_storage_url(url)
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=study.max_retry)
-    if storage_kind(url) == "journal":
-        from optuna.storages.journal import JournalFileBackend
-
-        path = Path(url.removeprefix("journal:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return _heartbeat_journal_class()(JournalFileBackend(str(path)),
-                                          heartbeat_interval=study.heartbeat_interval,
-                                          grace_period=study.grace_period, stale_trial_callback=retry)
-    engine_kwargs = {}
-    if url.startswith("sqlite"):
-        engine_kwargs = {"connect_args": {"timeout": 60}}  # several workers on one file
-        db = url.split(":///", 1)[-1]
-        if db and db != ":memory:":
-            Path(db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-    if url.startswith("postgresql"):
-        url = _postgres_driver(url)
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=study.heartbeat_interval,
-            grace_period=study.grace_period, heartbeat_stale_trial_callback=retry)
-    except Exception as e:  # unreachable server, bad credentials, bad URL
-        raise StrbenchError(f"storage {redact(url)}: cannot open: {str(e).splitlines()[0]}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -598,7 +157,7 @@ class StudySummary:
 
 def open_study(spec: TuneSpec, *, storage: str | None = None, worker: bool = False):
     """Create the study (first process, load_if_exists) or join it (`worker`: it must exist)."""
-    optuna = _optuna()
+    optuna = quiet_optuna()
     url = resolve_storage_url(storage or spec.study.storage)
     st = open_storage(url, spec.study)
     name = spec.study.name
@@ -822,7 +381,7 @@ def best_trial(study):
 def export_best(spec: TuneSpec, out: str | os.PathLike, *, storage: str | None = None,
                 tune_path: str | None = None) -> tuple[Path, Any]:
     """Write the best trial's overlay (the `set` keys + its sampled keys) for `run --set-from`."""
-    optuna = _optuna()
+    optuna = quiet_optuna()
     url = resolve_storage_url(storage or spec.study.storage)
     st = open_storage(url, spec.study)
     name = spec.study.name

@@ -1,0 +1,196 @@
+"""Datasets, mask sets and trained models of one process, memoised; models are cached on disk.
+
+Cache layout (``cache_dir``): ``models/<model hash>/{config.json, model.pt, complete.json}`` (a model
+with ``complete.json`` is finished; ``model.pt`` alone is a partial checkpoint that training resumes),
+``masks/<spec hash>/`` generated evaluation mask sets.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+from strbench import atomic
+from strbench.errors import DataError, StrbenchError
+from strbench.experiment.plan import EvalMasks, ModelSpec, TrainMasks, random_seed_of
+from strbench.hashing import config_hash
+
+
+def dataset_config(ds, split: str, *, limit: Optional[int] = None) -> dict:
+    """strbench.data.make_dataset's config for the `split` of a cell's EvalDataset or a model's TrainDataset
+    (evaluation never random-crops)."""
+    resize = ds.resize if split == "train" or ds.resize != "random_crop" else "center_crop"
+    cfg: dict[str, Any] = {"type": ds.type, "size": ds.size, "split": split}
+    if ds.type != "builtin":
+        splits = {k: v for k, v in (ds.splits.model_dump() if hasattr(ds, "splits") else {}).items() if v}
+        if getattr(ds, "split_file", None):
+            splits["train"] = ds.split_file
+        cfg.update(root=ds.root, resize=resize, splits=splits)
+        if ds.type == "folder" and ds.test_fraction is not None:
+            cfg["test_fraction"] = ds.test_fraction
+    if limit:
+        cfg["limit"] = limit
+    return cfg
+
+
+class Resources:
+    """Datasets, mask sets and models of one process, memoised; models are cached on disk."""
+
+    def __init__(self, cache_dir: str | os.PathLike, device: str = "auto"):
+        from strbench.train import resolve_device
+
+        self.root = Path(cache_dir)
+        self.device = resolve_device(device)
+        self._datasets: dict = {}
+        self._masks: dict = {}
+        self._models: dict = {}
+        self.failed: dict[str, str] = {}  # model hash -> error (do not retrain a diverged model twice)
+
+    # ---------------------------------------------------------------- data
+    def dataset(self, ds, split: str, *, limit: Optional[int] = None):
+        """The `split` images of a cell's EvalDataset or a model's TrainDataset."""
+        from strbench.data import make_dataset
+
+        cfg = dataset_config(ds, split, limit=limit)
+        key = json.dumps(cfg, sort_keys=True)
+        if key not in self._datasets:
+            self._datasets[key] = make_dataset(cfg)
+        return self._datasets[key]
+
+    def train_masks(self, spec: TrainMasks):
+        from strbench.masks import random_masks
+
+        key = json.dumps(spec.model_dump(), sort_keys=True)
+        if key not in self._masks:
+            self._masks[key] = random_masks(spec.count, spec.size, seed=spec.seed, ratio_range=tuple(spec.ratio),
+                                            families=tuple(spec.families))
+        return self._masks[key]
+
+    def eval_masks(self, mask: EvalMasks, size: int, split: str):
+        """Known masks (n, 1, H, W) of one bin for the test or val split, and their file names."""
+        from strbench import masks as masks_mod
+
+        lo, hi, n = mask.lo, mask.hi, mask.per_bin
+        if mask.source == "generator":
+            seed = mask.seed if split == "test" else mask.val_seed
+            spec = {"size": size, "bins": mask.bins, "per_bin": n, "seed": seed, "families": mask.families}
+            key = json.dumps(spec, sort_keys=True)
+            if key not in self._masks:
+                out = self.root / "masks" / config_hash(spec)[:16]
+                self._masks[key] = masks_mod.build_mask_set(out, size, bins=[tuple(b) for b in mask.bins],
+                                                            per_bin=n, seed=seed, families=mask.families)
+            sel = self._masks[key].select(lo, hi)
+        else:
+            key = json.dumps([mask.path, size, mask.polarity, lo, hi, 2 * n])
+            if key not in self._masks:  # test: the first n masks of the bin; val: the next n
+                self._masks[key] = masks_mod.load_mask_folder(mask.path, size, mask.polarity,
+                                                              bins=[(lo, hi)], per_bin=2 * n)
+            full = self._masks[key].select(lo, hi)
+            if len(full) == 0:
+                raise DataError(f"masks.path: no mask in {mask.path} has a hole ratio in {mask.label} "
+                                f"({lo}, {hi}]; change masks.bins or the mask folder")
+            start = 0 if split == "test" or len(full) < 2 * n else n  # val: the next masks when there are enough
+            idx = list(range(start, min(start + n, len(full))))
+            sel = masks_mod.MaskSet(full.masks[idx], full.ratios[idx], tuple(full.bin_of[i] for i in idx),
+                                    masks_mod.content_hash(full.masks[idx]),
+                                    tuple(full.files[i] for i in idx) if full.files else ())
+        if len(sel) == 0:
+            raise DataError(f"no {split} mask in bin {mask.label}")
+        return sel
+
+    # ---------------------------------------------------------------- models
+    def model_dir(self, spec: ModelSpec) -> Path:
+        return self.root / "models" / spec.hash
+
+    def model_status(self, spec: ModelSpec) -> str:
+        """cached | partial | missing"""
+        return model_status(self.root, spec)
+
+    def model(self, spec: ModelSpec, others: Mapping[str, ModelSpec] = {}, *,
+              on_train: Optional[Callable[[ModelSpec], Any]] = None,
+              callback: Optional[Callable[[dict], Any]] = None):
+        """The trained network of `spec`: memoised, else loaded from the cache, else trained (resuming a
+        partial checkpoint; `others` maps hash -> spec of the models it needs). `on_train(spec)` is called
+        before training starts."""
+        from strbench.train import load_model, train_model
+
+        if spec.hash in self._models:
+            return self._models[spec.hash]
+        if spec.pretrained:
+            net = self._pretrained(spec).eval()
+            self._models[spec.hash] = net
+            return net
+        if spec.hash in self.failed:
+            raise StrbenchError(f"model {spec.role} {spec.short} failed earlier in this run: {self.failed[spec.hash]}")
+        d = self.model_dir(spec)
+        ckpt = d / "model.pt"
+        if self.model_status(spec) == "cached":
+            net = load_model(ckpt, expected_hash=spec.hash, device=self.device)
+        else:
+            deps = {others[h].role: self.model(others[h], others, on_train=on_train, callback=callback)
+                    for h in spec.needs}
+            d.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(d / "config.json", json.dumps({"role": spec.role, "hash": spec.hash,
+                                                             "train": spec.train.to_dict(),
+                                                             "data": spec.data.identity()}, indent=1, sort_keys=True))
+            if on_train is not None:
+                on_train(spec)
+            ds = self.dataset(spec.data.dataset, "train", limit=spec.data.dataset.limit)
+            masks = self.train_masks(spec.data.masks)
+            t0 = time.time()
+            try:
+                net = train_model(spec.role, spec.train, ds, masks, ckpt_path=ckpt, callback=callback,
+                                  device=self.device, structure_net=deps.get("structure"))
+            except StrbenchError as e:
+                self.failed[spec.hash] = str(e)
+                raise
+            atomic.write_text(d / "complete.json", json.dumps({"role": spec.role, "hash": spec.hash,
+                                                               "steps": spec.train.steps,
+                                                               "train_seconds": time.time() - t0}))
+        net.eval()
+        self._models[spec.hash] = net
+        return net
+
+
+    def _pretrained(self, spec: ModelSpec):
+        """A pretrained model: its network (the `nets` architecture) with the file's weights, loaded strictly;
+        "random:SEED" weights are written once to <cache>/pretrained/ and then loaded the same way."""
+        import io
+
+        import torch
+
+        from strbench.errors import CheckpointError
+        from strbench.nets import build_net
+        from strbench.nets.pretrained import load_pretrained
+
+        seed = random_seed_of(spec.source)
+        path = Path(spec.source).expanduser()
+        if seed is not None:
+            path = self.root / "pretrained" / f"{spec.role}-{spec.hash[:16]}.pth"
+            if not path.is_file():
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    net = build_net(spec.role, spec.train.preset, **spec.train.net)
+                buf = io.BytesIO()
+                torch.save(net.state_dict(), buf)
+                atomic.write_bytes(path, buf.getvalue())
+        net = build_net(spec.role, spec.train.preset, **spec.train.net)
+        digest = load_pretrained(net, path, role=spec.role)
+        if spec.sha256 is not None and digest != spec.sha256:
+            raise CheckpointError(f"models.{spec.role}: {path} changed since the cells were planned (sha256 "
+                                  f"{digest[:12]}, planned {spec.sha256[:12]}); run the command again")
+        return net.to(self.device)
+
+
+def model_status(cache_dir: str | os.PathLike, spec: ModelSpec) -> str:
+    """cached | partial | missing | pretrained: what the cache holds for `spec` (reads file names only)."""
+    if spec.pretrained:
+        return "pretrained"
+    d = Path(cache_dir) / "models" / spec.hash
+    if (d / "complete.json").is_file():
+        return "cached"
+    if (d / "model.pt").is_file():
+        return "partial"
+    return "missing"

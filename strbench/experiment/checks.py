@@ -1,0 +1,147 @@
+"""Pre-flight checks of what a run will read, before any tracking store, run or cache entry exists.
+
+``check_resources`` (settings and folders: cheap) and ``preflight`` (it and the contents: the images the
+cells will sample, the mask folder as the run bins it, the FID weights file, pretrained weights files, the
+tracking store) both raise one line naming the file, the key and the fix, and create nothing. ``strbench
+run``, ``--dry-run`` and ``validate`` run ``preflight``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from strbench.config import Experiment
+from strbench.errors import ConfigError, DataError, StrbenchError, WeightsError
+from strbench.experiment.plan import Cell, unique_models
+
+TRAIN_SAMPLE = 64  # training images decoded by the pre-flight (evenly spaced); the loader names any other bad file
+
+
+def check_resources(exp: Experiment, cells: list[Cell]) -> None:
+    """Dataset and mask folders, split lists, weights files and the device: raise one line naming
+    the key and the fix."""
+    src = exp.source
+    seen: set = set()
+    for c in cells:
+        ds, mk = c.config.dataset, c.config.mask
+        splits = ds.splits.model_dump()
+        key = (ds.type, ds.root, tuple(sorted(splits.items())), mk.source, mk.path)
+        if key in seen:
+            continue
+        seen.add(key)
+        if ds.type == "builtin":
+            if ds.root or any(splits.values()):
+                raise ConfigError(f"{src}: dataset.root/splits are for folder datasets; dataset.type 'builtin' "
+                                  "uses the photos shipped with strbench's dependencies: remove them or set dataset.type")
+        else:
+            if not ds.root:
+                raise ConfigError(f"{src}: dataset.root: required for dataset.type {ds.type!r}; set it in the "
+                                  f"YAML or with --set dataset.root=/path/to/{ds.type}")
+            root = Path(ds.root).expanduser()
+            if not root.is_dir():
+                raise DataError(f"{src}: dataset.root: folder {root} does not exist; point dataset.root at the "
+                                f"{ds.type} dataset (--set dataset.root=/path)")
+            for split, f in splits.items():
+                if f and not (Path(f).expanduser().is_file() or (root / f).is_file()):
+                    raise DataError(f"{src}: dataset.splits.{split}: file list {f} not found (absolute or "
+                                    f"relative to dataset.root {root})")
+        if mk.source == "folder":
+            if not mk.path:
+                raise ConfigError(f"{src}: masks.path: required when masks.source is 'folder'; set it to a folder "
+                                  "of mask PNGs (e.g. --set masks.path=/data/irregular_mask/test)")
+            if mk.polarity is None:
+                raise ConfigError(f"{src}: masks.polarity: required when masks.source is 'folder'; open one mask "
+                                  "and set white_is_hole or white_is_known (e.g. --set masks.polarity=white_is_hole)")
+            p = Path(mk.path).expanduser()
+            if not p.is_dir():
+                raise DataError(f"{src}: masks.path: folder {p} does not exist; point it at a folder of mask "
+                                "PNGs (e.g. the NVIDIA irregular mask test set)")
+    for m in unique_models(cells):
+        if m.source == "":
+            raise ConfigError(f"{src}: models.{m.role}: not set; give the released {m.role} checkpoint "
+                              f"(--set models.{m.role}=/path/to/{m.role}.pth), or random:SEED for random weights")
+    w = exp.metrics.fid_weights
+    if (exp.metrics.fid or exp.metrics.kid) and w and not Path(w).expanduser().is_file():
+        raise WeightsError(f"{src}: metrics.fid_weights: file {w} not found; give the path of the Inception "
+                           "weights file or remove the key to use the built-in converted weights")
+    if exp.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{src}: device: 'cuda' requested but CUDA is not available; use auto or cpu")
+
+
+def _prefixed(src: str, e: StrbenchError) -> StrbenchError:
+    msg = str(e)
+    return type(e)(msg if msg.startswith(src) else f"{src}: {msg}")
+
+
+def _images(ds_spec, split: str, *, limit=None):
+    from strbench.data import make_dataset
+    from strbench.experiment.cache import dataset_config
+
+    return make_dataset(dataset_config(ds_spec, split, limit=limit))
+
+
+def preflight(exp: Experiment, cells: list[Cell], *, tracking: bool = True, splits: tuple = ("test",)) -> list:
+    """check_resources, then read what the run will read (the evaluation images of `splits`: test for a run,
+    val for tuning): returns the passed checks (strbench.preflight.Checked)."""
+    from strbench import preflight as pf
+    from strbench.experiment.evaluate import pick_indices
+
+    check_resources(exp, cells)
+    src = exp.source
+    done: list = []
+    try:
+        # evaluation images the cells sample (test, and val for tuning), and training images (a sample)
+        seen: dict = {}
+        for c in cells:
+            ds = c.config.dataset
+            if ds.type == "builtin":
+                continue
+            for split in splits:
+                key = (ds.model_dump_json(), split)
+                if key not in seen:
+                    seen[key] = (_images(ds, split), set())
+                seen[key][1].update(pick_indices(len(seen[key][0]), c.config.mask.per_bin))
+        for (_, split), (data, idx) in seen.items():
+            files = [data.files[i] for i in sorted(idx)]
+            done.append(pf.check_images(files, key=f"dataset.root ({split} images)"))
+        for m in unique_models(cells):
+            d = m.data.dataset
+            if m.pretrained or d.type == "builtin":
+                continue
+            key = (d.model_dump_json(), "train")
+            if key not in seen:
+                seen[key] = (_images(d, "train", limit=d.limit), set())
+                done.append(pf.check_images(seen[key][0].files, key="dataset.root (train images)", sample=TRAIN_SAMPLE))
+        # mask folders, binned as the run bins them (test: the first per_bin masks of a bin, val: the next)
+        masks_seen = set()
+        for c in cells:
+            mk, size = c.config.mask, c.config.dataset.size
+            if mk.source != "folder" or (mk.path, mk.lo, mk.hi) in masks_seen:
+                continue
+            masks_seen.add((mk.path, mk.lo, mk.hi))
+            done.append(pf.check_mask_folder(mk.path, size, mk.polarity, [(mk.lo, mk.hi)], 2 * mk.per_bin,
+                                             key="masks.path", need=1))
+        if exp.metrics.fid or exp.metrics.kid:
+            done.append(pf.check_fid_weights(exp.metrics.fid_weights))
+        done += [check_pretrained(m) for m in unique_models(cells) if m.pretrained and m.sha256]
+        if tracking:
+            done.append(pf.check_tracking(exp.tracking.uri))
+    except StrbenchError as e:
+        raise _prefixed(src, e) from None
+    return done
+
+
+def check_pretrained(spec):
+    """A pretrained weights file matches its network key for key (built on the meta device: no weights)."""
+    import torch
+
+    from strbench.nets import build_net
+    from strbench.nets.pretrained import load_pretrained
+    from strbench.preflight import Checked
+
+    with torch.device("meta"):
+        net = build_net(spec.role, spec.train.preset, **spec.train.net)
+    load_pretrained(net, spec.source, role=spec.role)
+    return Checked(f"models.{spec.role}", f"{spec.source} (sha256 {spec.sha256[:12]}...) matches the {spec.role} net")

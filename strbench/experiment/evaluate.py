@@ -1,0 +1,233 @@
+"""Evaluating one cell: train what is missing (through the cache), sample the cell's images, score them,
+and write its artifacts (config.yaml, per_image.csv, protocol.json, samples.png, trajectory.png,
+kl_trajectory.csv) to a work folder. No MLflow here: :mod:`strbench.experiment.run` logs the result.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from strbench.config import dump_yaml
+from strbench.errors import DataError
+from strbench.experiment.cache import Resources
+from strbench.experiment.plan import CellConfig, ModelSpec, thaw
+from strbench.experiment.progress import SILENT, Bar, Progress
+
+ReportFn = Callable[[int, dict], None]
+
+
+@dataclass
+class CellResult:
+    metrics: dict  # psnr, ssim, fid?, kid?, *_ci_low/high, nfe_per_image, sec_per_image, n_images
+    per_image: Any  # pandas DataFrame: image_id, hole_ratio, psnr, ssim
+    tags: dict  # fid_missing / protocol tags
+    artifacts: dict = field(default_factory=dict)  # name -> local file
+
+
+def pick_indices(m: int, n: int) -> list[int]:
+    """Indices of n images spread evenly over a split of m (cycled when it has fewer)."""
+    if m == 0:
+        raise DataError("the evaluation split has no images")
+    if n <= m:
+        return [int(round(i * (m - 1) / max(n - 1, 1))) for i in range(n)] if n > 1 else [0]
+    return [i % m for i in range(n)]
+
+
+def _pick_images(ds, n: int) -> tuple[list[int], Any]:
+    import torch
+
+    idx = pick_indices(len(ds), n)
+    return idx, torch.stack([ds[i] for i in idx]).float()
+
+
+class _Recorder:
+    """Sampler callback: progress, trajectory frames of the first image, KL per level (Fig. 8)."""
+
+    def __init__(self, T: int, frames: int, kl: Optional[dict], gt, known, bar: Bar, done_levels: int):
+        self.T, self.kl, self.gt, self.known, self.bar, self.base = T, kl, gt, known, bar, done_levels
+        # the sampler reports states from level T-1 down to 0
+        self.frame_levels = sorted({round((T - 1) * (1 - i / (frames - 1))) for i in range(frames)}, reverse=True)
+        self.frames: dict[int, tuple] = {}
+        self.kl_rows: dict[int, dict] = {}
+        self.min_t = T
+
+    def __call__(self, d: dict) -> None:
+        t = int(d["t"])
+        if d.get("phase", "step") != "step":
+            return
+        if t < self.min_t:
+            self.min_t = t
+            self.bar.update_to(self.base + (self.T - t))
+        if self.frames is not None and t in self.frame_levels:
+            x = d.get("x")
+            self.frames[t] = (d["y"][:1].detach().float().cpu().clone(),
+                              None if x is None else x[:1].detach().float().cpu().clone())
+        if self.kl is not None and t % self.kl["every"] == 0:
+            from strbench.metrics import kl_regions
+
+            r = kl_regions(d["y"].float(), self.gt, self.known, bins=self.kl["bins"])
+            self.kl_rows[t] = {k: v for k, v in r.items()}
+
+
+def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progress: Progress = SILENT,
+                  report: Optional[ReportFn] = None, step0: int = 0, workdir: Optional[Path] = None,
+                  on_train: Optional[Callable[[ModelSpec], Any]] = None,
+                  train_callback: Optional[Callable[[dict], Any]] = None) -> CellResult:
+    """Train what is missing, sample the cell's images of `split`, score them; artifacts go to workdir."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from strbench import metrics as M
+    from strbench.sample import Models, sample
+    from strbench.sde import make_sde_pair
+
+    by_hash = {m.hash: m for m in c.models.values()}
+    nets = {r: res.model(s, by_hash, on_train=on_train, callback=train_callback) for r, s in c.models.items()}
+    models = Models(**nets)
+    size = c.dataset.size
+    known_all = res.eval_masks(c.mask, size, split).masks.float()
+    n = known_all.shape[0]
+    ds = res.dataset(c.dataset, split)
+    image_ids, images = _pick_images(ds, n)
+    sdes = make_sde_pair(dict(c.schedule["texture"]), dict(c.schedule["structure"]))
+    T = sdes.texture.T
+    mcfg = c.metrics
+    batch = c.sample.batch
+    dev = res.device
+    outputs, structures = [], []
+    nfe_total, sample_sec = 0, 0.0
+    frames = None
+    kl_acc: dict[tuple, list] = {}
+    rows = []
+    n_batches = math.ceil(n / batch)
+    bar = progress.bar("sample", n_batches * T, f"sample {c.case} {c.mask.label}")
+    try:
+        for b in range(n_batches):
+            sl = slice(b * batch, min((b + 1) * batch, n))
+            img, known = images[sl].to(dev), known_all[sl].to(dev)
+            kl = {"every": mcfg.trajectory_every, "bins": mcfg.kl_bins} if mcfg.trajectories else None
+            rec = _Recorder(T, mcfg.strip_frames, kl, img, known, bar, b * T)
+            if b > 0:
+                rec.frames = None
+            gen = torch.Generator(device=dev)
+            gen.manual_seed(int(c.seed) * 1_000_003 + b)
+            t0 = time.perf_counter()
+            out = sample(c.method.method, models, img, known, sdes=sdes, generator=gen, callback=rec,
+                         **thaw(c.settings))
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            sample_sec += time.perf_counter() - t0
+            nfe_total += out.nfe * (sl.stop - sl.start)
+            outputs.append(out.output.detach().float().cpu())
+            s = out.info.get("structure")
+            structures.append(None if s is None else s.detach().float().cpu())
+            if b == 0:
+                frames = rec.frames
+            for t, v in rec.kl_rows.items():
+                for region, kv in v.items():
+                    if kv is not None:
+                        kl_acc.setdefault((t, region), []).append((kv, sl.stop - sl.start))
+            df_b = M.image_metrics(outputs[-1], images[sl], known_all[sl], protocol=mcfg.protocol)
+            rows.append(df_b)
+            if report is not None:
+                so_far = pd.concat(rows)
+                report(step0 + b, {"psnr": float(np.mean(so_far["psnr"])), "ssim": float(np.mean(so_far["ssim"])),
+                                   "n_images": int(len(so_far))})
+            bar.update_to((b + 1) * T)
+    finally:
+        bar.close()
+    pred = torch.cat(outputs)
+    df = pd.concat(rows, ignore_index=True)
+    protocol = M.protocol_record(mcfg.protocol, size, size, n)
+    df.insert(0, "image_id", image_ids)
+    df = df[["image_id", "hole_ratio", "psnr", "ssim"]]
+    metrics: dict[str, float] = {"psnr": float(np.mean(df["psnr"])), "ssim": float(np.mean(df["ssim"])),
+                                 "n_images": float(n), "nfe_per_image": nfe_total / n,
+                                 "sec_per_image": sample_sec / n, "hole_ratio": float(np.mean(df["hole_ratio"]))}
+    if mcfg.bootstrap > 0:
+        for k in ("psnr", "ssim"):
+            lo, hi = M.bootstrap_ci(df[k].to_numpy(), n=mcfg.bootstrap, seed=int(c.seed))
+            if math.isfinite(lo):
+                metrics[f"{k}_ci_low"], metrics[f"{k}_ci_high"] = lo, hi
+    tags = {"strbench.metric_protocol": json.dumps(protocol, sort_keys=True, default=str)}
+    which = tuple(k for k in ("fid", "kid") if getattr(mcfg, k))
+    missing = []
+    if which:
+        inc = M.inception_metrics(pred.to(dev), images.to(dev), weights_path=mcfg.fid_weights, which=which)
+        for k, r in inc.items():
+            if r.value is None:
+                missing.append(f"{k}: {r.reason}")
+            else:
+                metrics[k] = float(r.value)
+            tags[f"strbench.{k}_protocol"] = json.dumps(r.protocol, sort_keys=True, default=str)
+    for k in ("fid", "kid"):
+        if k not in which:
+            missing.append(f"{k}: off in the config (metrics.{k}: false)")
+    if "fid" not in metrics:
+        tags["strbench.fid_missing"] = "; ".join(m for m in missing if m.startswith("fid"))
+    if "kid" not in metrics:
+        tags["strbench.kid_missing"] = "; ".join(m for m in missing if m.startswith("kid"))
+    result = CellResult(metrics=metrics, per_image=df, tags=tags)
+    if workdir is not None:
+        result.artifacts = _write_artifacts(workdir, c, images, known_all, pred, structures, frames, kl_acc, df, T,
+                                            protocol)
+    return result
+
+
+def _tile(x, size: int):
+    import torch.nn.functional as F
+
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    scale = max(1, math.ceil(96 / size))
+    return F.interpolate(x.clamp(0, 1), scale_factor=scale, mode="nearest") if scale > 1 else x.clamp(0, 1)
+
+
+def _write_artifacts(d: Path, c: CellConfig, images, known, pred, structures, frames, kl_acc, df, T, protocol) -> dict:
+    import pandas as pd
+    import torch
+    from torchvision.utils import save_image
+
+    d.mkdir(parents=True, exist_ok=True)
+    files = {}
+    size = images.shape[-1]
+    # resolved config
+    (d / "config.yaml").write_text(dump_yaml(c.model_dump()))
+    files["config.yaml"] = d / "config.yaml"
+    # per-image metrics
+    df.to_csv(d / "per_image.csv", index=False)
+    files["per_image.csv"] = d / "per_image.csv"
+    (d / "protocol.json").write_text(json.dumps(protocol, indent=1, sort_keys=True, default=str))
+    # samples: masked input | structure | output | ground truth
+    k = min(int(c.metrics.grid_images), images.shape[0])
+    struct = torch.cat([s if s is not None else torch.zeros(images[:0].shape[0], 1, size, size)
+                        for s in structures]) if any(s is not None for s in structures) else None
+    tiles = []
+    for i in range(k):
+        s = struct[i:i + 1] if struct is not None else torch.zeros(1, 1, size, size)
+        tiles += [_tile(images[i:i + 1] * known[i:i + 1], size), _tile(s, size), _tile(pred[i:i + 1], size),
+                  _tile(images[i:i + 1], size)]
+    save_image(torch.cat(tiles), d / "samples.png", nrow=4, padding=2, pad_value=1.0)
+    files["samples.png"] = d / "samples.png"
+    # trajectory strip of the first image: texture row (and structure row)
+    if frames:
+        levels = sorted(frames, reverse=True)
+        row_y = [_tile(frames[t][0], size) for t in levels]
+        row_x = [_tile(frames[t][1], size) for t in levels if frames[t][1] is not None]
+        grid = torch.cat(row_y + (row_x if len(row_x) == len(row_y) else []))
+        save_image(grid, d / "trajectory.png", nrow=len(levels), padding=2, pad_value=1.0)
+        (d / "trajectory_levels.json").write_text(json.dumps({"levels": levels, "T": T}))
+        files["trajectory.png"] = d / "trajectory.png"
+    if kl_acc:
+        out = []
+        for (t, region), vals in sorted(kl_acc.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+            w = sum(n for _, n in vals)
+            out.append({"step": T - t, "t": t, "region": region, "kl": sum(v * n for v, n in vals) / w})
+        pd.DataFrame(out, columns=["step", "t", "region", "kl"]).to_csv(d / "kl_trajectory.csv", index=False)
+        files["kl_trajectory.csv"] = d / "kl_trajectory.csv"
+    return files

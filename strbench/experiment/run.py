@@ -1,0 +1,351 @@
+"""Running an experiment: every cell not yet FINISHED in MLflow is evaluated and logged, once.
+
+    summary = run_experiment(exp)                 # what `strbench run` does
+    status = plan_status(exp)                     # what `strbench run --dry-run` shows
+    metrics = evaluate(exp, split="val")          # what `strbench tune` does per trial (no MLflow)
+
+Only :mod:`strbench.tracking` talks to MLflow. Everything is validated (schema, every cell's training and
+sampling settings, dataset and mask folders, weights files) before tracking is opened, so bad input never
+creates an MLflow run or database. Progress goes to a :class:`~strbench.experiment.progress.Progress`.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+from strbench import config as cfgmod
+from strbench.config import Experiment
+from strbench.errors import ConfigError
+from strbench.experiment.cache import Resources, model_status
+from strbench.experiment.checks import preflight
+from strbench.experiment.evaluate import ReportFn, evaluate_cell
+from strbench.experiment.plan import (Cell, CellConfig, ModelSpec, expand, experiment_hash, shard_cells,
+                                      unique_models)
+from strbench.experiment.progress import SILENT, Progress
+
+
+@dataclass
+class RunSummary:
+    experiment: str
+    n_cells: int
+    done_before: int = 0
+    ran: int = 0
+    failed: list = field(default_factory=list)  # (label, hash, error)
+    elsewhere: list = field(default_factory=list)  # labels of cells running in another live process
+    stale_marked: int = 0
+    parent_run_id: Optional[str] = None
+    seconds: float = 0.0
+    results: dict = field(default_factory=dict)  # cell hash -> metrics
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# ------------------------------------------------------------------------------------------------
+# what MLflow records of a cell
+# ------------------------------------------------------------------------------------------------
+
+
+def cell_tags(cell: Cell, exp_hash: str) -> dict:
+    c = cell.config
+    tags = {"strbench.method": c.method.method, "strbench.case": c.case, "strbench.variant": c.variant or "none",
+            "strbench.dataset": c.dataset.type, "strbench.mask_set": c.mask.set,
+            "strbench.mask_bin": c.mask.label, "strbench.mask_lo": c.mask.lo,
+            "strbench.mask_hi": c.mask.hi, "strbench.seed": c.seed, "strbench.size": c.dataset.size,
+            "strbench.experiment_hash": exp_hash, "strbench.split": "test", "strbench.cell_index": cell.index}
+    tags.update({f"strbench.{k}": v for k, v in cell.method.tags(c.method).items()})
+    for r, spec in c.models.items():
+        tags[f"strbench.model.{r}"] = spec.hash
+        if spec.pretrained:
+            tags[f"strbench.pretrained.{r}"] = spec.source + (f" sha256:{spec.sha256}" if spec.sha256 else "")
+    for k, v in cell.extra_axes.items():
+        tags[f"strbench.axis.{k}"] = v
+    return tags
+
+
+def cell_params(cell: Cell, exp: Experiment) -> dict:
+    from strbench.tracking import flatten
+
+    c = cell.config.model_dump()
+    c["models"] = {r: m.hash for r, m in cell.config.models.items()}
+    r = exp.resolved()
+    c["train"] = r["train"]
+    c["nets"] = r["nets"]
+    c["structure"] = r["structure"]
+    return flatten(c)
+
+
+# ------------------------------------------------------------------------------------------------
+# one cell, one MLflow run, one cleanup path
+# ------------------------------------------------------------------------------------------------
+
+
+def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources, exp_hash: str,
+              summary: RunSummary, progress: Progress, i: int, n: int) -> None:
+    """Evaluate and log one cell. Its run ends FINISHED, FAILED (error tag + error.txt; the sweep goes on)
+    or KILLED (Ctrl-C / SIGTERM: re-raised so the caller ends the parent)."""
+    from strbench.tracking import MetricBuffer
+
+    t0 = time.time()
+    run_id = tracker.start_cell(parent, cell.hash, run_name=cell.label, tags=cell_tags(cell, exp_hash),
+                                params=cell_params(cell, exp))
+    buf = MetricBuffer(tracker, run_id)
+    bars: dict = {}
+
+    def on_train(spec: ModelSpec):
+        progress.event("training", spec=spec, label=cell.label)
+        bars[spec.role] = progress.bar("train", spec.train.steps, f"train {spec.role}")
+        tracker.set_tags(run_id, {f"strbench.trained.{spec.role}": spec.hash})
+
+    def train_cb(ev: dict):
+        if ev.get("event") != "loss":
+            return
+        role, step = ev["role"], int(ev["step"])
+        buf.add(f"train/{role}_loss", float(ev["loss"]), step)
+        buf.add(f"train/{role}_lr", float(ev["lr"]), step)
+        if role in bars:
+            bars[role].update_to(step)
+
+    status, error = "FAILED", None
+    try:
+        with tempfile.TemporaryDirectory(prefix="strbench-cell-") as td:
+            result = evaluate_cell(cell.config, res, split="test", progress=progress, workdir=Path(td),
+                                   on_train=on_train, train_callback=train_cb)
+            for b in bars.values():
+                b.close()
+            buf.flush()
+            tracker.log_metrics(run_id, result.metrics)
+            tracker.set_tags(run_id, result.tags)
+            tracker.log_artifacts(run_id, td)
+        status = "FINISHED"
+        summary.ran += 1
+        summary.results[cell.hash] = result.metrics
+        progress.event("cell_finished", i=i, n=n, cell=cell, metrics=result.metrics, seconds=time.time() - t0)
+    except KeyboardInterrupt:
+        status, error = "KILLED", "interrupted (SIGINT/SIGTERM); run the same command again to resume"
+        raise
+    except Exception as e:  # a failing cell: FAILED with the error, the sweep goes on
+        error = f"{type(e).__name__}: {e}"
+        with contextlib.suppress(Exception):
+            with tempfile.TemporaryDirectory(prefix="strbench-err-") as td:
+                (Path(td) / "error.txt").write_text(traceback.format_exc())
+                tracker.log_artifacts(run_id, td)
+        summary.failed.append((cell.label, cell.hash, error))
+        progress.event("cell_failed", i=i, n=n, cell=cell, error=error)
+    finally:
+        for b in bars.values():
+            b.close()
+        with contextlib.suppress(Exception):
+            buf.flush()
+        if status == "KILLED":
+            with contextlib.suppress(Exception):
+                tracker.end(run_id, status, error=error)
+        else:
+            tracker.end(run_id, status, error=error)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM behaves like Ctrl-C (runs are marked KILLED, nothing is left half-written)."""
+    if not hasattr(signal, "SIGTERM") or sys.platform == "win32":
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optional[list[Cell]] = None) -> RunSummary:
+    """Train what is missing (model cache), sample, score and log every cell not yet FINISHED in MLflow.
+    Failed cells are collected (run FAILED, error tag), not raised; Ctrl-C/SIGTERM marks the current
+    runs KILLED and re-raises KeyboardInterrupt."""
+    t_start = time.time()
+    all_cells = cells if cells is not None else expand(exp)
+    preflight(exp, all_cells)
+    mine = shard_cells(all_cells, exp.shard.index, exp.shard.count)
+    summary = RunSummary(experiment=exp.experiment_name, n_cells=len(mine))
+
+    from strbench import tracking
+
+    exp_hash = experiment_hash(all_cells)
+    tracker = tracking.Tracker(exp.tracking.uri, exp.experiment_name, exp.tracking.artifact_location)
+    stale, elsewhere = tracker.fail_stale_runs([c.hash for c in mine])
+    summary.stale_marked = len(stale)
+    done = tracker.finished_cells()
+    todo = [c for c in mine if c.hash not in done and c.hash not in elsewhere]
+    summary.done_before = sum(c.hash in done for c in mine)
+    summary.elsewhere = [c.label for c in mine if c.hash in elsewhere and c.hash not in done]
+    for lbl in summary.elsewhere:
+        progress.event("skipped", label=lbl, why="running in another process")
+    where = {"experiment": exp.name, "n_cells": len(mine), "tracking_uri": exp.tracking.uri,
+             "mlflow_experiment": exp.experiment_name}
+    if not todo:
+        progress.event("nothing_to_do", **where)
+        summary.seconds = time.time() - t_start
+        return summary
+
+    with tempfile.TemporaryDirectory(prefix="strbench-exp-") as td:
+        resolved = {k: v for k, v in exp.resolved().items() if k != "profiles"}
+        (Path(td) / "experiment.yaml").write_text(cfgmod.dump_yaml(resolved))
+        parent = tracker.parent_run(
+            exp_hash, run_name=f"{exp.name}" + (f" [{exp.profile}]" if exp.profile else ""),
+            tags={"strbench.experiment": exp.name, "strbench.profile": exp.profile or "",
+                  "strbench.config_path": exp.source, "strbench.n_cells": len(all_cells)},
+            params={k: v for k, v in tracking.flatten(resolved).items()}, cell_hashes=[c.hash for c in all_cells],
+            artifacts=td)
+    summary.parent_run_id = parent
+    res = Resources(exp.cache_dir, exp.device)
+    progress.event("started", **where, done_before=summary.done_before, todo=len(todo), device=str(res.device))
+    sweep = progress.bar("cells", len(todo), "cells")
+    try:
+        with _sigterm_as_interrupt():
+            for i, cell in enumerate(todo, 1):
+                _run_cell(exp, cell, tracker, parent, res, exp_hash, summary, progress, i, len(todo))
+                sweep.update_to(i)
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            tracker.end(parent, "KILLED")
+        raise
+    finally:
+        sweep.close()
+    tracker.end(parent, "FINISHED" if not summary.failed else "FAILED",
+                error=None if not summary.failed else f"{len(summary.failed)} cell(s) failed")
+    summary.seconds = time.time() - t_start
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------
+# what a run would do (dry run) and validation
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlanStatus:
+    """What `strbench run --dry-run` shows: cells, the models they need, what is cached / finished."""
+
+    exp: Experiment
+    all_cells: list
+    mine: list
+    models: list  # (ModelSpec, cache status cached|partial|missing, number of cells using it)
+    done: set  # hashes of cells FINISHED in tracking
+    note: str = ""  # why tracking could not be read, if so
+    checks: list = field(default_factory=list)  # the pre-flight's passed checks (strbench.preflight.Checked)
+
+
+def plan_status(exp: Experiment, cells: Optional[list[Cell]] = None) -> PlanStatus:
+    """Reads tracking only if it exists, and the cache's file names; creates nothing."""
+    from strbench import tracking
+
+    all_cells = cells if cells is not None else expand(exp)
+    checks = preflight(exp, all_cells)
+    mine = shard_cells(all_cells, exp.shard.index, exp.shard.count)
+    done: set = set()
+    note = ""
+    if tracking.tracking_exists(exp.tracking.uri):
+        try:
+            df = tracking.search_cell_runs(exp.tracking.uri, exp.experiment_name, latest_only=False)
+            done = set() if df.empty else set(df[f"tags.{tracking.CELL_HASH_TAG}"])
+        except Exception as e:  # e.g. an unreachable server: say so, list everything as pending
+            note = f" (tracking not readable: {type(e).__name__})"
+    else:
+        note = " (no tracking database yet)"
+    users: dict[str, int] = {}
+    for c in mine:
+        for m in c.models:
+            users[m.hash] = users.get(m.hash, 0) + 1
+    models = [(m, model_status(exp.cache_dir, m), users.get(m.hash, 0)) for m in unique_models(mine)]
+    return PlanStatus(exp=exp, all_cells=all_cells, mine=mine, models=models, done=done, note=note, checks=checks)
+
+
+@dataclass
+class Validation:
+    exp: Experiment
+    cells: list
+    models: list
+    other_profiles: list
+    checks: list = field(default_factory=list)  # the pre-flight's passed checks (strbench.preflight.Checked)
+
+
+def validate(config: str | Mapping, overrides: Iterable[str] = (), overlay: Optional[str] = None,
+             profile: Optional[str] = None) -> Validation:
+    """`strbench validate X.yaml`: schema, every profile, sweep, training/sampling settings, folders."""
+    exp = cfgmod.load_experiment(config, overrides=list(overrides), overlay=overlay, profile=profile,
+                                 check_profiles=True)
+    cells = expand(exp)
+    checks = preflight(exp, cells)
+    return Validation(exp=exp, cells=cells, models=unique_models(cells),
+                      other_profiles=[p for p in exp.profiles if p != exp.profile], checks=checks)
+
+
+# ------------------------------------------------------------------------------------------------
+# tune's entry point
+# ------------------------------------------------------------------------------------------------
+
+
+def evaluate(target: Any, *, split: str = "val", report: Optional[ReportFn] = None,
+             progress: Progress = SILENT) -> dict:
+    """Train (through the cache) and evaluate on the `split` images and masks ('val' for tuning: the
+    validation photos and masks drawn with masks.val_seed); no MLflow. Accepts an Experiment (every
+    cell of a learned method, floors left out: they are references, not part of an objective; metrics
+    are averaged over cells), a Cell, a CellConfig, or a cell config mapping (e.g. a logged
+    config.yaml). `report(step, metrics)` receives running PSNR/SSIM after every sampled batch (for pruning)."""
+    from strbench import methods
+
+    if split not in ("val", "test"):
+        raise ConfigError(f"evaluate: split must be 'val' or 'test', got {split!r}")
+    cache_dir, device = ".strbench", "auto"
+    if isinstance(target, Experiment):
+        cells = expand(target)
+        preflight(target, cells, tracking=False, splits=(split,))
+        configs = [c.config for c in cells if not methods.get(c.config.method.method).floor]
+        cache_dir, device = target.cache_dir, target.device
+    elif isinstance(target, Cell):
+        configs = [target.config]
+    elif isinstance(target, CellConfig):
+        configs = [target]
+    elif isinstance(target, Mapping) and "models" in target and "method" in target:
+        configs = [CellConfig.from_mapping(target)]
+    elif isinstance(target, Mapping):
+        return evaluate(cfgmod.load_experiment(target), split=split, report=report, progress=progress)
+    else:
+        raise TypeError("evaluate() takes an Experiment, a Cell, a CellConfig or a cell config mapping")
+    res = Resources(cache_dir, device)
+    per_cell, step = [], 0
+    for cc in configs:
+        r = evaluate_cell(cc, res, split=split, progress=progress, report=report, step0=step)
+        step += math.ceil(r.metrics["n_images"] / cc.sample.batch)
+        per_cell.append(r.metrics)
+    out: dict[str, Any] = {}
+    for k in sorted({k for m in per_cell for k in m}):
+        vals = [m[k] for m in per_cell if k in m]
+        if k == "n_images":
+            out[k] = float(sum(vals))
+        elif len(vals) == len(per_cell):
+            out[k] = float(sum(vals) / len(vals))
+    out["n_cells"] = len(per_cell)
+    if len(per_cell) > 1:
+        out["cells"] = per_cell
+    return out
+
+
+def tracking_is_local(uri: str) -> bool:
+    return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri

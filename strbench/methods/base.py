@@ -1,0 +1,99 @@
+"""What a method is: its settings model, the networks it needs, its tags and its sampler.
+
+A method is one module that builds one :class:`Method` and is registered under the entry-point group
+``strbench.methods`` (one line in ``pyproject.toml``); :mod:`strbench.methods` loads the registry. The
+config schema, the experiment planner, tracking and :func:`strbench.sample.sample` ask the registry;
+nothing else in strbench names a method.
+
+A sampler is ``run(ctx, image, known, s) -> (y0, info)``: ``ctx`` a :class:`SampleContext` (models,
+SDEs, the noise sampler, the callback, the evaluation counter), ``s`` the method's effective settings
+and inputs as a plain dict. It returns the raw y_0 (not composited) and extra info; the shell in
+:mod:`strbench.sample` checks inputs, runs it under ``torch.no_grad()`` and composites.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor
+
+from strbench.errors import ConfigError
+
+ROLES = ("irsde", "structure", "texture", "discriminator")  # the trainable networks (strbench.train roles)
+
+
+class MethodSettings(BaseModel):
+    """Base of every method's settings (YAML ``methods.<case>``): strict, frozen, unknown keys refused.
+    ``method`` is the registry name; subclasses narrow it to a Literal (the union's discriminator)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    method: str
+
+    def effective(self) -> dict:
+        """The values the sampler uses (subclasses fill settings whose default depends on others)."""
+        return self.model_dump(exclude={"method"})
+
+
+@dataclass
+class Models:
+    """The networks a method may use: noise nets ``net(x_t, mu, t, cond=None)``, ``D(y, x, t)``."""
+
+    texture: Optional[Callable] = None  # structure-guided texture net (cond = x_{t-1})
+    structure: Optional[Callable] = None  # structure net of the chosen variant
+    discriminator: Optional[Callable] = None  # D(y, x, t) -> logits (B,)
+    irsde: Optional[Callable] = None  # plain IR-SDE net (IR-SDE, RePaint*, ablation A)
+
+
+@dataclass
+class SampleContext:
+    """What a sampler gets besides the batch: networks, SDEs, noise, progress and evaluation counts."""
+
+    models: Models
+    sdes: Any  # strbench.sde.SDEPair
+    noise: Callable[[Tensor], Tensor]  # like -> standard normal draw (every Gaussian draw goes through it)
+    callback: Optional[Callable[[dict], None]]
+    counter: dict  # network name -> evaluations (a batched call counts once)
+
+    def need(self, *names: str, why: str) -> None:
+        missing = [n for n in names if getattr(self.models, n) is None]
+        if missing:
+            raise ConfigError(f"{why} needs the model(s) {missing} (Models.{', Models.'.join(missing)})")
+
+    def emit(self, **state) -> None:
+        if self.callback is not None:
+            self.callback({"score": None, "threshold": None, "accepted": None, "x": None, **state,
+                           "nfe": sum(self.counter.values())})
+
+
+def _no_tags(settings: MethodSettings) -> dict:
+    return {}
+
+
+def _no_check(s: dict) -> dict:
+    return s
+
+
+@dataclass(frozen=True)
+class Method:
+    """One inpainting method, as the registry knows it."""
+
+    name: str  # registry key = ``method:`` in the YAML
+    settings: type[MethodSettings]  # the only place its settings and their defaults live
+    run: Callable[..., tuple]  # run(ctx, image, known, s) -> (y0, info)
+    roles: Callable[[MethodSettings], tuple[str, ...]]  # trained networks it needs (strbench.train roles)
+    summary: str = ""  # one line for listings and docs
+    default_case: Optional[str] = None  # case name in an experiment with no `methods:` (None: not a default)
+    floor: bool = False  # a no-learning reference added to every experiment (experiment key `floors`)
+    inputs: Mapping[str, Any] = field(default_factory=dict)  # sampler arguments that are not YAML settings
+    tags: Callable[[MethodSettings], dict] = _no_tags  # extra MLflow tags (strbench.<key>) of its cells
+    check: Callable[[dict], dict] = _no_check  # checks of the inputs (settings + inputs dict) before a run
+
+    def make(self, **values) -> MethodSettings:
+        """Settings from keyword values (``method`` filled in)."""
+        return self.settings(method=self.name, **values)
+
+    def structure_guided(self, settings: MethodSettings) -> bool:
+        """Whether its cells depend on the structure variant (it runs a structure network)."""
+        return "structure" in self.roles(settings)

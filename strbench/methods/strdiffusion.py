@@ -1,0 +1,288 @@
+"""StrDiffusion (the paper's method): structure-guided sampling with adaptive resampling (Alg. 1).
+
+Per step t = T..1: structure step x_t -> x_{t-1} (structure net, mu_x), then texture step
+y_t -> y_{t-1} (texture net conditioned on x_{t-1}); x_T = mu_x + lambda_x n, y_T = mu_y + lambda n.
+``mode="paper"``: Algorithm 1 as written (threshold Delta = first score, up to ``u_max`` candidates
+x~_t = forward_step(x_{t-1}) -> x~_{t-1} -> y~_{t-1} from y_t; stop at the first rejected one, per
+image). ``mode="official"``: the authors' code (see :func:`_official_loop`).
+Ablations (Table 2): ``A`` = RePaint* on the IR-SDE net (``Models.irsde``); ``B`` = the same resampling
+with no discriminator, every candidate accepted, so a fixed number of tries per resampling step
+(paper: ``u_max`` every step; official: ``u_max - 1`` at each resampling step); ``C`` = no resampling;
+``D`` = full. The structure variant comes in as (x0, mu_x): computed with
+``structure_states(variant, image, known, canny_sigma)`` or given precomputed as inputs.
+
+Settings that only apply to one mode/ablation default to None; giving a value where it does not
+apply is an error. :class:`StrDiffusionSettings` is the one place of the defaults.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor
+
+from strbench.errors import ConfigError
+from strbench.methods.base import Method, MethodSettings, SampleContext
+from strbench.resampling import repaint_loop
+from strbench.sde import masked_mean
+from strbench.steps import Stepper, time_table
+
+ABLATIONS = ("A", "B", "C", "D")  # Table 2: A IR-SDE+RePaint, B no discriminator, C no resampling, D full
+MODES = ("paper", "official")
+
+# official mode only (defaults for T=100; the code's T=400 values: u_max 6, u_min 3, jump 5, re 5)
+_OFFICIAL_ONLY = {"u_min": 4, "jump": 2, "re": 2, "stage_end": 0.4, "late_structure": "texture_mean"}
+_ABLATION_A_ONLY = {"jump_length": 10, "jump_n_sample": 10}  # ablation A: RePaint's schedule
+_MODE_DEFAULTS = {
+    "paper": {"structure_repaint": False, "disc_time": "t-1"},
+    "official": {"structure_repaint": True, "disc_time": "t"},
+}
+
+
+class StrDiffusionSettings(MethodSettings):
+    """StrDiffusion sampling settings (None = the default for the mode/ablation: the official-only
+    keys need mode official, jump_* need ablation A)."""
+
+    method: Literal["strdiffusion"]
+    ablation: Literal["A", "B", "C", "D"] = "D"  # Table 2: A IR-SDE+RePaint, B no D, C no resampling, D full
+    mode: Literal["paper", "official"] = "paper"  # Alg. 1 as written | the authors' code
+    accept: Literal["lower", "higher"] = "lower"  # Alg. 1 line 10 as written: accept when S < Delta
+    u_max: int = Field(25, ge=1)  # U of Alg. 1 / u_max of the authors' code (T=100; their T=400 value: 6)
+    structure_repaint: Optional[bool] = None  # known structure replaced by a forward sample (official: on)
+    disc_time: Optional[Literal["t-1", "t"]] = None  # time given to D (paper t-1, official t)
+    disc_mask_texture: bool = False  # D sees y * known (authors' test script)
+    u_min: Optional[int] = Field(None, ge=1)  # official: 4
+    jump: Optional[int] = Field(None, ge=1)  # official: 2 (resample only at steps t % jump == 0)
+    re: Optional[int] = Field(None, ge=1)  # official: 2 (structure re-noising steps per candidate)
+    stage_end: Optional[float] = Field(None, ge=0.0, le=1.0)  # official: 0.4 (resample while t >= stage_end T)
+    late_structure: Optional[Literal["texture_mean", "net"]] = None  # official: texture_mean
+    jump_length: Optional[int] = Field(None, ge=1)  # ablation A: 10
+    jump_n_sample: Optional[int] = Field(None, ge=1)  # ablation A: 10
+
+    @model_validator(mode="after")
+    def _applies(self):
+        for k in _OFFICIAL_ONLY:
+            if self.mode != "official" and getattr(self, k) is not None:
+                raise ValueError(f"sampler setting {k!r} only applies to mode='official' (mode is {self.mode!r})")
+        for k in _ABLATION_A_ONLY:
+            if self.ablation != "A" and getattr(self, k) is not None:
+                raise ValueError(f"sampler setting {k!r} only applies to ablation 'A' (RePaint resampling)")
+        return self
+
+    def effective(self) -> dict:
+        s = super().effective()
+        for k, v in _MODE_DEFAULTS[self.mode].items():
+            if s[k] is None:
+                s[k] = v
+        if self.mode == "official":
+            s.update({k: v for k, v in _OFFICIAL_ONLY.items() if s[k] is None})
+        if self.ablation == "A":
+            s.update({k: v for k, v in _ABLATION_A_ONLY.items() if s[k] is None})
+        return s
+
+
+def roles(s: StrDiffusionSettings) -> tuple[str, ...]:
+    """A: the IR-SDE net; B, C: structure + texture; D: + the discriminator."""
+    if s.ablation == "A":
+        return ("irsde",)
+    if s.ablation in ("B", "C"):
+        return ("structure", "texture")
+    return ("structure", "texture", "discriminator")
+
+
+def check_inputs(s: dict) -> dict:
+    """The non-YAML sampler inputs: structure variant, Canny sigma, precomputed (x0, mu_x)."""
+    from strbench.structure import VARIANTS
+
+    if s["variant"] not in VARIANTS:
+        raise ConfigError(f"sampler setting 'variant' must be one of {list(VARIANTS)}, got {s['variant']!r}")
+    cs = s["canny_sigma"]
+    if not isinstance(cs, (int, float)) or isinstance(cs, bool) or cs <= 0:
+        raise ConfigError(f"sampler setting 'canny_sigma' must be > 0, got {cs!r}")
+    if (s["x0"] is None) != (s["mu_x"] is None):
+        raise ConfigError("sampler settings 'x0' and 'mu_x' go together: give both precomputed structure "
+                          "states or neither")
+    return s
+
+
+class _StrDiffusion:
+    """State and network calls shared by the paper and official loops (texture y 3ch, structure x 1ch)."""
+
+    def __init__(self, ctx: SampleContext, image: Tensor, known: Tensor, s: dict, x0: Tensor, mu_x: Tensor):
+        sdes, counter = ctx.sdes, ctx.counter
+        self.m, self.noise, self.cb, self.counter, self.s = ctx.models, ctx.noise, ctx.callback, counter, s
+        self.known, self.is_known = known, known > 0.5
+        self.sy, self.sx = Stepper(sdes.texture), Stepper(sdes.structure)
+        self.T = self.sy.T
+        self.mu_y = masked_mean(image, known)
+        self.x0, self.mu_x = x0, mu_x
+        self.ts = time_table(self.T, image.shape[0], image.device)
+        self.repaint_x = s["structure_repaint"]
+        self.d_shift = 1 if s["disc_time"] == "t-1" else 0
+        self.use_d = s["ablation"] == "D"
+        self.resample = s["ablation"] in ("B", "D")
+        self.lower = s["accept"] == "lower"
+        for k in ("structure", "texture", "discriminator"):
+            counter.setdefault(k, 0)
+        B = image.shape[0]
+        self.tries = torch.zeros(B, dtype=torch.long, device=image.device)
+        self.n_accepted = torch.zeros(B, dtype=torch.long, device=image.device)
+
+    def nfe(self) -> int:
+        return sum(self.counter.values())
+
+    def structure_step(self, x: Tensor, t: int) -> Tensor:
+        """x_t -> x_{t-1} with the structure net (Alg. 1 line 2); known region first replaced by a
+        forward sample of the true structure at level t when structure_repaint is on (authors' code)."""
+        if self.repaint_x:
+            x = torch.where(self.is_known, self.sx.q(self.x0, self.mu_x, t, self.noise(x)), x)
+        eps = self.m.structure(x, self.mu_x, self.ts[t])
+        self.counter["structure"] += 1
+        return self.sx.reverse(x, self.mu_x, eps, t, self.noise(x))
+
+    def texture_step(self, y: Tensor, t: int, cond: Tensor) -> Tensor:
+        """y_t -> y_{t-1} with the texture net conditioned on the structure x_{t-1} (Alg. 1 line 3)."""
+        eps = self.m.texture(y, self.mu_y, self.ts[t], cond=cond)
+        self.counter["texture"] += 1
+        return self.sy.reverse(y, self.mu_y, eps, t, self.noise(y))
+
+    def score(self, y: Tensor, x: Tensor, t: int) -> Tensor:
+        """D(y_{t-1}, x_{t-1}, t-1) (paper) or D(..., t) (authors' code): (B,) correlation scores."""
+        if self.s["disc_mask_texture"]:
+            y = y * self.known
+        out = self.m.discriminator(y, x, self.ts[t - self.d_shift]).reshape(-1)
+        self.counter["discriminator"] += 1
+        return out
+
+    def better(self, S: Tensor, delta: Tensor) -> Tensor:
+        """Alg. 1 line 10: S < Delta ("lower", as written) or S > Delta ("higher")."""
+        return S < delta if self.lower else S > delta
+
+    def emit(self, t, y, x, phase, score=None, threshold=None, accepted=None) -> None:
+        if self.cb is not None:
+            self.cb({"t": t, "y": y, "x": x, "score": score, "threshold": threshold, "accepted": accepted,
+                     "phase": phase, "nfe": self.nfe()})
+
+
+def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    return torch.where(mask.view(-1, 1, 1, 1), a, b)
+
+
+def _paper_loop(r: _StrDiffusion, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Algorithm 1 (supplementary) as written, per image of the batch."""
+    U = r.s["u_max"]
+    for t in range(r.T, 0, -1):  # 1 for t = T..1
+        x_prev = r.structure_step(x, t)  # 2
+        y_prev = r.texture_step(y, t, x_prev)  # 3
+        if r.resample:
+            delta = r.score(y_prev, x_prev, t) if r.use_d else None  # 4 threshold Delta
+            active = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
+            for _u in range(U):  # 5 for u = 1..U
+                x_tilde_t = r.sx.forward(x_prev, r.mu_x, t, r.noise(x_prev))  # 6 (Eq. 17)
+                x_c = r.structure_step(x_tilde_t, t)  # 7
+                y_c = r.texture_step(y, t, x_c)  # 8 (from y_t, guided by the new structure)
+                S = r.score(y_c, x_c, t) if r.use_d else None  # 9
+                acc = active & r.better(S, delta) if r.use_d else active  # 10 (B: always accept)
+                x_prev, y_prev = _where(acc, x_c, x_prev), _where(acc, y_c, y_prev)  # 11, 12
+                r.tries += active
+                r.n_accepted += acc
+                active = acc  # 14 break (per image)
+                r.emit(t - 1, y_c, x_c, "resample", S, delta, acc)
+                if r.use_d and not bool(active.any()):
+                    break
+        x, y = x_prev, y_prev
+        r.emit(t - 1, y, x, "step")
+    return y, x
+
+
+def _official_loop(r: _StrDiffusion, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The authors' sampler (SPEC section 2): resample every `jump` steps while t >= stage_end * T,
+    structure re-noised `re` levels then denoised again, candidate accepted when its score beats the
+    first score; before the u_min-th try a rejected candidate is averaged with the current pair; below
+    stage_end * T the structure is the channel mean of the texture (late_structure="texture_mean")."""
+    s = r.s
+    T = r.T
+    for t in range(T, 0, -1):
+        early = t >= s["stage_end"] * T
+        if early or s["late_structure"] == "net":
+            x_prev = r.structure_step(x, t)
+        else:
+            x_prev = y.mean(dim=1, keepdim=True)  # late stage: structure = gray of the texture y_t
+        y_prev = r.texture_step(y, t, x_prev)
+        if r.resample and early and t % s["jump"] == 0:
+            n_re = min(s["re"], T - t + 1)  # re-noise at most up to level T
+            delta = r.score(y_prev, x_prev, t) if r.use_d else None
+            active = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
+            for i in range(1, s["u_max"]):  # the code's `for i in range(1, u_max)`
+                y_t = r.sy.forward(y_prev, r.mu_y, t, r.noise(y_prev))  # texture back to level t
+                x_c = x_prev
+                for lvl in range(t, t + n_re):  # structure t-1 -> t-1+n_re
+                    x_c = r.sx.forward(x_c, r.mu_x, lvl, r.noise(x_c))
+                for lvl in range(t + n_re - 1, t - 1, -1):  # and denoised back to t-1
+                    x_c = r.structure_step(x_c, lvl)
+                y_c = r.texture_step(y_t, t, x_c)
+                S = r.score(y_c, x_c, t) if r.use_d else None
+                good = r.better(S, delta) if r.use_d else torch.ones_like(active)
+                acc = active & good
+                r.tries += active
+                r.n_accepted += acc
+                if i >= s["u_min"]:
+                    x_prev, y_prev = _where(acc, x_c, x_prev), _where(acc, y_c, y_prev)
+                    active = acc
+                else:  # before u_min: take a better candidate, average a rejected one with the pair
+                    x_prev = _where(good, x_c, (x_prev + x_c) / 2)
+                    y_prev = _where(good, y_c, (y_prev + y_c) / 2)
+                r.emit(t - 1, y_c, x_c, "resample", S, delta, acc)
+                if r.use_d and not bool(active.any()):
+                    break
+        x, y = x_prev, y_prev
+        r.emit(t - 1, y, x, "step")
+    return y, x
+
+
+def _structure_inputs(image: Tensor, known: Tensor, s: dict) -> tuple[Tensor, Tensor]:
+    if s["x0"] is not None:
+        x0, mu_x = s["x0"], s["mu_x"]
+        want = (image.shape[0], 1, *image.shape[-2:])
+        for name, v in (("x0", x0), ("mu_x", mu_x)):
+            if not isinstance(v, Tensor) or tuple(v.shape) != want:
+                raise ValueError(f"sampler setting {name!r} must be a tensor of shape {want}")
+        return x0.to(image.device, image.dtype), mu_x.to(image.device, image.dtype)
+    from strbench.structure import structure_states
+
+    return structure_states(s["variant"], image, known, canny_sigma=float(s["canny_sigma"]))
+
+
+def run(ctx: SampleContext, image: Tensor, known: Tensor, s: dict):
+    if s["ablation"] == "A":  # Table 2 case A: IR-SDE + RePaint's resampling
+        ctx.need("irsde", why="StrDiffusion ablation 'A' (IR-SDE + RePaint resampling)")
+        y0 = repaint_loop(ctx, ctx.models.irsde, image, known, jump_length=s["jump_length"],
+                          jump_n_sample=s["jump_n_sample"])
+        return y0, {}
+    ctx.need("texture", "structure", why=f"StrDiffusion ablation {s['ablation']!r}")
+    if s["ablation"] == "D":
+        ctx.need("discriminator", why="StrDiffusion ablation 'D' (adaptive resampling)")
+    sdes = ctx.sdes
+    if sdes.texture.T != sdes.structure.T:
+        raise ConfigError(f"texture and structure SDEs need the same T, got {sdes.texture.T} and "
+                          f"{sdes.structure.T}")
+    x0, mu_x = _structure_inputs(image, known, s)
+    r = _StrDiffusion(ctx, image, known, s, x0, mu_x)
+    y = r.mu_y + r.sy.lam * r.noise(r.mu_y)  # y_T
+    x = mu_x + r.sx.lam * r.noise(mu_x)  # x_T
+    loop = _paper_loop if s["mode"] == "paper" else _official_loop
+    y0, x_last = loop(r, y, x)
+    return y0, {"structure": x_last, "tries": r.tries, "accepted": r.n_accepted}
+
+
+def _tags(s: StrDiffusionSettings) -> dict:
+    return {"ablation": s.ablation, "mode": s.mode}
+
+
+METHOD = Method(
+    name="strdiffusion", settings=StrDiffusionSettings, run=run, roles=roles,
+    summary="StrDiffusion (CVPR 2024): structure-guided texture diffusion with adaptive resampling (Alg. 1)",
+    default_case="StrDiffusion", tags=_tags, check=check_inputs,
+    inputs={"variant": "gray2edge", "canny_sigma": 3.0, "x0": None, "mu_x": None},
+)
