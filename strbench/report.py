@@ -954,6 +954,21 @@ def claims_markdown(claims: pd.DataFrame, notes: Sequence[str]) -> str:
                       ""] + [f"- {n}" for n in notes]) + "\n"
 
 
+def claims_latex(claims: pd.DataFrame, notes: Sequence[str]) -> str:
+    """The claims as one table (claim, compared, verdict, difference, interval, p), sized by fit_latex."""
+    from strbench import paired
+
+    where = {"table1": "Table 1", "table2": "Table 2", "fig8": "Fig. 8"}
+    source = {c.key: where[c.source] for c in paired.CLAIMS}
+    rows = [[latex_escape(x) for x in (f"{source.get(k, '')} {m.removeprefix('kl_')}", r[2].replace(" vs ", " > "),
+                                       r[3], r[4], r[5], r[6])]
+            for k, m, r in zip(claims["claim"], claims["metric"], claims_rows(claims))]
+    heads = [latex_escape(h) for h in ("Claim", "better > worse", "verdict", "difference", "95% CI", "p")]
+    b = LatexBlock(heads[:3], [("", heads[3:])], [r[:3] for r in rows], [[r[3:] for r in rows]])
+    return "\n\n".join(fit_latex(b, "The paper's claims, checked on the runs found.", "tab:strbench-claims",
+                                  [latex_escape(n) for n in notes])) + "\n"
+
+
 # ----------------------------------------------------------------------------------------------- command
 def report_command(table: int | None, figure: int | str | None, experiment: str | None, tracking_uri: str | None,
                    fmt: str = "markdown", out: str | None = None, *, run: str | None = None,
@@ -974,13 +989,13 @@ def report_command(table: int | None, figure: int | str | None, experiment: str 
         return 0
     if claims:
         frame, notes = claims_report(uri, experiment, select)
-        text = (frame.to_csv(index=False, lineterminator="\n", float_format=CSV_FLOAT) if fmt == "csv"
-                else claims_markdown(frame, notes))
+        text = {"csv": lambda: frame.to_csv(index=False, lineterminator="\n", float_format=CSV_FLOAT),
+                "latex": lambda: claims_latex(frame, notes), "markdown": lambda: claims_markdown(frame, notes)}[fmt]()
         print(text, end="")
         if fmt == "csv":
             _say(notes)
         if out:
-            atomic.write_bytes(Path(out) / ("claims.csv" if fmt == "csv" else "claims.md"), text.encode())
+            atomic.write_bytes(Path(out) / f"claims.{RENDERERS[fmt][1]}", text.encode())
         return 0
     if figure is not None:
         return _figure_command(str(figure), experiment, uri, out, select, fmt)

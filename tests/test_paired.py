@@ -99,3 +99,11 @@ def test_claims_command_on_fake_runs(monkeypatch, capsys):
     assert "ablation_resampling" in t2.detail and t2.detail.startswith("runs needed are missing")
     # two RePaint* settings: the claim is checked against each
     assert set(df[df.claim == "T1-psnr-repaint"].worse) == {"RePaint* [jump_n_sample=3]", "RePaint* [jump_n_sample=5]"}
+
+
+def test_claims_latex(monkeypatch, capsys):
+    cells, parents, arts = F.quickstart_then_adhoc()
+    monkeypatch.setattr(R, "_tracking", lambda: FakeTracking({"quickstart": cells}, arts, {"quickstart": parents}))
+    R.report_command(None, None, None, URI, "latex", None, claims=True)
+    tex = capsys.readouterr().out
+    assert tex.startswith("\\begin{table") and r"\resizebox" not in tex and "D \\textgreater{} C & missing" in tex

@@ -79,9 +79,21 @@ def pdflatex_width(tabular: str, size: float, tmp_path: Path) -> float:
 LIMIT = {"table": texwidth.COLUMN_PT, "table*": texwidth.TEXT_PT}
 
 
-@pytest.mark.parametrize("which", ["table1-4bins", "table2", "paired"])
+@pytest.mark.parametrize("which", ["table1-4bins", "table2", "paired", "claims"])
 def test_latex_fits_the_column_or_the_text_width(which, tmp_path):
-    if which == "table2":
+    if which == "claims":
+        cells, parents, arts = F.quickstart_then_adhoc()
+        runs = R.select_runs(cells, parents).runs
+        tr = R.TableReport(R.select_runs(cells, parents, experiment="quickstart"), R.build_table(runs, 1), {},
+                           R.paired_for_table(runs, {k[0]: v for k, v in arts.items()}, "mask_bin", n_resamples=200))
+        from strbench import paired
+
+        rows = [r.name for r in tr.table.rows if r.source == "measured"]
+        claims = pd.DataFrame(paired.claims_from_pairs(paired.CLAIMS[:7], tr.pairs, rows, experiment="quickstart",
+                                                       hint="strbench run experiments/ablation_resampling.yaml"),
+                              columns=paired.CLAIM_COLUMNS)
+        tex = R.claims_latex(claims, ["note"])
+    elif which == "table2":
         tex = R.to_latex(R.build_table(synthetic_table2_runs(), 2))
     elif which == "paired":
         cells, parents, arts = F.quickstart_then_adhoc()
