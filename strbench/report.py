@@ -904,11 +904,10 @@ def claims_report(uri: str, experiment: str | None = None, select: dict | None =
             tr = (tables or {}).get(number)
             if tr is None or tr.pairs is None:
                 tr = table_report(number, experiment, uri, select=select, paired=True, n_resamples=n_resamples)
-        except StrbenchError as e:
-            if isinstance(e, SelectionError):
-                raise
+        except StrbenchError as e:  # no runs, or --run/--profile not in this experiment
             name = experiment or " / ".join([spec.experiment, *spec.fallbacks])
-            out += [paired._missing(c, name, f"no finished cell runs in `{name}`; run `{hint}`") for c in claims]
+            why = str(e) if isinstance(e, SelectionError) else f"no finished cell runs in `{name}`; run `{hint}`"
+            out += [paired._missing(c, name, why) for c in claims]
             continue
         rows = [r.name for r in tr.table.rows if r.source == "measured"]
         out += paired.claims_from_pairs(claims, tr.pairs, rows, experiment=tr.selection.experiment, hint=hint)
@@ -917,9 +916,7 @@ def claims_report(uri: str, experiment: str | None = None, select: dict | None =
     name = experiment or FIGURE8_EXPERIMENT
     try:
         kl = load_kl_trajectories(uri, name, **(select or {}))
-    except SelectionError:
-        raise
-    except StrbenchError:
+    except StrbenchError:  # reported as missing runs below
         kl = None
     out += paired.claims_from_kl(claims, kl, experiment=name, hint=FIGURE8_HINT, n_resamples=n_resamples)
     notes += paired_notes(n_resamples) + [

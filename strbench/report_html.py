@@ -269,9 +269,7 @@ def build_sections(uri: str, *, experiment: str | None = None, select: dict | No
     for n in R.TABLES:
         try:
             tables[n] = R.table_report(n, experiment, uri, select=select, paired=True)
-        except R.SelectionError:
-            raise
-        except StrbenchError as e:
+        except StrbenchError as e:  # no runs, or --run/--profile not in this table's experiment: said there
             tables[n] = e
     sel_lines = []
     for n, tr in tables.items():

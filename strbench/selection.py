@@ -187,9 +187,14 @@ def models_of(runs: pd.DataFrame) -> pd.Series:
                             axis=1)
 
 
+def _param_text(col: pd.Series) -> pd.Series:
+    """A param's values as text; not logged and logged as None are the same ('')."""
+    return col.map(lambda v: "" if _str(v) == "None" else _str(v))
+
+
 def value_of(runs: pd.DataFrame, key: str) -> pd.Series:
     """The values of a differing key (a params.* column or MODELS) as text, 'unset' when not logged."""
-    vals = models_of(runs) if key == MODELS else runs[key].map(_str)
+    vals = models_of(runs) if key == MODELS else _param_text(runs[key])
     return vals.map(lambda v: v or "unset")
 
 
@@ -206,16 +211,17 @@ def differing(sub: pd.DataFrame) -> list[str]:
     """Keys whose values differ among runs of one table cell, seeds aside: cell-level params (sampler settings,
     test masks, schedule, ...) and, when runs of one seed use different models, the training params that
     differ (or MODELS when none of those was logged)."""
-    out = [k for k in _param_keys(sub, False) if sub[k].map(_str).nunique() > 1]
+    out = [k for k in _param_keys(sub, False) if _param_text(sub[k]).nunique() > 1]
     seeds = _col(sub, TAG + "seed").map(_str)
     if (models_of(sub).groupby(seeds.to_numpy()).nunique() > 1).any():
-        out += [k for k in _param_keys(sub, True) if sub[k].map(_str).nunique() > 1] or [MODELS]
+        out += [k for k in _param_keys(sub, True) if _param_text(sub[k]).nunique() > 1] or [MODELS]
     seen, unique = set(), []
     for k in out:  # one key per short name (settings.x and method.x are the same setting)
         if short_key(k) not in seen:
             seen.add(short_key(k))
             unique.append(k)
-    return unique
+    # keys set in every run first: a value against "unset" may only be a key that older runs did not log
+    return sorted(unique, key=lambda k: bool((value_of(sub, k) == "unset").any()))
 
 
 def _case(runs: pd.DataFrame) -> pd.Series:

@@ -3,6 +3,7 @@ used named in the output, mixed configurations of one table cell split into rows
 measured methods (biharmonic) as rows after the paper's."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -142,3 +143,13 @@ def test_training_params_split_rows_only_when_the_models_differ():
     assert set(R._row_labels(runs)) == {"StrDiffusion [u_max=3]", "StrDiffusion [u_max=5]"}
     warn = R.mixed_configurations(runs, "mask_bin")
     assert len(warn) == 1 and "(u_max = 3 | 5)" in warn[0]
+
+
+def test_a_param_logged_as_none_equals_one_not_logged_and_unset_keys_come_last():
+    runs = pd.DataFrame([F.cell("a", "IR-SDE", "10-20%", "P", F.DAY1, psnr=20, cell_hash="a", settings={"x": 1}),
+                         F.cell("b", "IR-SDE", "10-20%", "P", F.DAY1, psnr=20, cell_hash="b", settings={"x": 2})])
+    runs["params.schedule.lr"] = ["None", np.nan]  # a None param (old runner) vs no param (new runner)
+    runs["params.nets.arch"] = [np.nan, "strbench"]  # a key only the newer run logs
+    runs["params.sample.steps"] = [np.nan, "5"]
+    labels = set(R._row_labels(runs))
+    assert labels == {"IR-SDE [x=1, sample.steps=unset]", "IR-SDE [x=2, sample.steps=5]"}
