@@ -147,8 +147,15 @@ def test_frontier_points_per_case_and_setting_over_common_bins(tmp_path):
     assert set(p.family) == {"IR-SDE", "RePaint*", "StrDiffusion"} and "20-30%" in notes[0]
     fig = R.figure_frontier(points, title_columns="10-20%, 40-50%")
     axes = fig.get_axes()
-    assert [a.get_ylabel() for a in axes] == ["PSNR (dB) ↑", "FID ↓"] and axes[0].get_xscale() == "log"
+    assert [a.get_ylabel() for a in axes] == ["PSNR (dB) ↑", "FID ↓"] and axes[0].get_xscale() == "linear"
     assert len(axes[0].get_lines()) == 3 and "mean over 10-20%, 40-50%" in fig.get_suptitle()
+    assert sorted(t.get_text() for t in axes[0].texts) == ["jump_n_sample=2", "jump_n_sample=5", "u_max=1",
+                                                           "u_max=3"]  # settings; the lone IR-SDE is in the legend
+    wide = points.assign(nfe=points["nfe"] * [1, 1, 10, 10, 50])  # budgets over decades: a log axis
+    assert R.figure_frontier(wide).get_axes()[0].get_xscale() == "log"
+    floor = pd.concat([wide, pd.DataFrame([{"label": "biharmonic", "family": "biharmonic", "nfe": 0.0, "psnr": 30.0,
+                                            "fid": 20.0, "columns": ""}])])
+    assert R.figure_frontier(floor).get_axes()[0].get_xscale() == "symlog"  # NFE 0 stays on the axis
 
 
 def test_frontier_command_writes_png_and_pdf(monkeypatch, tmp_path, capsys):
