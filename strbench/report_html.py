@@ -173,9 +173,10 @@ def grid_tiles(img: np.ndarray, columns: int = 4, pad: int = GRID_PAD) -> np.nda
     return tiles
 
 
-def merge_grids(grids: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]] | None:
+def merge_grids(grids: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str], str | None] | None:
     """One grid (rows: images; columns: input, structure, each method's output, ground truth) from per-cell
-    grids of the same images, or None when they do not show the same images (or are not 4-column grids)."""
+    grids of the same images, or None when they do not show the same images (or are not 4-column grids).
+    Returns (tiles, column labels, the row whose structure is shown: the first with a non-black one)."""
     tiles = {k: grid_tiles(v) for k, v in grids.items()}
     if not tiles or any(t is None for t in tiles.values()):
         return None
@@ -186,10 +187,11 @@ def merge_grids(grids: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]] | 
     for t in tiles.values():
         if not (np.array_equal(t[:n, 0], first[:n, 0]) and np.array_equal(t[:n, 3], first[:n, 3])):
             return None
-    structure = next((t[:n, 1] for t in tiles.values() if t[:n, 1].max() > 0), first[:n, 1])
+    source = next((k for k, t in tiles.items() if t[:n, 1].max() > 0), None)
+    structure = tiles[source][:n, 1] if source is not None else first[:n, 1]
     cols = [first[:n, 0], structure] + [t[:n, 2] for t in tiles.values()] + [first[:n, 3]]
     labels = ["input", "structure"] + list(tiles) + ["ground truth"]
-    return np.stack(cols, axis=1), labels
+    return np.stack(cols, axis=1), labels, source
 
 
 def labelled_grid_png(tiles: np.ndarray, labels: Sequence[str], max_images: int = MAX_GRID_IMAGES) -> bytes:
@@ -208,8 +210,22 @@ def labelled_grid_png(tiles: np.ndarray, labels: Sequence[str], max_images: int 
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(labels[j], fontsize=7)
+                ax.set_title(_wrap(labels[j]), fontsize=6.5)
     return figure_png(fig, dpi=100)
+
+
+def _wrap(label: str, width: int = 24) -> str:
+    """A short column title: the case, then up to two of its settings with keys cut to their last two parts
+    (`train.roles.discriminator.steps=60` -> `discriminator.steps=60`); the caption names every column in full."""
+    import textwrap
+
+    case, _, rest = label.partition(" [")
+    lines = textwrap.wrap(case, width) or [""]
+    for item in [x.strip() for x in rest.rstrip("]").split(", ") if x.strip()][:2]:
+        key, eq, value = item.partition("=")
+        short = ".".join(key.split(".")[-2:]) + eq + value
+        lines.append(short if len(short) <= width else short[:width - 1] + "…")
+    return "\n".join(lines)
 
 
 def _read_png(data: bytes) -> np.ndarray:
@@ -240,10 +256,11 @@ def samples_html(tr: R.TableReport, uri: str) -> str:
         if grids:
             merged = merge_grids(grids)
             if merged is not None:
-                tiles, labels = merged
+                tiles, labels, source = merged
+                struct = f"{source}'s final structure state" if source else "no method with a structure"
                 out.append(img_html(labelled_grid_png(tiles, labels), f"samples {col}",
                                     f"{col}: the first {min(tiles.shape[0], MAX_GRID_IMAGES)} test images; columns: "
-                                    f"{', '.join(labels)} (structure: StrDiffusion's final structure state)."))
+                                    f"{', '.join(labels)} (structure: {struct})."))
             else:
                 for label, g in grids.items():
                     out.append(img_html(_png(g), f"samples {label} {col}",

@@ -216,7 +216,7 @@ def test_html_report_is_self_contained_with_every_section(html_report):
     assert len(imgs) >= 4  # Fig. 8, frontier, a merged sample grid per bin
     caps = " ".join(p.captions)
     assert "columns: input, structure, IR-SDE, RePaint* [jump_n_sample=3], RePaint* [jump_n_sample=5], " \
-           "StrDiffusion, ground truth" in caps
+           "StrDiffusion, ground truth (structure: StrDiffusion's final structure state)" in caps
     assert "StrDiffusion (paper)" in text and "Wilcoxon p" in text and "holds" in text
     assert "runs needed are missing" in text and "strbench run experiments/table3_celeba.yaml" in text
 
@@ -232,8 +232,8 @@ def test_html_report_opens_in_headless_chromium(html_report):
 def test_merge_grids_needs_the_same_images():
     a = report_html._read_png(F.grid_png(1, 2))
     b = report_html._read_png(F.grid_png(1, 3, structure=False))
-    tiles, labels = report_html.merge_grids({"X": b, "Y": a})
-    assert tiles.shape[:2] == (2, 5) and labels == ["input", "structure", "X", "Y", "ground truth"]
+    tiles, labels, source = report_html.merge_grids({"X": b, "Y": a})
+    assert tiles.shape[:2] == (2, 5) and labels == ["input", "structure", "X", "Y", "ground truth"] and source == "Y"
     assert np.array_equal(tiles[:, 1], report_html.grid_tiles(a)[:, 1])  # the structure of the method that has one
     other = report_html._read_png(F.grid_png(9, 3))
     assert report_html.merge_grids({"X": a, "Y": other}) is None  # other images: shown per cell instead
@@ -276,3 +276,10 @@ def test_nfe_frontier_reuses_the_quickstarts_models_and_sweeps_budgets():
     assert sorted(s["u_max"] for k, s in settings.items() if k.startswith("StrDiffusion")) == [2, 3, 5]
     assert {s["method"] for s in settings.values()} == {"irsde", "repaint", "strdiffusion", "biharmonic"}
     assert len(front) == 2 * len(settings) == 18  # 8 budgets + the biharmonic floor (NFE 0), two bins
+
+
+def test_grid_column_titles_stay_short_and_tell_settings_apart():
+    a = report_html._wrap("StrDiffusion [train.roles.discriminator.steps=60, nets.arch=unset, +1 more]")
+    b = report_html._wrap("StrDiffusion [train.roles.discriminator.steps=800, nets.arch=strbench, +1 more]")
+    assert a == "StrDiffusion\ndiscriminator.steps=60\nnets.arch=unset" and a != b
+    assert max(len(x) for x in b.splitlines()) <= 24 and report_html._wrap("IR-SDE") == "IR-SDE"
