@@ -233,11 +233,23 @@ def format_plan(st) -> str:
 
 
 def _add_report(sub):
-    p = sub.add_parser("report", help="render the paper's tables/figures from tracked runs")
+    p = sub.add_parser("report", help="render the paper's tables/figures, paired tests, claims, HTML from tracked runs",
+                       description="Reports pool every FINISHED cell run of the experiment (latest per cell hash, "
+                                   "across invocations) and say which runs they used; --run/--profile/--since "
+                                   "narrow that.")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--table", type=int, choices=[1, 2, 3])
-    g.add_argument("--figure", type=int, choices=[8])
+    g.add_argument("--figure", choices=["8", "frontier"], help="8: KL along the reverse process; frontier: PSNR "
+                                                               "(and FID) against NFE per image")
+    g.add_argument("--claims", action="store_true", help="the paper's claims and whether the runs support them")
+    g.add_argument("--html", default=None, metavar="DIR", help="write a self-contained DIR/index.html report")
+    p.add_argument("--paired", action="store_true", help="with --table: paired comparisons of its measured rows "
+                                                         "(bootstrap interval, Wilcoxon p) instead of the table")
     p.add_argument("--experiment", default=None, help="MLflow experiment name (default: the table's experiment)")
+    p.add_argument("--run", default=None, metavar="PARENT_ID", help="only the cells of this parent run (id or prefix)")
+    p.add_argument("--profile", default=None, help="only the cells of parent runs of this profile (e.g. cpu)")
+    p.add_argument("--since", default=None, metavar="DATE", help="only cell runs started at/after DATE "
+                                                                 "(e.g. 2024-05-01, UTC)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)")
     p.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
     p.add_argument("--out", default=None, help="write to this folder (e.g. reports/) as well as printing")
@@ -247,8 +259,11 @@ def _add_report(sub):
 def _cmd_report(a) -> int:
     from strbench import report
 
+    if a.paired and a.table is None:
+        raise StrbenchError("--paired compares the rows of one table: add --table 1|2|3")
     return report.report_command(table=a.table, figure=a.figure, experiment=a.experiment,
-                                 tracking_uri=a.tracking_uri, fmt=a.format, out=a.out)
+                                 tracking_uri=a.tracking_uri, fmt=a.format, out=a.out, run=a.run,
+                                 profile=a.profile, since=a.since, paired=a.paired, claims=a.claims, html=a.html)
 
 
 def _add_tune(sub):

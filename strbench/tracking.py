@@ -298,6 +298,44 @@ def search_cell_runs(tracking_uri: Optional[str], experiment: str, *, latest_onl
     return df.reset_index(drop=True)
 
 
+def search_experiment_runs(tracking_uri: Optional[str], experiment: str):
+    """Every cell run and every parent run of `experiment`, for `strbench report`'s run selection.
+
+    Returns (cells, parents), two mlflow.search_runs DataFrames (columns run_id, status, start_time,
+    tags.*, params.*, metrics.*): `cells` holds every FINISHED cell run (tag strbench.role=cell), several
+    per cell hash when a cell was logged more than once; `parents` every parent run (strbench.role=experiment)
+    whatever its status (a parent of an interrupted invocation is KILLED while its finished cells count).
+    An unknown experiment (or a never-created local backend) gives two empty DataFrames.
+    """
+    import pandas as pd
+
+    uri = tracking_uri or DEFAULT_URI
+    if not tracking_exists(uri):
+        return pd.DataFrame(), pd.DataFrame()
+    mlflow = _mlflow()
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    if exp is None:
+        return pd.DataFrame(), pd.DataFrame()
+    mlflow.set_tracking_uri(uri)
+
+    def runs(flt: str):
+        return mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=flt, output_format="pandas")
+
+    cells = runs(f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'")
+    parents = runs(f"tags.`{ROLE_TAG}` = 'experiment'")
+    return cells.reset_index(drop=True), parents.reset_index(drop=True)
+
+
+def read_artifact_bytes(tracking_uri: Optional[str], run_id: str, path: str) -> bytes:
+    """The bytes of one artifact of a run (e.g. samples.png)."""
+    mlflow = _mlflow()
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                                tracking_uri=tracking_uri or DEFAULT_URI)
+    return Path(local).read_bytes()
+
+
 def read_csv_artifact(tracking_uri: Optional[str], run_id: str, path: str):
     """A CSV artifact of a run (e.g. per_image.csv, kl_trajectory.csv) as a DataFrame."""
     import pandas as pd
@@ -315,7 +353,8 @@ def download_artifacts(tracking_uri: Optional[str], run_id: str, path: str, dst:
                                                     tracking_uri=tracking_uri or DEFAULT_URI))
 
 
-__all__ = ["Tracker", "MetricBuffer", "search_cell_runs", "read_csv_artifact", "download_artifacts", "flatten", "clean_key",
+__all__ = ["Tracker", "MetricBuffer", "search_cell_runs", "search_experiment_runs", "read_csv_artifact",
+           "read_artifact_bytes", "download_artifacts", "flatten", "clean_key",
            "tracking_exists", "sqlite_path", "DEFAULT_URI", "DEFAULT_TRACKING_URI"]
 
 
