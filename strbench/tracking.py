@@ -52,6 +52,13 @@ def sqlite_path(uri: str) -> Optional[Path]:
     return None
 
 
+def absolute_uri(uri: str) -> str:
+    """A sqlite:/// URI with a relative path made absolute (MLflow keeps stores per URI string, so a relative one
+    would keep pointing at the folder it was first opened from); other URIs unchanged."""
+    p = sqlite_path(uri)
+    return f"sqlite:///{p.expanduser().resolve()}" if p is not None and not p.is_absolute() else uri
+
+
 def is_local(uri: str) -> bool:
     return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
 

@@ -68,6 +68,7 @@ def rescore(tracking_uri: str, experiment: str, *, run_id: Optional[str] = None,
             protocol: Optional[str] = None) -> list[Rescored]:
     from strbench import tracking
 
+    tracking_uri = tracking.absolute_uri(tracking_uri)
     df = tracking.search_cell_runs(tracking_uri, experiment, latest_only=False)
     if df.empty:
         raise DataError(f"no finished cell runs of experiment {experiment!r} in {tracking_uri}")
