@@ -54,14 +54,15 @@ def sqlite_path(uri: str) -> Optional[Path]:
     return None
 
 
-def store_uri(uri: str) -> str:
-    """The URI handed to MLflow: a relative `sqlite:///file` made absolute. MLflow keeps one store per URI
-    string for the whole process, so a relative one would keep writing to the first working folder's file
-    after a chdir (a notebook, or tests running the CLI in several folders)."""
+def absolute_uri(uri: str) -> str:
+    """The URI handed to MLflow: a sqlite:/// URI with a relative path made absolute. MLflow keeps one store per
+    URI string for the whole process, so a relative one would keep pointing at the folder it was first opened
+    from (after a chdir: a notebook, tests running the CLI in several folders); other URIs (and in-memory
+    SQLite, URIs with a query) unchanged."""
     p = sqlite_path(uri)
-    if p is None or p.is_absolute() or str(p) in ("", ":memory:") or "?" in uri:
+    if p is None or p.is_absolute() or str(p) in ("", ".", ":memory:") or "?" in uri:
         return uri
-    return "sqlite:///" + str(p.absolute())
+    return f"sqlite:///{p.expanduser().resolve()}"
 
 
 def is_local(uri: str) -> bool:
@@ -120,7 +121,7 @@ class Tracker:
         if p is not None and p.parent and not p.parent.exists():
             p.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.client = MlflowClient(tracking_uri=store_uri(uri))
+            self.client = MlflowClient(tracking_uri=absolute_uri(uri))
             exp = self.client.get_experiment_by_name(experiment)
         except Exception as e:  # noqa: BLE001 - an unreadable store, a server that fails: one line, nothing run
             first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
@@ -299,11 +300,11 @@ def search_cell_runs(tracking_uri: Optional[str], experiment: str, *, latest_onl
     mlflow = _mlflow()
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=store_uri(uri))
+    client = MlflowClient(tracking_uri=absolute_uri(uri))
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return pd.DataFrame()
-    mlflow.set_tracking_uri(store_uri(uri))
+    mlflow.set_tracking_uri(absolute_uri(uri))
     df = mlflow.search_runs(experiment_ids=[exp.experiment_id],
                             filter_string=f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'",
                             output_format="pandas")
@@ -324,17 +325,63 @@ def search_cell_runs(tracking_uri: Optional[str], experiment: str, *, latest_onl
     return df.reset_index(drop=True)
 
 
+def search_experiment_runs(tracking_uri: Optional[str], experiment: str):
+    """Every cell run and every parent run of `experiment`, for `strbench report`'s run selection.
+
+    Returns (cells, parents), two mlflow.search_runs DataFrames (columns run_id, status, start_time,
+    tags.*, params.*, metrics.*): `cells` holds every FINISHED cell run (tag strbench.role=cell), several
+    per cell hash when a cell was logged more than once; `parents` every parent run (strbench.role=experiment)
+    whatever its status (a parent of an interrupted invocation is KILLED while its finished cells count).
+    An unknown experiment (or a never-created local backend) gives two empty DataFrames.
+    """
+    import pandas as pd
+
+    uri = tracking_uri or DEFAULT_URI
+    if not tracking_exists(uri):
+        return pd.DataFrame(), pd.DataFrame()
+    mlflow = _mlflow()
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(tracking_uri=absolute_uri(uri)).get_experiment_by_name(experiment)
+    if exp is None:
+        return pd.DataFrame(), pd.DataFrame()
+    mlflow.set_tracking_uri(absolute_uri(uri))
+
+    def runs(flt: str):
+        return mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=flt, output_format="pandas")
+
+    cells = runs(f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'")
+    parents = runs(f"tags.`{ROLE_TAG}` = 'experiment'")
+    return cells.reset_index(drop=True), parents.reset_index(drop=True)
+
+
+def read_artifact_bytes(tracking_uri: Optional[str], run_id: str, path: str) -> bytes:
+    """The bytes of one artifact of a run (e.g. samples.png)."""
+    mlflow = _mlflow()
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                                tracking_uri=absolute_uri(tracking_uri or DEFAULT_URI))
+    return Path(local).read_bytes()
+
+
 def read_csv_artifact(tracking_uri: Optional[str], run_id: str, path: str):
     """A CSV artifact of a run (e.g. per_image.csv, kl_trajectory.csv) as a DataFrame."""
     import pandas as pd
 
     mlflow = _mlflow()
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
-                                                tracking_uri=store_uri(tracking_uri or DEFAULT_URI))
+                                                tracking_uri=absolute_uri(tracking_uri or DEFAULT_URI))
     return pd.read_csv(local)
 
 
-__all__ = ["Tracker", "MetricBuffer", "search_cell_runs", "read_csv_artifact", "flatten", "clean_key",
+def download_artifacts(tracking_uri: Optional[str], run_id: str, path: str, dst: str | os.PathLike) -> Path:
+    """A run's artifact file or folder, downloaded under `dst`; returns the local path."""
+    mlflow = _mlflow()
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst),
+                                                    tracking_uri=absolute_uri(tracking_uri or DEFAULT_URI)))
+
+
+__all__ = ["Tracker", "MetricBuffer", "search_cell_runs", "search_experiment_runs", "read_csv_artifact",
+           "read_artifact_bytes", "download_artifacts", "flatten", "clean_key",
            "tracking_exists", "sqlite_path", "DEFAULT_URI", "DEFAULT_TRACKING_URI"]
 
 
@@ -417,10 +464,10 @@ def search_study_runs(tracking_uri: Optional[str], experiment: str, study_name: 
     mlflow = _mlflow()
     from mlflow.tracking import MlflowClient
 
-    exp = MlflowClient(tracking_uri=store_uri(uri)).get_experiment_by_name(experiment)
+    exp = MlflowClient(tracking_uri=absolute_uri(uri)).get_experiment_by_name(experiment)
     if exp is None:
         return pd.DataFrame(), pd.DataFrame()
-    mlflow.set_tracking_uri(store_uri(uri))
+    mlflow.set_tracking_uri(absolute_uri(uri))
     esc = study_name.replace("'", "\\'")
 
     def runs(role: str):

@@ -573,9 +573,9 @@ def test_catalogue_size():
 def _runs(uri: str, experiment: str):
     import mlflow
 
-    from strbench.tracking import store_uri
+    from strbench.tracking import absolute_uri
 
-    mlflow.set_tracking_uri(store_uri(uri))  # absolute: MLflow keeps one store per URI string per process
+    mlflow.set_tracking_uri(absolute_uri(uri))  # absolute: MLflow keeps one store per URI string per process
     df = mlflow.search_runs(experiment_names=[experiment])
     return df[df["tags.strbench.role"] == "cell"]
 

@@ -136,10 +136,13 @@ class Resources:
         if net is None:
             deps = {others[h].role: self.model(others[h], others, on_train=on_train, callback=callback)
                     for h in spec.needs}
+            main = _is_main_rank()
             d.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(d / "config.json", json.dumps({"role": spec.role, "hash": spec.hash,
-                                                             "train": spec.train.to_dict(),
-                                                             "data": spec.data.identity()}, indent=1, sort_keys=True))
+            if main:
+                atomic.write_text(d / "config.json", json.dumps({"role": spec.role, "hash": spec.hash,
+                                                                 "train": spec.train.to_dict(),
+                                                                 "data": spec.data.identity()}, indent=1,
+                                                                sort_keys=True))
             if on_train is not None:
                 on_train(spec)
             ds = self.dataset(spec.data.dataset, "train", limit=spec.data.dataset.limit)
@@ -151,9 +154,10 @@ class Resources:
             except StrbenchError as e:
                 self.failed[spec.hash] = str(e)
                 raise
-            atomic.write_text(d / "complete.json", json.dumps({"role": spec.role, "hash": spec.hash,
-                                                               "steps": spec.train.steps,
-                                                               "train_seconds": time.time() - t0}))
+            if main:  # under torchrun rank 0 alone marks the model finished (train_model wrote the checkpoint)
+                atomic.write_text(d / "complete.json", json.dumps({"role": spec.role, "hash": spec.hash,
+                                                                   "steps": spec.train.steps,
+                                                                   "train_seconds": time.time() - t0}))
         net.eval()
         self._models[spec.hash] = net
         return net
@@ -187,6 +191,12 @@ class Resources:
             raise CheckpointError(f"models.{spec.role}: {path} changed since the cells were planned (sha256 "
                                   f"{digest[:12]}, planned {spec.sha256[:12]}); run the command again")
         return net.to(self.device)
+
+
+def _is_main_rank() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def model_status(cache_dir: str | os.PathLike, spec: ModelSpec) -> str:

@@ -81,7 +81,30 @@ def cell_params(cell: Cell, exp: Experiment) -> dict:
     c["train"] = r["train"]
     c["nets"] = r["nets"]
     c["structure"] = r["structure"]
-    return flatten(c)
+    flat = flatten(c)
+    # one name per value: no `None` params, no settings.* repeating method.* (the method's own settings)
+    return {k: v for k, v in flat.items() if v != "None" and not (k.startswith("settings.") and
+                                                                  flat.get("method." + k[len("settings."):]) == v)}
+
+
+def code_tags() -> dict:
+    """strbench's version and, when it runs from a git checkout, the commit (and whether it has local changes)."""
+    import subprocess
+
+    from strbench import __version__
+
+    tags = {"strbench.version": __version__}
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    if commit:
+        tags["strbench.git_commit"] = commit + ("+local-changes" if dirty else "")
+    return tags
 
 
 # ------------------------------------------------------------------------------------------------
@@ -96,8 +119,8 @@ def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources,
     from strbench.tracking import MetricBuffer
 
     t0 = time.time()
-    run_id = tracker.start_cell(parent, cell.hash, run_name=cell.label, tags=cell_tags(cell, exp_hash),
-                                params=cell_params(cell, exp))
+    run_id = tracker.start_cell(parent, cell.hash, run_name=cell.label,
+                                tags={**cell_tags(cell, exp_hash), **code_tags()}, params=cell_params(cell, exp))
     buf = MetricBuffer(tracker, run_id)
     bars: dict = {}
     last_step: dict = {}
@@ -180,15 +203,27 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optional[list[Cell]] = None) -> RunSummary:
+def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optional[list[Cell]] = None,
+                   only: Optional[Iterable[str]] = None) -> RunSummary:
     """Train what is missing (model cache), sample, score and log every cell not yet FINISHED in MLflow.
     Failed cells are collected (run FAILED, error tag), not raised; Ctrl-C/SIGTERM marks the current
     runs KILLED and re-raises KeyboardInterrupt."""
+    from strbench.train import init_distributed
+
     t_start = time.time()
     all_cells = cells if cells is not None else expand(exp)
     preflight(exp, all_cells)
     mine = shard_cells(all_cells, exp.shard.index, exp.shard.count)
+    if only is not None:  # a launcher job's cells (hash prefixes); the parent run is still the experiment's
+        want = set(only)
+        unknown = sorted(h for h in want if not any(c.hash.startswith(h) for c in all_cells))
+        if unknown:
+            raise ConfigError(f"{exp.source}: --cells: no cell {unknown[0]} in this experiment (see --dry-run)")
+        mine = [c for c in mine if any(c.hash.startswith(h) for h in want)]
     summary = RunSummary(experiment=exp.experiment_name, n_cells=len(mine))
+    ranks, _ = init_distributed(exp.device)  # under torchrun: join the process group (NCCL on CUDA, gloo on CPU)
+    if not ranks.is_main:  # ranks > 0 train and sample their share of each cell rank 0 runs; no MLflow
+        return _follow_rank0(exp, mine, summary)
 
     from strbench import tracking
 
@@ -204,9 +239,10 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
         progress.event("skipped", label=lbl, why="running in another process")
     where = {"experiment": exp.name, "n_cells": len(mine), "tracking_uri": exp.tracking.uri,
              "mlflow_experiment": exp.experiment_name}
+    _share_todo(ranks, [c.hash for c in todo])
     if not todo:
-        if not summary.elsewhere:  # all FINISHED: a process killed after its last cell left the parent open
-            tracker.close_parent(exp_hash)
+        if not summary.elsewhere and all(c.hash in done for c in all_cells):  # a process killed after the
+            tracker.close_parent(exp_hash)  # experiment's last cell left its parent run open
         progress.event("nothing_to_do", **where)
         summary.seconds = time.time() - t_start
         return summary
@@ -215,9 +251,9 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
         resolved = {k: v for k, v in exp.resolved().items() if k != "profiles"}
         (Path(td) / "experiment.yaml").write_text(cfgmod.dump_yaml(resolved))
         parent = tracker.parent_run(
-            exp_hash, run_name=f"{exp.name}" + (f" [{exp.profile}]" if exp.profile else ""),
+            exp_hash, run_name=f"{exp.name}" + (f" [{exp.profile}]" if exp.profile else "") + f" {exp_hash[:8]}",
             tags={"strbench.experiment": exp.name, "strbench.profile": exp.profile or "",
-                  "strbench.config_path": exp.source, "strbench.n_cells": len(all_cells)},
+                  "strbench.config_path": exp.source, "strbench.n_cells": len(all_cells), **code_tags()},
             params={k: v for k, v in tracking.flatten(resolved).items()}, cell_hashes=[c.hash for c in all_cells],
             artifacts=td)
     summary.parent_run_id = parent
@@ -238,6 +274,34 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
     tracker.end(parent, "FINISHED" if not summary.failed else "FAILED",
                 error=None if not summary.failed else f"{len(summary.failed)} cell(s) failed")
     summary.seconds = time.time() - t_start
+    return summary
+
+
+def _share_todo(ranks, hashes: list) -> list:
+    """Rank 0's list of cells to run, given to every rank (under torchrun), so all run the same cells in order."""
+    if ranks.world_size == 1:
+        return hashes
+    import torch.distributed as dist
+
+    box = [hashes]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _follow_rank0(exp: Experiment, mine: list, summary: RunSummary) -> RunSummary:
+    """A rank > 0 under torchrun: for each cell rank 0 runs, train (DDP) and sample this rank's batches; rank 0
+    gathers the outputs and alone scores FID, writes artifacts and talks to MLflow."""
+    from strbench.train import current_dist
+
+    todo = _share_todo(current_dist(), [])
+    by_hash = {c.hash: c for c in mine}
+    res = Resources(exp.cache_dir, exp.device)
+    for h in todo:
+        try:
+            evaluate_cell(by_hash[h].config, res, split="test")
+            summary.ran += 1
+        except Exception as e:  # rank 0 records the failure; keep in step with it
+            summary.failed.append((by_hash[h].label, h, f"{type(e).__name__}: {e}"))
     return summary
 
 
