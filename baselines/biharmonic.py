@@ -32,7 +32,7 @@ def inpaint(image: np.ndarray, holes: np.ndarray) -> np.ndarray:
 
 
 def run(ctx: SampleContext, image: Tensor, known: Tensor, s: dict):
-    img = image.detach().to("cpu", torch.float64).permute(0, 2, 3, 1).numpy()
+    img = (image * known).detach().to("cpu", torch.float64).permute(0, 2, 3, 1).numpy()  # it sees known pixels only
     holes = (known.detach().cpu() < 0.5)[:, 0].numpy()
     out = np.stack([inpaint(img[i], holes[i]) for i in range(img.shape[0])])
     y0 = torch.from_numpy(out).permute(0, 3, 1, 2).to(image.device, image.dtype)

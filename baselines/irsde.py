@@ -31,6 +31,7 @@ def irsde_loop(ctx: SampleContext, net, image: Tensor, known: Tensor, *, ode: bo
     counter = ctx.counter
     counter.setdefault("irsde", 0)
     for t in range(st.T, 0, -1):
+        ctx.begin(t)
         eps = net(y, mu, ts[t])
         counter["irsde"] += 1
         y = st.reverse(y, mu, eps, t, None if ode else ctx.noise(y))  # Eq. 2

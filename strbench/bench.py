@@ -20,26 +20,7 @@ import numpy as np
 import torch
 
 from strbench.errors import ConfigError
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-def _device_name(dev: torch.device) -> str:
-    """The device as the bench tables print it: the GPU's name, or cpu with its thread count."""
-    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-
-
-def _per_step(fn: Callable[[], object], dev: torch.device, k: int) -> float:
-    """Wall seconds per call of fn over a block of k calls (synchronised at the block ends)."""
-    _sync(dev)
-    t0 = time.perf_counter()
-    for _ in range(k):
-        fn()
-    _sync(dev)
-    return (time.perf_counter() - t0) / k
+from strbench.timing import _device_name, _per_step
 
 
 def _synthetic(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,7 +237,7 @@ def bench_data(device: str = "auto", size: Optional[int] = None, batch: Optional
     from strbench.nets import PRESETS
     from strbench.train import TrainConfig, Trainer, resolve_device
 
-    preset = "paper" if preset in (None, "tiny") else preset
+    preset = preset or "paper"
     if preset not in PRESETS:
         raise ConfigError(f"bench --preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     dev = resolve_device(device)
@@ -301,15 +282,22 @@ def bench_data(device: str = "auto", size: Optional[int] = None, batch: Optional
 
 
 # name -> fn(device, size, batch, preset, repeats); the samplers register "sample" here
+def _bench_gpu(**kw):
+    from strbench.bench_gpu import bench_gpu
+
+    return bench_gpu(**kw)
+
+
 BENCHES: dict[str, Callable[..., object]] = {
     "train": bench_train,
     "sample": bench_sample,
     "data": bench_data,
+    "gpu": _bench_gpu,  # the prepared CUDA check (strbench/bench_gpu.py); runs at 32 px on a CPU
 }
 
 
 def bench_command(what: str, device: str = "auto", size: Optional[int] = None, batch: Optional[int] = None,
-                  preset: str = "tiny", repeats: Optional[int] = None) -> int:
+                  preset: Optional[str] = None, repeats: Optional[int] = None) -> int:
     """``strbench bench <what>``: run one registered benchmark, or all of them."""
     names = list(BENCHES) if what == "all" else [what]
     for name in names:
@@ -318,5 +306,6 @@ def bench_command(what: str, device: str = "auto", size: Optional[int] = None, b
     for i, name in enumerate(names):
         if i:
             print()
-        BENCHES[name](device=device, size=size, batch=batch, preset=preset, repeats=repeats)
+        kw = {} if preset is None else {"preset": preset}  # each benchmark has its own default preset
+        BENCHES[name](device=device, size=size, batch=batch, repeats=repeats, **kw)
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from strbench.errors import StrbenchError
@@ -68,20 +69,44 @@ def _add_run(sub):
     p.add_argument("--profile", default=None, help="profile of the experiment to use (e.g. cpu, paper)")
     p.add_argument("--dry-run", action="store_true", help="list cells, the models they need and what is cached")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only errors")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="run under torchrun with N processes on this machine (DDP training, images split)")
+    p.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"],
+                   help="local: in this process; slurm: one Slurm job per group of cells sharing models (submitit; "
+                        "options --slurm.partition P --slurm.gpus_per_node G --slurm.timeout_min M --slurm.KEY V)")
+    p.add_argument("--cells", default=None, metavar="HASHES",
+                   help="run only these cells (comma-separated hash prefixes, as --dry-run lists them)")
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(a) -> int:
     """0 when every cell finished, 1 when some failed (named on stderr)."""
     from strbench import config, experiment
+    from strbench.errors import ConfigError
 
+    if a.nproc is not None and a.nproc > 1 and "WORLD_SIZE" not in os.environ and not a.dry_run \
+            and a.launcher == "local":
+        return _torchrun(a.nproc)
     exp = config.load_experiment(a.config, overrides=a.set, overlay=a.set_from, profile=a.profile)
     if a.dry_run:
         print(format_plan(experiment.plan_status(exp)))
         return 0
-    summary = experiment.run_experiment(exp, progress=ConsoleProgress(a.quiet))
-    if not a.quiet:
-        uri = exp.tracking.uri
+    if a.slurm and a.launcher != "slurm":
+        raise ConfigError(f"--slurm.{next(iter(a.slurm))}: Slurm options need --launcher slurm")
+    if a.launcher != "local":
+        from strbench.experiment.launch import launch
+
+        cells = experiment.expand(exp)
+        experiment.preflight(exp, cells)
+        argv = ["run", a.config, *[x for s in a.set for x in ("--set", s)]]
+        argv += (["--set-from", a.set_from] if a.set_from else []) + (["--profile", a.profile] if a.profile else [])
+        if a.nproc:
+            argv += ["--nproc", str(a.nproc)]
+        return launch(exp, cells, argv, launcher=a.launcher, slurm=a.slurm, say=print)
+    only = [h.strip() for h in a.cells.split(",") if h.strip()] if a.cells else None
+    summary = experiment.run_experiment(exp, progress=ConsoleProgress(a.quiet), only=only)
+    uri = exp.tracking.uri
+    if int(os.environ.get("RANK", "0")) == 0:  # the final summary (also with -q), once under torchrun
         ui = f"mlflow ui --backend-store-uri {uri}" if experiment.tracking_is_local(uri) else f"open {uri}"
         others = f"{len(summary.elsewhere)} by other processes, " if summary.elsewhere else ""
         print(f"{exp.name}: {summary.n_cells} cells: {summary.done_before} finished before, {summary.ran} run, "
@@ -93,6 +118,24 @@ def _cmd_run(a) -> int:
               "same command again (finished cells are skipped)", file=sys.stderr)
         return 1
     return 0
+
+
+def _torchrun(nproc: int) -> int:
+    """`strbench run --nproc N ...` = `torchrun --standalone --nproc_per_node=N -m strbench run ...`."""
+    import subprocess
+
+    args = sys.argv[1:]
+    keep, skip = [], False
+    for x in args:
+        if skip:
+            skip = False
+        elif x == "--nproc":
+            skip = True
+        elif not x.startswith("--nproc="):
+            keep.append(x)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "strbench", *keep]
+    return subprocess.call(cmd)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -193,11 +236,23 @@ def format_plan(st) -> str:
 
 
 def _add_report(sub):
-    p = sub.add_parser("report", help="render the paper's tables/figures from tracked runs")
+    p = sub.add_parser("report", help="render the paper's tables/figures, paired tests, claims, HTML from tracked runs",
+                       description="Reports pool every FINISHED cell run of the experiment (latest per cell hash, "
+                                   "across invocations) and say which runs they used; --run/--profile/--since "
+                                   "narrow that.")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--table", type=int, choices=[1, 2, 3])
-    g.add_argument("--figure", type=int, choices=[8])
+    g.add_argument("--figure", choices=["8", "frontier"], help="8: KL along the reverse process; frontier: PSNR "
+                                                               "(and FID) against NFE per image")
+    g.add_argument("--claims", action="store_true", help="the paper's claims and whether the runs support them")
+    g.add_argument("--html", default=None, metavar="DIR", help="write a self-contained DIR/index.html report")
+    p.add_argument("--paired", action="store_true", help="with --table: paired comparisons of its measured rows "
+                                                         "(bootstrap interval, Wilcoxon p) instead of the table")
     p.add_argument("--experiment", default=None, help="MLflow experiment name (default: the table's experiment)")
+    p.add_argument("--run", default=None, metavar="PARENT_ID", help="only the cells of this parent run (id or prefix)")
+    p.add_argument("--profile", default=None, help="only the cells of parent runs of this profile (e.g. cpu)")
+    p.add_argument("--since", default=None, metavar="DATE", help="only cell runs started at/after DATE "
+                                                                 "(e.g. 2024-05-01, UTC)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)")
     p.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
     p.add_argument("--out", default=None, help="write to this folder (e.g. reports/) as well as printing")
@@ -207,8 +262,11 @@ def _add_report(sub):
 def _cmd_report(a) -> int:
     from strbench import report
 
+    if a.paired and a.table is None:
+        raise StrbenchError("--paired compares the rows of one table: add --table 1|2|3")
     return report.report_command(table=a.table, figure=a.figure, experiment=a.experiment,
-                                 tracking_uri=a.tracking_uri, fmt=a.format, out=a.out)
+                                 tracking_uri=a.tracking_uri, fmt=a.format, out=a.out, run=a.run,
+                                 profile=a.profile, since=a.since, paired=a.paired, claims=a.claims, html=a.html)
 
 
 def _add_tune(sub):
@@ -231,11 +289,11 @@ def _cmd_tune(a) -> int:
 
 def _add_bench(sub):
     p = sub.add_parser("bench", help="overhead benchmarks (training step, samplers)")
-    p.add_argument("what", choices=["train", "sample", "data", "all"])
+    p.add_argument("what", choices=["train", "sample", "data", "gpu", "all"])
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=None, help="image size (default: preset's)")
     p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--preset", default="tiny")
+    p.add_argument("--preset", default=None, help="net preset (default: each benchmark's own)")
     p.add_argument("--repeats", type=int, default=None)
     p.set_defaults(func=_cmd_bench)
 
@@ -247,16 +305,54 @@ def _cmd_bench(a) -> int:
                                repeats=a.repeats)
 
 
+def _add_rescore(sub):
+    p = sub.add_parser("rescore", help="compute metrics again from the saved outputs of finished cells (no sampling)")
+    p.add_argument("--experiment", required=True, help="MLflow experiment name")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    p.add_argument("--run", default=None, help="one cell run id (default: every finished cell run)")
+    p.add_argument("--cache-dir", default=".strbench", help="where the run's generated mask sets are (cache_dir)")
+    p.add_argument("--protocol", default=None, help="PSNR/SSIM protocol (default: the run's own)")
+    p.set_defaults(func=_cmd_rescore)
+
+
+def _cmd_rescore(a) -> int:
+    from strbench.experiment.rescore import rescore
+
+    rows = rescore(a.tracking_uri, a.experiment, run_id=a.run, cache_dir=a.cache_dir, protocol=a.protocol)
+    worst = 0.0
+    for r in rows:
+        parts = []
+        for k, v in r.again.items():
+            logged = r.logged.get(k)
+            d = None if logged is None else abs(v - logged)
+            worst = max(worst, d or 0.0)
+            parts.append(f"{k} {v:.4f} (logged {_fmt(logged, '.4f')}, |diff| {_fmt(d, '.1e')})")
+        print(f"{r.label} [{r.run_id[:8]}] {r.n} outputs: " + "; ".join(parts))
+    print(f"{len(rows)} cell run(s) rescored from their saved outputs; largest |diff| from the logged value: {worst:.1e}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from strbench import __version__
+
     parser = argparse.ArgumentParser(prog="strbench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"strbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_validate, _add_report, _add_tune, _add_schedule, _add_bench):
+    for add in (_add_run, _add_validate, _add_report, _add_rescore, _add_tune, _add_schedule, _add_bench):
         add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from strbench.experiment.launch import split_slurm_args
+
+    try:
+        argv, slurm = split_slurm_args(list(sys.argv[1:] if argv is None else argv))
+    except StrbenchError as e:
+        print(f"strbench: error: {e}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
+    args.slurm = slurm
     try:
         return int(args.func(args) or 0)
     except StrbenchError as e:  # user-facing errors: one line, exit 2

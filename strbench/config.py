@@ -419,7 +419,10 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {text!r}: the value is not valid YAML ({_one_line(e)})") from None
-    split_path(key)
+    try:
+        split_path(key)
+    except ConfigError as e:
+        raise ConfigError(f"--set {text!r}: {e}") from None
     return key, value
 
 
@@ -668,7 +671,8 @@ def merge_layers(base: dict, *, source: str, profile: str | None = None,
     chosen = profile if profile is not None else data.get("default_profile")
     if chosen is not None:
         if chosen not in profiles:
-            raise ConfigError(f"{source}: profile {chosen!r} not found; choose one of "
+            via = "--profile" if profile is not None else "default_profile"
+            raise ConfigError(f"{source}: {via}: profile {chosen!r} not found; choose one of "
                               f"{sorted(profiles) or '(none: add a profiles: section)'}")
         prof = profiles[chosen] or {}
         if not isinstance(prof, dict):

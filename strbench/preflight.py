@@ -189,6 +189,8 @@ def _check_sqlite(uri: str, key: str) -> str:
     try:
         check = con.execute("PRAGMA quick_check").fetchone()[0]
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        schema = (con.execute("SELECT version_num FROM alembic_version").fetchone() or [None])[0] \
+            if "alembic_version" in tables and check == "ok" else None
     except sqlite3.Error as e:
         raise DataError(f"{key}: {path} is not a readable SQLite database ({e}); move it aside to start a "
                         "new store, or point the URI at the right file") from None
@@ -205,7 +207,22 @@ def _check_sqlite(uri: str, key: str) -> str:
     if missing:
         raise DataError(f"{key}: {path} is an SQLite database but not an MLflow store (no table {missing[0]!r}); "
                         "point the URI at an MLflow database or a new file")
+    head = _mlflow_schema_head() if schema is not None else None
+    if head is not None and schema != head:  # MLflow refuses to open it (and never upgrades it by itself)
+        raise DataError(f"{key}: {path} holds MLflow schema {schema}, but the installed MLflow expects {head} (a "
+                        f"store of another MLflow version); back it up and run `mlflow db upgrade sqlite:///{path}`, "
+                        "or point the URI at a new file")
     return f"{path} is a readable MLflow store"
+
+
+def _mlflow_schema_head() -> str | None:
+    """The database schema revision the installed MLflow expects (None when it cannot tell)."""
+    try:
+        from mlflow.store.db.utils import _get_latest_schema_revision
+
+        return _get_latest_schema_revision()
+    except Exception:  # noqa: BLE001 - a private helper of MLflow: skip the check rather than fail
+        return None
 
 
 def _check_http(uri: str, key: str, timeout: float) -> str:

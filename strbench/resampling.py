@@ -86,7 +86,8 @@ def repaint_loop(ctx, net: Callable, image: Tensor, known: Tensor, *, jump_lengt
     ts = time_table(st.T, y.shape[0], y.device)
     counter = ctx.counter
     counter.setdefault("irsde", 0)
-    for a, b in zip(levels[:-1], levels[1:]):
+    for move, (a, b) in enumerate(zip(levels[:-1], levels[1:])):
+        ctx.begin(move)
         if b < a:  # reverse step a -> a-1
             gt_a = st.q(image, mu, a, ctx.noise(image))
             y = torch.where(is_known, gt_a, y)  # known region <- forward sample of the ground truth

@@ -86,3 +86,26 @@ def time_table(T: int, batch: int, device) -> Tensor:
 def generator_noise(generator: torch.Generator) -> NoiseSampler:
     """The default noise sampler: every Gaussian draw from `generator` (on the input's device)."""
     return lambda like: randn_like(like, generator)
+
+
+class PerImageNoise:
+    """A noise sampler whose draws for image j of a batch come from its own generator, re-seeded from
+    (seed, position[j], key) whenever a sampling loop begins a move (``begin(key)``, key = the loop's step).
+    An image's noise then depends only on (seed, its position in the cell, the step), not on the batch it
+    rides in: a cell gives the same images at batch 1 or 16, on 1 or 4 ranks. (Within a step an image's
+    draws come in the loop's order; draws made after it stopped resampling are discarded with its results.)"""
+
+    def __init__(self, seed: int, positions, device):
+        self.seed, self.positions = int(seed), [int(p) for p in positions]
+        self.gens = [torch.Generator(device=device) for _ in self.positions]
+        self.begin(-1)
+
+    def begin(self, key: int) -> None:
+        for g, p in zip(self.gens, self.positions):
+            g.manual_seed(((self.seed * 1_000_003 + p) * 1_000_033 + int(key) + 7) % (2**63 - 1))
+
+    def __call__(self, like: Tensor) -> Tensor:
+        if like.shape[0] != len(self.gens):
+            raise ValueError(f"PerImageNoise made for {len(self.gens)} images got a batch of {like.shape[0]}")
+        return torch.stack([torch.randn(like.shape[1:], generator=g, device=like.device, dtype=like.dtype)
+                            for g in self.gens])

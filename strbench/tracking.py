@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
+from strbench.errors import DataError
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_TRACKING_URI = DEFAULT_URI
 DEFAULT_ARTIFACTS = "./mlartifacts"
@@ -57,6 +59,17 @@ def sqlite_path(uri: str) -> Optional[Path]:
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///"):])
     return None
+
+
+def absolute_uri(uri: str) -> str:
+    """The URI handed to MLflow: a sqlite:/// URI with a relative path made absolute. MLflow keeps one store per
+    URI string for the whole process, so a relative one would keep pointing at the folder it was first opened
+    from (after a chdir: a notebook, tests running the CLI in several folders); other URIs (and in-memory
+    SQLite, URIs with a query) unchanged."""
+    p = sqlite_path(uri)
+    if p is None or p.is_absolute() or str(p) in ("", ".", ":memory:") or "?" in uri:
+        return uri
+    return f"sqlite:///{p.expanduser().resolve()}"
 
 
 def is_local(uri: str) -> bool:
@@ -148,12 +161,30 @@ class Tracker:
         p = sqlite_path(uri)
         if p is not None and p.parent and not p.parent.exists():
             p.parent.mkdir(parents=True, exist_ok=True)
-        local = local_lock_path(uri)
+        local = local_lock_path(absolute_uri(uri))
         self.lock_path = local if local is not None else (Path(lock_path) if lock_path else None)
         self._mlflow = mlflow
-        with self.store_lock():  # the first process creates the store (migrations) and the experiment
-            self.client = MlflowClient(tracking_uri=uri)
-            self._open_experiment(experiment, artifact_location)
+        with self._creation_lock():  # the first process creates the store (migrations) and the experiment
+            try:
+                self.client = MlflowClient(tracking_uri=absolute_uri(uri))
+                exp = self.client.get_experiment_by_name(experiment)
+            except Exception as e:  # noqa: BLE001 - an unreadable store, a server that fails: one line, nothing run
+                first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+                raise DataError(f"tracking.uri: cannot open the MLflow store {uri} ({type(e).__name__}: "
+                                f"{first[:300]}); fix or move the store, or point tracking.uri elsewhere") from None
+            self._open_experiment(exp, experiment, artifact_location)
+
+    def _creation_lock(self):
+        """The store lock while a local store may still be in the making: its file does not exist yet, or it was
+        made under the lock (whose file appears before the store's). An existing store made without one
+        (copied, older versions) is opened without creating anything beside it; a server makes its own schema
+        and a duplicate experiment is retried."""
+        local = local_lock_path(absolute_uri(self.uri))
+        p = sqlite_path(absolute_uri(self.uri))
+        store = p if p is not None else (local.with_name(local.name[:-len(".lock")]) if local else None)
+        if local is None or (store.exists() and not local.exists()):
+            return contextlib.nullcontext()
+        return _file_lock(local)
 
     def store_lock(self):
         """Held while the store, the experiment or a parent run is looked up and created (a no-op for a
@@ -162,8 +193,7 @@ class Tracker:
             return contextlib.nullcontext()
         return _file_lock(self.lock_path)
 
-    def _open_experiment(self, experiment: str, artifact_location: str | None) -> None:
-        exp = self.client.get_experiment_by_name(experiment)
+    def _open_experiment(self, exp, experiment: str, artifact_location: str | None) -> None:
         if exp is None:
             loc = None
             if artifact_location and is_local(self.uri):
@@ -275,6 +305,15 @@ class Tracker:
             self.client.log_artifacts(run_id, artifacts)
         return run_id
 
+    def close_parent(self, experiment_hash: str) -> list[str]:
+        """Mark the experiment's parent run(s) FINISHED where still open: a run killed after its last cell
+        left it RUNNING (call only when every cell is FINISHED and none runs elsewhere). Returns their ids."""
+        runs = self._search(f"tags.`{ROLE_TAG}` = 'experiment' and tags.`{EXPERIMENT_HASH_TAG}` = '{experiment_hash}'")
+        open_ = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
+        for run_id in open_:
+            self.client.set_terminated(run_id, "FINISHED")
+        return open_
+
     def start_cell(self, parent_id: str, cell_hash: str, *, run_name: str, tags: Mapping[str, Any],
                    params: Mapping[str, Any]) -> str:
         all_tags = {ROLE_TAG: "cell", CELL_HASH_TAG: cell_hash, "mlflow.parentRunId": parent_id,
@@ -358,11 +397,11 @@ def search_cell_runs(tracking_uri: Optional[str], experiment: str, *, latest_onl
     mlflow = _mlflow()
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=absolute_uri(uri))
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return pd.DataFrame()
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(absolute_uri(uri))
     df = mlflow.search_runs(experiment_ids=[exp.experiment_id],
                             filter_string=f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'",
                             output_format="pandas")
@@ -383,17 +422,63 @@ def search_cell_runs(tracking_uri: Optional[str], experiment: str, *, latest_onl
     return df.reset_index(drop=True)
 
 
+def search_experiment_runs(tracking_uri: Optional[str], experiment: str):
+    """Every cell run and every parent run of `experiment`, for `strbench report`'s run selection.
+
+    Returns (cells, parents), two mlflow.search_runs DataFrames (columns run_id, status, start_time,
+    tags.*, params.*, metrics.*): `cells` holds every FINISHED cell run (tag strbench.role=cell), several
+    per cell hash when a cell was logged more than once; `parents` every parent run (strbench.role=experiment)
+    whatever its status (a parent of an interrupted invocation is KILLED while its finished cells count).
+    An unknown experiment (or a never-created local backend) gives two empty DataFrames.
+    """
+    import pandas as pd
+
+    uri = tracking_uri or DEFAULT_URI
+    if not tracking_exists(uri):
+        return pd.DataFrame(), pd.DataFrame()
+    mlflow = _mlflow()
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(tracking_uri=absolute_uri(uri)).get_experiment_by_name(experiment)
+    if exp is None:
+        return pd.DataFrame(), pd.DataFrame()
+    mlflow.set_tracking_uri(absolute_uri(uri))
+
+    def runs(flt: str):
+        return mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=flt, output_format="pandas")
+
+    cells = runs(f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'")
+    parents = runs(f"tags.`{ROLE_TAG}` = 'experiment'")
+    return cells.reset_index(drop=True), parents.reset_index(drop=True)
+
+
+def read_artifact_bytes(tracking_uri: Optional[str], run_id: str, path: str) -> bytes:
+    """The bytes of one artifact of a run (e.g. samples.png)."""
+    mlflow = _mlflow()
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                                tracking_uri=absolute_uri(tracking_uri or DEFAULT_URI))
+    return Path(local).read_bytes()
+
+
 def read_csv_artifact(tracking_uri: Optional[str], run_id: str, path: str):
     """A CSV artifact of a run (e.g. per_image.csv, kl_trajectory.csv) as a DataFrame."""
     import pandas as pd
 
     mlflow = _mlflow()
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
-                                                tracking_uri=tracking_uri or DEFAULT_URI)
+                                                tracking_uri=absolute_uri(tracking_uri or DEFAULT_URI))
     return pd.read_csv(local)
 
 
-__all__ = ["Tracker", "MetricBuffer", "search_cell_runs", "read_csv_artifact", "flatten", "clean_key",
+def download_artifacts(tracking_uri: Optional[str], run_id: str, path: str, dst: str | os.PathLike) -> Path:
+    """A run's artifact file or folder, downloaded under `dst`; returns the local path."""
+    mlflow = _mlflow()
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst),
+                                                    tracking_uri=absolute_uri(tracking_uri or DEFAULT_URI)))
+
+
+__all__ = ["Tracker", "MetricBuffer", "search_cell_runs", "search_experiment_runs", "read_csv_artifact",
+           "read_artifact_bytes", "download_artifacts", "flatten", "clean_key",
            "tracking_exists", "sqlite_path", "DEFAULT_URI", "DEFAULT_TRACKING_URI"]
 
 
@@ -477,10 +562,10 @@ def search_study_runs(tracking_uri: Optional[str], experiment: str, study_name: 
     mlflow = _mlflow()
     from mlflow.tracking import MlflowClient
 
-    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    exp = MlflowClient(tracking_uri=absolute_uri(uri)).get_experiment_by_name(experiment)
     if exp is None:
         return pd.DataFrame(), pd.DataFrame()
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(absolute_uri(uri))
     esc = study_name.replace("'", "\\'")
 
     def runs(role: str):

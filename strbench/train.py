@@ -706,7 +706,10 @@ def train_model(role: str, cfg: TrainConfig, dataset, masks, *, ckpt_path: str |
     slice of each global batch; every rank resumes from ckpt_path, rank 0 alone writes it and calls the
     callback. callback receives ``{"event": "loss", "step", "loss" (mean over the ranks and the steps
     since the previous log), "lr", "role"}`` every ``log_every`` steps and ``{"event": "images", "step",
-    "role", "images": {name: Tensor}}`` every ``images_every`` steps. A NaN/Inf loss raises
+    "role", "images": {name: Tensor}}`` every ``images_every`` steps. The losses logged so far are kept in
+    the checkpoint: on resuming, the callback first receives ``{"event": "resumed", "step", "role"}`` and
+    then every loss logged before that step again (the same dicts, plus ``"replayed": True``), so that the
+    caller ends with the whole loss history of an interrupted training. A NaN/Inf loss raises
     TrainingDiverged naming the step; checkpoints are only written after the losses since the previous
     one were checked finite.
     """
@@ -721,7 +724,13 @@ def train_model(role: str, cfg: TrainConfig, dataset, masks, *, ckpt_path: str |
         _same_step_on_all_ranks(tr, ckpt_path)  # also: no rank writes before every rank has read
         last_good = tr.step_count if resumed else 0
         pending: list[tuple[int, Tensor]] = []  # losses since the last finiteness check
-        synced: list[tuple[int, float]] = []  # checked losses since the last log
+        log = state.get("log", {}) if resumed else {}  # the logged losses so far travel in the checkpoint
+        history: list[list] = [list(e) for e in log.get("history", [])]  # [step, loss, lr] per log point
+        synced: list[tuple[int, float]] = [tuple(e) for e in log.get("synced", [])]  # checked losses since the last log
+        if resumed and callback is not None and info.is_main:  # the resumed run gets the whole loss history
+            callback({"event": "resumed", "step": tr.step_count, "role": role})
+            for step, loss, lr in history:
+                callback({"event": "loss", "step": step, "loss": loss, "lr": lr, "role": role, "replayed": True})
         while tr.step_count < cfg.steps:
             loss = tr.step()
             step = tr.step_count
@@ -732,16 +741,18 @@ def train_model(role: str, cfg: TrainConfig, dataset, masks, *, ckpt_path: str |
             if do_log or do_ckpt or do_img:
                 synced += _check_finite(pending, ckpt_path, last_good, info)
                 pending = []
+            if do_log:
+                history.append([step, sum(v for _, v in synced) / len(synced), lr_at(cfg, step - 1)])
+                synced = []
             if do_ckpt:
                 if info.is_main:
-                    save_checkpoint(ckpt_path, tr.state_dict(), keep_previous=True)
+                    save_checkpoint(ckpt_path, {**tr.state_dict(), "log": {"history": history, "synced": synced}},
+                                    keep_previous=True)
                 _barrier(info)
                 last_good = step
-            if do_log:
-                if callback is not None and info.is_main:
-                    mean = sum(v for _, v in synced) / len(synced)
-                    callback({"event": "loss", "step": step, "loss": mean, "lr": lr_at(cfg, step - 1), "role": role})
-                synced = []
+            if do_log and callback is not None and info.is_main:
+                _, mean, lr = history[-1]
+                callback({"event": "loss", "step": step, "loss": mean, "lr": lr, "role": role})
             if callback is not None and do_img and info.is_main:
                 callback({"event": "images", "step": step, "role": role, "images": tr.preview()})
     finally:

@@ -38,3 +38,13 @@ def test_every_experiment_gets_the_floor_unless_floors_is_off():
     assert len(floor) == len(exp.masks.bins) and all(c.models == () for c in floor)
     off = C.load_experiment("experiments/quickstart.yaml", overrides=["floors=false"])
     assert not any(c.axes["case"] == "biharmonic" for c in experiment.expand(off))
+
+
+def test_the_ground_truth_in_the_holes_is_never_used():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(1, 3, 16, 16, generator=g)
+    known = torch.ones(1, 1, 16, 16)
+    known[..., 4:11, 5:12] = 0
+    other = torch.where(known > 0.5, img, torch.rand(1, 3, 16, 16, generator=g))  # same known pixels
+    run = lambda x: sample("biharmonic", Models(), x, known, sdes=make_sde_pair({"T": 3}), generator=torch.Generator())
+    assert torch.equal(run(img).output[known.expand_as(img) < 0.5], run(other).output[known.expand_as(img) < 0.5])

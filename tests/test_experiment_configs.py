@@ -211,6 +211,8 @@ PLANS: dict[str, dict] = {
     "ablation_resampling-default": {"cells": 10, "models": 4, "digest": "6bb3e7fc44ee510f"},
     "ablation_resampling-cpu": {"cells": 10, "models": 4, "digest": "6bb3e7fc44ee510f"},
     "ablation_resampling-paper": {"cells": 10, "models": 4},
+    "nfe_frontier-default": {"cells": 18, "models": 4, "digest": "304511796a4fd791"},
+    "nfe_frontier-cpu": {"cells": 18, "models": 4, "digest": "304511796a4fd791"},
     "quickstart-default": {"cells": 12, "models": 4, "digest": "3cf27765d40583f9"},
     "quickstart-cpu": {"cells": 12, "models": 4, "digest": "3cf27765d40583f9"},
     "quickstart-paper": {"cells": 12, "models": 4},

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import mlflow
 import yaml
 
 from strbench import cli
@@ -82,7 +83,9 @@ def test_cells_have_artifacts_and_training_curves(finished):
     kl = tracking.read_csv_artifact(uri, cells["run_id"].iloc[0], "kl_trajectory.csv")
     assert list(kl.columns) == ["step", "t", "region", "kl"] and set(kl["region"]) == {"masked", "unmasked"}
     per = tracking.read_csv_artifact(uri, cells["run_id"].iloc[0], "per_image.csv")
-    assert list(per.columns) == ["image_id", "hole_ratio", "psnr", "ssim"] and len(per) == 2
+    assert list(per.columns) == ["image_id", "mask_id", "hole_ratio", "psnr", "ssim"] and len(per) == 2
+    outs = [a.path for a in mlflow.MlflowClient(uri).list_artifacts(cells["run_id"].iloc[0], "outputs")]
+    assert len(outs) == 2 and all(o.endswith(".png") and "_img" in o and "_mask" in o for o in outs)  # every output
     assert ((per["hole_ratio"] > 0.1) & (per["hole_ratio"] <= 0.5)).all()
     # each model was trained once, inside the first cell that needed it; its losses are step metrics
     trained = [c for c in df.columns if c.startswith("metrics.train/") and c.endswith("_loss")]

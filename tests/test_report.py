@@ -29,7 +29,7 @@ def synthetic_table1_runs() -> pd.DataFrame:
             for seed in (0, 1):
                 r = {"run_id": f"{case[:3].lower()}-{j}-{seed}", "status": "FINISHED", "tags.strbench.case": case,
                      "tags.strbench.mask_bin": f"{lo * 100:g}-{hi * 100:g}%", "tags.strbench.mask_set": "irregular",
-                     "tags.strbench.dataset": "builtin", "tags.strbench.seed": str(seed),
+                     "tags.strbench.dataset": "builtin", "tags.strbench.size": "32", "tags.strbench.seed": str(seed),
                      "metrics.psnr": base - 3 * j + 0.25 * seed, "metrics.ssim": 0.8 - 0.1 * j + 0.004 * seed + 0.01 * k * (1 - 2 * j),
                      "metrics.nfe_per_image": nfe, "metrics.sec_per_image": sec, "metrics.n_images": 4,
                      "metrics.kid": 0.05 - 0.01 * (case == "StrDiffusion")}
@@ -69,16 +69,21 @@ def synthetic_table2_runs() -> pd.DataFrame:
 
 
 class FakeTracking:
-    """Stands in for strbench.tracking (search_cell_runs / read_csv_artifact)."""
+    """Stands in for strbench.tracking (search_experiment_runs / read_csv_artifact / read_artifact_bytes)."""
 
-    def __init__(self, runs: dict, artifacts: dict):
-        self.runs, self.artifacts, self.searched = runs, artifacts, []
+    def __init__(self, runs: dict, artifacts: dict, parents: dict | None = None):
+        self.runs, self.artifacts, self.parents, self.searched = runs, artifacts, parents or {}, []
 
-    def search_cell_runs(self, tracking_uri, experiment):
+    def search_experiment_runs(self, tracking_uri, experiment):
         self.searched.append(experiment)
-        return self.runs.get(experiment, pd.DataFrame())
+        return self.runs.get(experiment, pd.DataFrame()), self.parents.get(experiment, pd.DataFrame())
 
     def read_csv_artifact(self, tracking_uri, run_id, path):
+        if (run_id, path) not in self.artifacts:
+            raise FileNotFoundError(f"{run_id}/{path}")
+        return self.artifacts[(run_id, path)]
+
+    def read_artifact_bytes(self, tracking_uri, run_id, path):
         if (run_id, path) not in self.artifacts:
             raise FileNotFoundError(f"{run_id}/{path}")
         return self.artifacts[(run_id, path)]
@@ -162,9 +167,9 @@ def test_measured_values_are_means_over_seeds_and_failed_runs_ignored():
 
 def test_latex_bolds_best_measured_only():
     tex = R.to_latex(R.build_table(synthetic_table1_runs(), 1))
-    line = next(ln for ln in tex.splitlines() if ln.startswith("StrDiffusion (measured)"))
+    line = next(ln for ln in tex.splitlines() if ln.startswith("StrDiffusion & strbench &"))
     assert r"\textbf{21.12}" in line and r"\textbf{55.50}" in line  # best PSNR and FID among measured rows
-    paper = next(ln for ln in tex.splitlines() if ln.startswith("StrDiffusion (paper)"))
+    paper = next(ln for ln in tex.splitlines() if ln.startswith("StrDiffusion & - &"))
     assert r"\textbf" not in paper  # paper numbers are never bolded, even when better
     assert r"\toprule" in tex and r"\cmidrule(lr){3-4}" in tex and r"10-20\%" in tex
 
@@ -192,12 +197,23 @@ def test_table1_falls_back_to_quickstart_and_writes_out(fake, tmp_path, capsys):
     assert f"| IR-SDE       | 10-20% |      2 |        8 |  20.12 | [{lo:.2f}, {hi:.2f}] |" in printed
 
 
-def test_csv_writes_main_and_details(fake, tmp_path, capsys):
+def test_csv_is_one_tidy_table_that_read_csv_reads(fake, tmp_path, capsys):
+    import io
+
     R.report_command(1, None, "quickstart", URI, "csv", str(tmp_path))
-    main = pd.read_csv(tmp_path / "table1_quickstart.csv")
-    det = pd.read_csv(tmp_path / "table1_quickstart_details.csv")
-    assert "psnr 10-20%" in main.columns and set(main.source) == {"paper", "measured"}
-    assert len(det) == 6 and det.psnr_ci_low.notna().all() and det.fid.isna().sum() == 1
+    out = capsys.readouterr()
+    printed = pd.read_csv(io.StringIO(out.out))
+    saved = pd.read_csv(tmp_path / "table1_quickstart.csv")
+    assert list(printed.columns) == R.TIDY_COLUMNS and printed.shape == saved.shape
+    assert set(printed.source) == {"paper", "measured"} and printed.isna().all(axis=1).sum() == 0  # no blank rows
+    meas = printed[printed.source == "measured"].set_index(["method", "mask_bin", "metric"])
+    assert meas.loc[("IR-SDE", "10-20%", "psnr"), "value"] == pytest.approx(20.125)
+    assert meas.loc[("IR-SDE", "10-20%", "psnr"), "n"] == 8 and meas.loc[("IR-SDE", "10-20%", "psnr"), "runs"] == 2
+    assert meas.loc[("IR-SDE", "10-20%", "psnr"), "ci_low"] < 20.125 < meas.loc[("IR-SDE", "10-20%", "psnr"), "ci_high"]
+    assert np.isnan(meas.loc[("RePaint*", "30-40%", "fid"), "value"])  # n/a stays empty, never 0
+    paper = printed[(printed.source == "paper") & (printed.method == "StrDiffusion") & (printed.metric == "psnr")]
+    assert dict(zip(paper.mask_bin, paper.value)) == {"10-20%": 29.45, "30-40%": 24.43}
+    assert "Runs used: 12 cell run(s)" in out.err  # selection on stderr: stdout stays one CSV table
 
 
 def test_no_runs_says_which_command_makes_them(fake, tmp_path):

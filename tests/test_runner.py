@@ -329,8 +329,9 @@ def test_model_cache_trains_once_and_resumes_half_trained_model(tmp_path, monkey
     calls = _train_calls(monkeypatch)
     res2 = experiment.Resources(tmp_path / "cache", "cpu")
     steps.clear()
-    res2.model(spec, callback=lambda ev: steps.append(ev["step"]))
-    assert steps == [4]  # resumed after step 3, did not start over
+    res2.model(spec, callback=lambda ev: steps.append((ev["event"], ev["step"], ev.get("replayed", False))))
+    # resumed after step 3, did not start over; the losses logged before the interruption are replayed first
+    assert steps == [("resumed", 3, False), ("loss", 1, True), ("loss", 2, True), ("loss", 3, True), ("loss", 4, False)]
     assert res2.model_status(spec) == "cached" and calls == ["irsde"]
     info = json.loads((res2.model_dir(spec) / "complete.json").read_text())
     assert info["hash"] == spec.hash and info["steps"] == 4

@@ -56,7 +56,8 @@ def test_ctrl_c_in_training_then_resume(tmp_path, monkeypatch):
 
     def interrupted(role, cfg, *a, callback=None, **kw):
         def cb(ev):
-            seen.setdefault(role, []).append(ev["step"])
+            if ev.get("event") == "loss" and not ev.get("replayed"):  # steps trained by this process
+                seen.setdefault(role, []).append(ev["step"])
             if callback:
                 callback(ev)
             if role == "texture" and ev["step"] == 2 and not seen.get("interrupted"):
@@ -77,7 +78,42 @@ def test_ctrl_c_in_training_then_resume(tmp_path, monkeypatch):
     assert cli.main(["run", path, "-q"]) == 0
     assert seen["texture"] == [4]  # resumed from the step-2 checkpoint, not from scratch
     assert "irsde" not in seen  # the finished IR-SDE cell was skipped
+    cells = assert_each_cell_finished_once(tmp_path, 2)
+    from mlflow.tracking import MlflowClient
+
+    fin = cells[(cells["status"] == "FINISHED") & (cells["tags.strbench.case"] == "C")].iloc[0]
+    assert fin["tags.strbench.resumed.texture"] == "2"
+    hist = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(fin["run_id"],
+                                                                                         "train/texture_loss")
+    assert [m.step for m in hist] == [2, 4]  # the loss logged before the interruption is on the finished run
+    # a process killed after its last cell but before ending the parent left it RUNNING: the next run closes it
+    parent = df[df["tags.strbench.role"] == "experiment"]["run_id"].iloc[0]
+    MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").update_run(parent, status="RUNNING")
+    assert cli.main(["run", path, "-q"]) == 0
     assert_each_cell_finished_once(tmp_path, 2)
+
+
+def test_a_finished_models_losses_are_stored_before_sampling(tmp_path, monkeypatch):
+    """The loss curve reaches MLflow when training ends, not with the cell's metrics: a kill -9 while
+    sampling (or later) no longer loses the curve of the model the cell just finished."""
+    import strbench.sample as S
+    from mlflow.tracking import MlflowClient
+
+    real, seen = S.sample, []
+
+    def spy(*a, **kw):
+        if not seen:
+            client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+            (run,) = [r for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+                      if r.info.status == "RUNNING" and r.data.tags.get("strbench.role") == "cell"]
+            seen.append([m.step for m in client.get_metric_history(run.info.run_id, "train/irsde_loss")])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(S, "sample", spy)
+    d = small(tmp_path)
+    d["methods"] = {"IR-SDE": {"method": "irsde"}}
+    assert cli.main(["run", write(tmp_path, d), "-q"]) == 0
+    assert seen == [[2, 4]]
 
 
 GRACE_S = 2.0  # claims: a killed holder's cell is taken over 2 s after its last heartbeat (default 60 s)
@@ -140,8 +176,10 @@ def test_signal_mid_training_then_rerun(tmp_path, sig, rc, status):
     from mlflow.tracking import MlflowClient
 
     fin = cells[cells["status"] == "FINISHED"]["run_id"].iloc[0]
-    hist = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(fin, "train/irsde_loss")
-    assert hist and min(m.step for m in hist) > 2  # the re-run resumed from a checkpoint, not from step 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    assert int(client.get_run(fin).data.tags["strbench.resumed.irsde"]) >= 2  # resumed from a checkpoint, not step 0
+    hist = client.get_metric_history(fin, "train/irsde_loss")  # ... and the losses before the kill are there too
+    assert sorted(m.step for m in hist) == list(range(2, 151, 2))
     from strbench.train import load_model
 
     load_model(model_dir / "model.pt", expected_hash=model_dir.name)

@@ -183,7 +183,7 @@ def test_two_gloo_ranks_under_torchrun_match_one_process_at_the_same_global_batc
     assert sums[0] == sums[1]  # the ranks hold the same weights
     ref = float(sum(p.double().abs().sum() for p in net.state_dict().values()))
     assert abs(sums[0] - ref) <= 1e-5 * ref
-    assert sorted(p.name for p in (out / "full").iterdir()) == ["m.pt", "m.prev.pt"]  # rank 0 wrote them, no temp files
+    assert sorted(p.name for p in (out / "full").iterdir()) == ["m.prev.pt", "m.pt"]  # rank 0 wrote them, no temp files
 
 
 def test_bench_data_reports_loader_and_step_throughput(capsys):

@@ -153,3 +153,32 @@ def test_metric_buffer_logs_in_batches(tmp_path, uri):
     buf.flush()
     hist = t.client.get_metric_history(r, "train/irsde_loss")
     assert sorted(m.step for m in hist) == list(range(1, 26))
+
+
+def test_search_experiment_runs_returns_every_finished_cell_and_every_parent(tmp_path, uri):
+    from strbench import report
+
+    t = tracker(uri, tmp_path)
+    p1 = t.parent_run("h1", run_name="exp [cpu]", tags={"strbench.profile": "cpu"}, params={},
+                      cell_hashes=["a" * 64, "b" * 64])
+    for h in ("a" * 64, "b" * 64):
+        r = t.start_cell(p1, h, run_name=h[:3], tags={"strbench.case": h[0]}, params={})
+        t.end(r, "FINISHED")
+    t.end(p1, "KILLED")  # an interrupted invocation: its finished cells still count
+    p2 = t.parent_run("h2", run_name="exp", tags={"strbench.profile": ""}, params={}, cell_hashes=["a" * 64])
+    again = t.start_cell(p2, "a" * 64, run_name="a again", tags={"strbench.case": "a"}, params={})
+    t.end(again, "FINISHED")
+    failed = t.start_cell(p2, "c" * 64, run_name="c", tags={"strbench.case": "c"}, params={})
+    t.end(failed, "FAILED")
+    cells, parents = tracking.search_experiment_runs(uri, "exp")
+    assert len(cells) == 3 and set(cells.status) == {"FINISHED"}  # both runs of cell a, not the FAILED one
+    assert set(parents.run_id) == {p1, p2} and set(parents["tags.strbench.profile"].fillna("")) == {"cpu", ""}
+    sel = report.select_runs(cells, parents, experiment="exp")
+    assert len(sel.runs) == 2 and again in set(sel.runs.run_id) and sel.replaced == 1
+    assert set(report.select_runs(cells, parents, profile="cpu").runs.run_id) == set(sel.runs.run_id)
+    assert tracking.search_experiment_runs(uri, "nope")[0].empty
+    d = tmp_path / "grid"
+    d.mkdir()
+    (d / "samples.png").write_bytes(b"\x89PNG fake")
+    t.log_artifacts(again, d)
+    assert tracking.read_artifact_bytes(uri, again, "samples.png") == b"\x89PNG fake"

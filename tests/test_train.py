@@ -163,7 +163,8 @@ def test_config_strict_and_hash():
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": (1, 2), "a": 1})
 
 
-def _run(tmp_path, cfg, role="texture", stop_at=None, **kw):
+def _run(tmp_path, cfg, role="texture", stop_at=None, replayed=None, **kw):
+    """The (step, loss) pairs trained by this call; `replayed` (a list) receives those replayed on resuming."""
     imgs, masks = _data()
     losses = []
     nets = []
@@ -172,7 +173,9 @@ def _run(tmp_path, cfg, role="texture", stop_at=None, **kw):
         pass
 
     def cb(ev):
-        if ev["event"] == "loss":
+        if ev["event"] == "loss" and ev.get("replayed"):
+            replayed.append((ev["step"], ev["loss"]))
+        elif ev["event"] == "loss":
             losses.append((ev["step"], ev["loss"]))
             if stop_at is not None and ev["step"] == stop_at:
                 raise Stop
@@ -194,14 +197,30 @@ def test_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path):
     part = _run(tmp_path / "b", cfg, stop_at=8)  # interrupted after the step-5 checkpoint
     assert part == full[:8]
     assert load_checkpoint(tmp_path / "b" / "m.pt")["step"] == 5
-    resumed = _run(tmp_path / "b", cfg)
+    again: list = []
+    resumed = _run(tmp_path / "b", cfg, replayed=again)
     assert resumed == full[5:]  # steps 6..12, bit for bit
+    assert again == full[:5]  # the losses logged up to the checkpoint travel in it and are replayed first
     a = load_model(tmp_path / "a" / "m.pt", cfg.hash("texture"))
     b = load_model(tmp_path / "b" / "m.pt", cfg.hash("texture"))
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(pa, pb)
-    assert _run(tmp_path / "b", cfg) == []  # finished: nothing left to train
+    again.clear()
+    assert _run(tmp_path / "b", cfg, replayed=again) == []  # finished: nothing left to train
+    assert again == full  # ... and its whole loss history is replayed
     assert not [p for p in (tmp_path / "b").iterdir() if p.name not in ("m.pt", "m.prev.pt")]  # no temp files left
+
+
+def test_resume_between_log_points_keeps_the_mean_of_the_whole_window(tmp_path):
+    """log_every 3, checkpoint_every 2: stopped at the step-3 log, the run resumes from the step-2 checkpoint,
+    whose losses of steps 1-2 travel in it, so the step-3 log is again the mean over steps 1..3."""
+    cfg = TrainConfig(steps=9, batch=2, lr=1e-3, checkpoint_every=2, log_every=3)
+    full = _run(tmp_path / "a", cfg, role="irsde")
+    assert [s for s, _ in full] == [3, 6, 9]
+    assert _run(tmp_path / "b", cfg, role="irsde", stop_at=3) == full[:1]
+    assert load_checkpoint(tmp_path / "b" / "m.pt")["step"] == 2
+    again: list = []
+    assert _run(tmp_path / "b", cfg, role="irsde", replayed=again) == full and again == []
 
 
 def test_checkpoint_from_another_config_is_refused(tmp_path):

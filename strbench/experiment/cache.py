@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from strbench import atomic
+from strbench.checkpoint import CheckpointUnreadable
 from strbench.errors import DataError, StrbenchError
 from strbench.experiment.plan import EvalMasks, ModelSpec, TrainMasks, random_seed_of
 from strbench.experiment.progress import SILENT, Progress
@@ -121,8 +122,6 @@ class Resources:
         partial checkpoint; `others` maps hash -> spec of the models it needs). Training holds
         ``models/<hash>/train.lock``; a process finding it held waits, then loads what the holder trained.
         `on_train(spec)` is called before training starts."""
-        from strbench.train import load_model
-
         if spec.hash in self._models:
             return self._models[spec.hash]
         if spec.pretrained:
@@ -131,17 +130,16 @@ class Resources:
             return net
         if spec.hash in self.failed:
             raise StrbenchError(f"model {spec.role} {spec.short} failed earlier in this run: {self.failed[spec.hash]}")
-        d = self.model_dir(spec)
-        ckpt = d / "model.pt"
+        net = None
         if self._rank0_says(lambda: self.model_status(spec)) == "cached":
-            net = load_model(ckpt, expected_hash=spec.hash, device=self.device)
-        else:  # its dependencies first (each under its own lock), so no lock is held while waiting for one
+            net = self._load_cached(spec)
+        if net is None:  # its dependencies first (each under its own lock): no lock is held while waiting for one
             deps = {others[h].role: self.model(others[h], others, on_train=on_train, callback=callback)
                     for h in spec.needs}
             with self._train_lock(spec) as status:
                 if status == "cached":  # trained by the process we waited for
-                    net = load_model(ckpt, expected_hash=spec.hash, device=self.device)
-                else:
+                    net = self._load_cached(spec)
+                if net is None:
                     net = self._train(spec, deps, on_train=on_train, callback=callback)
         net.eval()
         self._models[spec.hash] = net
@@ -230,14 +228,28 @@ class Resources:
         dist.broadcast_object_list(out, src=0)
         return out[0]
 
+    def _load_cached(self, spec: ModelSpec):
+        """A finished model's network, or None when its file no longer loads (complete.json is removed: training
+        moves the file aside and resumes from model.prev.pt, or restarts)."""
+        from strbench.train import load_model
+
+        d = self.model_dir(spec)
+        try:
+            return load_model(d / "model.pt", expected_hash=spec.hash, device=self.device)
+        except CheckpointUnreadable:
+            (d / "complete.json").unlink(missing_ok=True)
+            return None
+
     def _train(self, spec: ModelSpec, deps: dict, *, on_train, callback):
         """Train `spec` (resuming its partial checkpoint) and mark it complete; called under its lock."""
         from strbench.train import train_model
 
         d = self.model_dir(spec)
-        atomic.write_text(d / "config.json", json.dumps({"role": spec.role, "hash": spec.hash,
-                                                         "train": spec.train.to_dict(),
-                                                         "data": spec.data.identity()}, indent=1, sort_keys=True))
+        main = _is_main_rank()
+        if main:
+            atomic.write_text(d / "config.json", json.dumps({"role": spec.role, "hash": spec.hash,
+                                                             "train": spec.train.to_dict(),
+                                                             "data": spec.data.identity()}, indent=1, sort_keys=True))
         if on_train is not None:
             on_train(spec)
         ds = self.dataset(spec.data.dataset, "train", limit=spec.data.dataset.limit)
@@ -249,9 +261,10 @@ class Resources:
         except StrbenchError as e:
             self.failed[spec.hash] = str(e)
             raise
-        atomic.write_text(d / "complete.json", json.dumps({"role": spec.role, "hash": spec.hash,
-                                                           "steps": spec.train.steps,
-                                                           "train_seconds": time.time() - t0}))
+        if main:  # under torchrun rank 0 alone marks the model finished (train_model wrote the checkpoint)
+            atomic.write_text(d / "complete.json", json.dumps({"role": spec.role, "hash": spec.hash,
+                                                               "steps": spec.train.steps,
+                                                               "train_seconds": time.time() - t0}))
         return net
 
     def _pretrained(self, spec: ModelSpec):
@@ -282,6 +295,12 @@ class Resources:
             raise CheckpointError(f"models.{spec.role}: {path} changed since the cells were planned (sha256 "
                                   f"{digest[:12]}, planned {spec.sha256[:12]}); run the command again")
         return net.to(self.device)
+
+
+def _is_main_rank() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def model_status(cache_dir: str | os.PathLike, spec: ModelSpec) -> str:

@@ -7,6 +7,7 @@ run``, ``--dry-run`` and ``validate`` run ``preflight``.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from strbench.config import Experiment
@@ -55,6 +56,7 @@ def check_resources(exp: Experiment, cells: list[Cell]) -> None:
             if not p.is_dir():
                 raise DataError(f"{src}: masks.path: folder {p} does not exist; point it at a folder of mask "
                                 "PNGs (e.g. the NVIDIA irregular mask test set)")
+    check_net_sizes(exp, cells)
     for m in unique_models(cells):
         if m.source == "":
             raise ConfigError(f"{src}: models.{m.role}: not set; give the released {m.role} checkpoint "
@@ -68,6 +70,29 @@ def check_resources(exp: Experiment, cells: list[Cell]) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError(f"{src}: device: 'cuda' requested but CUDA is not available; use auto or cpu")
+
+
+def check_net_sizes(exp: Experiment, cells: list[Cell]) -> None:
+    """strbench's U-Nets take images whose side is a multiple of 2^(len(ch_mult)-1): check the training and
+    evaluation sizes before anything runs (the net itself would only say so inside the first training step)."""
+    from strbench.nets import net_kwargs
+
+    seen: set = set()
+    for c in cells:
+        for m in c.models:
+            if m.role == "discriminator" or (m.hash, c.config.dataset.size) in seen:
+                continue
+            seen.add((m.hash, c.config.dataset.size))
+            kw = net_kwargs(m.role, m.train.preset, **m.train.net)
+            if kw.get("arch", "strbench") != "strbench" or "ch_mult" not in kw:
+                continue  # the authors' U-Nets pad any size
+            k = 2 ** (len(kw["ch_mult"]) - 1)
+            for size in sorted({c.config.dataset.size, m.data.dataset.size}):
+                if size % k:
+                    where = f"nets.roles.{m.role}" if m.role in exp.nets.roles else "nets.unet"
+                    raise ConfigError(f"{exp.source}: dataset.size: {size} is not a multiple of {k} = 2^(len(ch_mult)-1)"
+                                      f" for the {m.role} net's ch_mult {list(kw['ch_mult'])} ({where} / nets.preset "
+                                      f"{m.train.preset}); use a size that is a multiple of {k} or a shorter ch_mult")
 
 
 def _prefixed(src: str, e: StrbenchError) -> StrbenchError:
@@ -143,5 +168,9 @@ def check_pretrained(spec):
 
     with torch.device("meta"):
         net = build_net(spec.role, spec.train.preset, **spec.train.net)
-    load_pretrained(net, spec.source, role=spec.role)
+    try:
+        load_pretrained(net, spec.source, role=spec.role)
+    except StrbenchError as e:  # name the key the file came from
+        key, msg = f"models.{spec.role}", re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # torch's messages hold ANSI bold
+        raise type(e)(msg if key in msg else f"{key}: {msg}") from None
     return Checked(f"models.{spec.role}", f"{spec.source} (sha256 {spec.sha256[:12]}...) matches the {spec.role} net")

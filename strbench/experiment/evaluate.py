@@ -44,6 +44,24 @@ def _pick_images(ds, n: int) -> tuple[list[int], Any]:
     return idx, torch.stack([ds[i] for i in idx]).float()
 
 
+def _ranks() -> tuple[int, int]:
+    """(world size, rank) of an initialised torchrun process group, else (1, 0)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _gather(records: list) -> list:
+    """All ranks' per-batch records (tensors on the CPU), sorted by batch index."""
+    import torch.distributed as dist
+
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, records)
+    return sorted((r for p in parts for r in p), key=lambda r: r["b"])
+
+
 class _Recorder:
     """Sampler callback: progress, trajectory frames of the first image, KL per level (Fig. 8)."""
 
@@ -85,12 +103,15 @@ def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progres
     from strbench import metrics as M
     from strbench.sample import Models, sample
     from strbench.sde import make_sde_pair
+    from strbench.steps import PerImageNoise
 
     by_hash = {m.hash: m for m in c.models.values()}
     nets = {r: res.model(s, by_hash, on_train=on_train, callback=train_callback) for r, s in c.models.items()}
     models = Models(**nets)
     size = c.dataset.size
-    known_all = res.eval_masks(c.mask, size, split).masks.float()
+    mask_set = res.eval_masks(c.mask, size, split)
+    known_all = mask_set.masks.float()
+    mask_ids = [Path(f).stem for f in mask_set.files] if mask_set.files else [f"m{i}" for i in range(len(mask_set))]
     n = known_all.shape[0]
     ds = res.dataset(c.dataset, split)
     image_ids, images = _pick_images(ds, n)
@@ -99,53 +120,60 @@ def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progres
     mcfg = c.metrics
     batch = c.sample.batch
     dev = res.device
-    outputs, structures = [], []
-    nfe_total, sample_sec = 0, 0.0
+    world, rank = _ranks()
+    records = []  # per sampled batch: b, outputs, structure, per-image rows, nfe, seconds, KL rows
     frames = None
-    kl_acc: dict[tuple, list] = {}
-    rows = []
     n_batches = math.ceil(n / batch)
-    bar = progress.bar("sample", n_batches * T, f"sample {c.case} {c.mask.label}")
+    mine = [b for b in range(n_batches) if b % world == rank]  # under torchrun: batches dealt to the ranks
+    bar = progress.bar("sample", len(mine) * T, f"sample {c.case} {c.mask.label}")
     try:
-        for b in range(n_batches):
+        for j, b in enumerate(mine):
             sl = slice(b * batch, min((b + 1) * batch, n))
             img, known = images[sl].to(dev), known_all[sl].to(dev)
             kl = {"every": mcfg.trajectory_every, "bins": mcfg.kl_bins} if mcfg.trajectories else None
-            rec = _Recorder(T, mcfg.strip_frames, kl, img, known, bar, b * T)
+            rec = _Recorder(T, mcfg.strip_frames, kl, img, known, bar, j * T)
             if b > 0:
                 rec.frames = None
-            gen = torch.Generator(device=dev)
-            gen.manual_seed(int(c.seed) * 1_000_003 + b)
+            gen = torch.Generator(device=dev)  # unused: every draw comes from the per-image noise
+            noise = PerImageNoise(int(c.seed), range(sl.start, sl.stop), dev)  # (seed, image position, step)
             t0 = time.perf_counter()
             out = sample(c.method.method, models, img, known, sdes=sdes, generator=gen, callback=rec,
-                         **thaw(c.settings))
+                         noise_sampler=noise, **thaw(c.settings))
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-            sample_sec += time.perf_counter() - t0
-            nfe_total += out.nfe * (sl.stop - sl.start)
-            outputs.append(out.output.detach().float().cpu())
-            s = out.info.get("structure")
-            structures.append(None if s is None else s.detach().float().cpu())
+            st = out.info.get("structure")
+            output = out.output.detach().float().cpu()
+            records.append({"b": b, "out": output, "struct": None if st is None else st.detach().float().cpu(),
+                            "df": M.image_metrics(output, images[sl], known_all[sl], protocol=mcfg.protocol),
+                            "nfe": out.nfe * (sl.stop - sl.start), "sec": time.perf_counter() - t0,
+                            "kl": [(t, region, kv, sl.stop - sl.start) for t, v in rec.kl_rows.items()
+                                   for region, kv in v.items() if kv is not None]})
             if b == 0:
                 frames = rec.frames
-            for t, v in rec.kl_rows.items():
-                for region, kv in v.items():
-                    if kv is not None:
-                        kl_acc.setdefault((t, region), []).append((kv, sl.stop - sl.start))
-            df_b = M.image_metrics(outputs[-1], images[sl], known_all[sl], protocol=mcfg.protocol)
-            rows.append(df_b)
             if report is not None:
-                so_far = pd.concat(rows)
-                report(step0 + b, {"psnr": float(np.mean(so_far["psnr"])), "ssim": float(np.mean(so_far["ssim"])),
+                so_far = pd.concat([r["df"] for r in records])
+                report(step0 + j, {"psnr": float(np.mean(so_far["psnr"])), "ssim": float(np.mean(so_far["ssim"])),
                                    "n_images": int(len(so_far))})
-            bar.update_to((b + 1) * T)
+            bar.update_to((j + 1) * T)
     finally:
         bar.close()
+    if world > 1:  # every rank gets every batch's results, in batch order (as one process would have them)
+        records = _gather(records)
+    outputs = [r["out"] for r in records]
+    structures = [r["struct"] for r in records]
+    rows = [r["df"] for r in records]
+    nfe_total = sum(r["nfe"] for r in records)
+    sample_sec = sum(r["sec"] for r in records)
+    kl_acc: dict[tuple, list] = {}
+    for r in records:
+        for t, region, kv, cnt in r["kl"]:
+            kl_acc.setdefault((t, region), []).append((kv, cnt))
     pred = torch.cat(outputs)
     df = pd.concat(rows, ignore_index=True)
     protocol = M.protocol_record(mcfg.protocol, size, size, n)
     df.insert(0, "image_id", image_ids)
-    df = df[["image_id", "hole_ratio", "psnr", "ssim"]]
+    df.insert(1, "mask_id", mask_ids[:n])
+    df = df[["image_id", "mask_id", "hole_ratio", "psnr", "ssim"]]
     metrics: dict[str, float] = {"psnr": float(np.mean(df["psnr"])), "ssim": float(np.mean(df["ssim"])),
                                  "n_images": float(n), "nfe_per_image": nfe_total / n,
                                  "sec_per_image": sample_sec / n, "hole_ratio": float(np.mean(df["hole_ratio"]))}
@@ -157,6 +185,8 @@ def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progres
     tags = {"strbench.metric_protocol": json.dumps(protocol, sort_keys=True, default=str)}
     which = tuple(k for k in ("fid", "kid") if getattr(mcfg, k))
     missing = []
+    if which and rank != 0:  # Inception features of the gathered outputs: rank 0 alone (it alone logs)
+        which = ()
     if which:
         inc = M.inception_metrics(pred.to(dev), images.to(dev), weights_path=mcfg.fid_weights, which=which)
         for k, r in inc.items():
@@ -202,6 +232,16 @@ def _write_artifacts(d: Path, c: CellConfig, images, known, pred, structures, fr
     # per-image metrics
     df.to_csv(d / "per_image.csv", index=False)
     files["per_image.csv"] = d / "per_image.csv"
+    # every composited output, lossless, named by position, image and mask id (rescoring needs no sampling)
+    out_dir = d / "outputs"
+    out_dir.mkdir()
+    from PIL import Image
+
+    from strbench.metrics import to_uint8
+
+    u8 = to_uint8(pred).permute(0, 2, 3, 1).numpy()  # the exact uint8 pixels the metrics scored
+    for i, (img_id, mask_id) in enumerate(zip(df["image_id"], df["mask_id"])):
+        Image.fromarray(u8[i]).save(out_dir / f"{i:04d}_img{img_id}_mask{mask_id}.png")
     (d / "protocol.json").write_text(json.dumps(protocol, indent=1, sort_keys=True, default=str))
     # samples: masked input | structure | output | ground truth
     k = min(int(c.metrics.grid_images), images.shape[0])

@@ -313,7 +313,10 @@ def model_specs(exp: Experiment, roles: Iterable[str]) -> dict[str, ModelSpec]:
                                   needs=needs)
         else:
             key = f"{exp.source}: models.{role}"
-            seed = random_seed_of(source)
+            try:
+                seed = random_seed_of(source)
+            except ConfigError as e:
+                raise ConfigError(f"{key}: {str(e).removeprefix('models: ')}") from None
             sha = None if seed is not None or source == "" else weights_digest(source, key=key)
             out[role] = ModelSpec(role=role, hash=pretrained_hash(role, cfg.identity(role)["config"]["net"], sha, seed),
                                   train=cfg, data=TrainData.model_validate(data_r), source=source, sha256=sha)
@@ -340,8 +343,8 @@ def sampler_settings(exp: Experiment, method: cfgmod.MethodSettings) -> dict:
     for k in m.train_settings:  # one setting for training and sampling (e.g. the time D is queried at)
         trained = getattr(exp.train, k)
         if k in s and s[k] != trained:
-            raise ConfigError(f"{exp.source}: methods: {method.method} {k}={s[k]!r} differs from train.{k}="
-                              f"{trained!r}, the value its networks were trained with; set train.{k} instead")
+            raise ConfigError(f"{k}={s[k]!r} differs from train.{k}={trained!r}, the value its networks were "
+                              f"trained with; set train.{k} instead")
         s[k] = trained
     if m.structure_guided(method):
         st = exp.structure

@@ -82,7 +82,30 @@ def cell_params(cell: Cell, exp: Experiment) -> dict:
     c["train"] = r["train"]
     c["nets"] = r["nets"]
     c["structure"] = r["structure"]
-    return flatten(c)
+    flat = flatten(c)
+    # one name per value: no `None` params, no settings.* repeating method.* (the method's own settings)
+    return {k: v for k, v in flat.items() if v != "None" and not (k.startswith("settings.") and
+                                                                  flat.get("method." + k[len("settings."):]) == v)}
+
+
+def code_tags() -> dict:
+    """strbench's version and, when it runs from a git checkout, the commit (and whether it has local changes)."""
+    import subprocess
+
+    from strbench import __version__
+
+    tags = {"strbench.version": __version__}
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    if commit:
+        tags["strbench.git_commit"] = commit + ("+local-changes" if dirty else "")
+    return tags
 
 
 # ------------------------------------------------------------------------------------------------
@@ -97,22 +120,28 @@ def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources,
     from strbench.tracking import MetricBuffer
 
     t0 = time.time()
-    run_id = tracker.start_cell(parent, cell.hash, run_name=cell.label, tags=cell_tags(cell, exp_hash),
-                                params=cell_params(cell, exp))
+    run_id = tracker.start_cell(parent, cell.hash, run_name=cell.label,
+                                tags={**cell_tags(cell, exp_hash), **code_tags()}, params=cell_params(cell, exp))
     buf = MetricBuffer(tracker, run_id)
     bars: dict = {}
+    last_step: dict = {}
 
     def on_train(spec: ModelSpec):
+        last_step[spec.role] = spec.train.steps
         progress.event("training", spec=spec, label=cell.label)
         bars[spec.role] = progress.bar("train", spec.train.steps, f"train {spec.role}")
         tracker.set_tags(run_id, {f"strbench.trained.{spec.role}": spec.hash})
 
     def train_cb(ev: dict):
+        if ev.get("event") == "resumed":  # its loss history so far is replayed into this run next
+            tracker.set_tags(run_id, {f"strbench.resumed.{ev['role']}": int(ev["step"])})
         if ev.get("event") != "loss":
             return
         role, step = ev["role"], int(ev["step"])
         buf.add(f"train/{role}_loss", float(ev["loss"]), step)
         buf.add(f"train/{role}_lr", float(ev["lr"]), step)
+        if step >= last_step.get(role, math.inf):  # a finished model's curve is kept even if the cell dies later
+            buf.flush()
         if role in bars:
             bars[role].update_to(step)
 
@@ -175,15 +204,27 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optional[list[Cell]] = None) -> RunSummary:
+def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optional[list[Cell]] = None,
+                   only: Optional[Iterable[str]] = None) -> RunSummary:
     """Train what is missing (model cache), sample, score and log every cell not yet FINISHED in MLflow.
     Failed cells are collected (run FAILED, error tag), not raised; Ctrl-C/SIGTERM marks the current
     runs KILLED and re-raises KeyboardInterrupt."""
+    from strbench.train import init_distributed
+
     t_start = time.time()
     all_cells = cells if cells is not None else expand(exp)
     preflight(exp, all_cells)
     mine = shard_cells(all_cells, exp.shard.index, exp.shard.count)
+    if only is not None:  # a launcher job's cells (hash prefixes); the parent run is still the experiment's
+        want = set(only)
+        unknown = sorted(h for h in want if not any(c.hash.startswith(h) for c in all_cells))
+        if unknown:
+            raise ConfigError(f"{exp.source}: --cells: no cell {unknown[0]} in this experiment (see --dry-run)")
+        mine = [c for c in mine if any(c.hash.startswith(h) for h in want)]
     summary = RunSummary(experiment=exp.experiment_name, n_cells=len(mine))
+    ranks, _ = init_distributed(exp.device)  # under torchrun: join the process group (NCCL on CUDA, gloo on CPU)
+    if not ranks.is_main:  # ranks > 0 train and sample their share of each cell rank 0 runs; no MLflow
+        return _follow_rank0(exp, mine, summary)
 
     from strbench import tracking
 
@@ -197,6 +238,9 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
     where = {"experiment": exp.name, "n_cells": len(mine), "tracking_uri": exp.tracking.uri,
              "mlflow_experiment": exp.experiment_name}
     if not todo:
+        _tell_ranks(ranks, None)
+        if not summary.elsewhere and all(c.hash in done for c in all_cells):  # a process killed after the
+            tracker.close_parent(exp_hash)  # experiment's last cell left its parent run open
         progress.event("nothing_to_do", **where)
         summary.seconds = time.time() - t_start
         return summary
@@ -205,9 +249,9 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
         resolved = {k: v for k, v in exp.resolved().items() if k != "profiles"}
         (Path(td) / "experiment.yaml").write_text(cfgmod.dump_yaml(resolved))
         parent = tracker.parent_run(
-            exp_hash, run_name=f"{exp.name}" + (f" [{exp.profile}]" if exp.profile else ""),
+            exp_hash, run_name=f"{exp.name}" + (f" [{exp.profile}]" if exp.profile else "") + f" {exp_hash[:8]}",
             tags={"strbench.experiment": exp.name, "strbench.profile": exp.profile or "",
-                  "strbench.config_path": exp.source, "strbench.n_cells": len(all_cells)},
+                  "strbench.config_path": exp.source, "strbench.n_cells": len(all_cells), **code_tags()},
             params={k: v for k, v in tracking.flatten(resolved).items()}, cell_hashes=[c.hash for c in all_cells],
             artifacts=td)
     summary.parent_run_id = parent
@@ -225,9 +269,11 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
                     progress.event("skipped", label=cell.label, why=turn.why)
                 else:
                     with turn.claim:  # heartbeat while the cell runs; released after it (also on Ctrl-C)
+                        _tell_ranks(ranks, cell.hash)
                         _run_cell(exp, cell, turn.claim.watch(tracker), parent, res, exp_hash, summary, progress,
                                   i, len(todo))
                 sweep.update_to(i)
+            _tell_ranks(ranks, None)
     except KeyboardInterrupt:
         with contextlib.suppress(Exception):
             tracker.end(parent, "KILLED")
@@ -237,6 +283,35 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
     tracker.end(parent, "FINISHED" if not summary.failed else "FAILED",
                 error=None if not summary.failed else f"{len(summary.failed)} cell(s) failed")
     summary.seconds = time.time() - t_start
+    return summary
+
+
+def _tell_ranks(ranks, cell_hash: Optional[str]) -> Optional[str]:
+    """Under torchrun: rank 0's next cell (None: no more), given to every rank just before it runs; rank 0
+    decides cell by cell (claims), so all ranks run the same cells in the same order."""
+    if ranks.world_size == 1:
+        return cell_hash
+    import torch.distributed as dist
+
+    box = [cell_hash]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _follow_rank0(exp: Experiment, mine: list, summary: RunSummary) -> RunSummary:
+    """A rank > 0 under torchrun: for each cell rank 0 runs, train (DDP) and sample this rank's batches; rank 0
+    gathers the outputs and alone scores FID, writes artifacts and talks to MLflow."""
+    from strbench.train import current_dist
+
+    ranks = current_dist()
+    by_hash = {c.hash: c for c in mine}
+    res = Resources(exp.cache_dir, exp.device)
+    while (h := _tell_ranks(ranks, None)) is not None:
+        try:
+            evaluate_cell(by_hash[h].config, res, split="test")
+            summary.ran += 1
+        except Exception as e:  # rank 0 records the failure; keep in step with it
+            summary.failed.append((by_hash[h].label, h, f"{type(e).__name__}: {e}"))
     return summary
 
 

@@ -56,6 +56,13 @@ class SampleContext:
     callback: Optional[Callable[[dict], None]]
     counter: dict  # network name -> evaluations (a batched call counts once)
 
+    def begin(self, key: int) -> None:
+        """A loop begins move `key` (its step): a noise sampler with a `begin` method (e.g.
+        strbench.steps.PerImageNoise) re-seeds per image there; the default generator ignores it."""
+        hook = getattr(self.noise, "begin", None)
+        if hook is not None:
+            hook(key)
+
     def need(self, *names: str, why: str) -> None:
         missing = [n for n in names if getattr(self.models, n) is None]
         if missing:

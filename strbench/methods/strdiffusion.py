@@ -113,6 +113,7 @@ class _StrDiffusion:
     def __init__(self, ctx: SampleContext, image: Tensor, known: Tensor, s: dict, x0: Tensor, mu_x: Tensor):
         sdes, counter = ctx.sdes, ctx.counter
         self.m, self.noise, self.cb, self.counter, self.s = ctx.models, ctx.noise, ctx.callback, counter, s
+        self.begin = ctx.begin  # per outer step: per-image noise samplers re-seed there
         self.known, self.is_known = known, known > 0.5
         self.sy, self.sx = Stepper(sdes.texture), Stepper(sdes.structure)
         self.T = self.sy.T
@@ -193,6 +194,7 @@ def _paper_loop(r: _StrDiffusion, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]
     """Algorithm 1 (supplementary) as written, per image of the batch."""
     U = r.s["u_max"]
     for t in range(r.T, 0, -1):  # 1 for t = T..1
+        r.begin(t)
         x_prev = r.structure_step(x, t)  # 2
         y_prev = r.texture_step(y, t, x_prev)  # 3
         if r.resample:
@@ -233,6 +235,7 @@ def _official_loop(r: _StrDiffusion, y: Tensor, x: Tensor) -> tuple[Tensor, Tens
     T = r.T
     t_early = int(s["stage_end"] * T)  # the code's range(int(0.4*T), T+1)
     for t in range(T, 0, -1):
+        r.begin(t)
         early = t >= t_early
         use_net = early or s["late_structure"] == "net"
         k = r.known_structure(t - 1) if use_net and r.repaint_x else None  # one draw per outer step

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 from strbench.errors import ConfigError, StrbenchError, TrainingDiverged
 from strbench.tune.spec import (OBJECTIVES, StudySpec, TuneSpec, load_spec, probe_overlays,
                                 sample_overlay, write_overlay)
-from strbench.tune.storage import quiet_optuna, open_storage, redact, resolve_storage_url
+from strbench.tune.storage import open_storage, quiet_optuna, redact, resolve_storage_url, storage_kind
 
 SPEC_ATTR = "strbench.spec"  # study user attr: what defines the search (workers must agree)
 OVERLAY_ATTR = "strbench.overlay"  # trial user attr: the exact overlay the trial ran
@@ -388,13 +388,26 @@ def best_trial(study):
 # --------------------------------------------------------------------------------------------
 
 
+def _local_storage_file(url: str) -> Path | None:
+    """The file of a journal or SQLite storage URL (None for a server or an in-memory database)."""
+    if storage_kind(url) == "journal":
+        return Path(url.removeprefix("journal:")).expanduser()
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        return Path(url.split(":///", 1)[1].split("?", 1)[0]).expanduser()
+    return None
+
+
 def export_best(spec: TuneSpec, out: str | os.PathLike, *, storage: str | None = None,
                 tune_path: str | None = None) -> tuple[Path, Any]:
     """Write the best trial's overlay (the `set` keys + its sampled keys) for `run --set-from`."""
     optuna = quiet_optuna()
     url = resolve_storage_url(storage or spec.study.storage)
-    st = open_storage(url, spec.study)
     name = spec.study.name
+    missing = _local_storage_file(url)
+    if missing is not None and not missing.is_file():  # opening it would create an empty storage file
+        raise StrbenchError(f"study {name!r} does not exist: no storage file {missing} ({redact(url)}); run "
+                            "strbench tune first, or give its storage with --storage")
+    st = open_storage(url, spec.study)
     if name not in {s.study_name for s in st.get_all_studies()}:
         raise StrbenchError(f"study {name!r} does not exist in storage {redact(url)}; run strbench tune first")
     study = optuna.load_study(study_name=name, storage=st)

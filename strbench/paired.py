@@ -1,0 +1,278 @@
+"""Paired comparisons of methods scored on the same image-mask pairs, and the paper's claims checked on them.
+
+Every method of a table column is scored on the same test images with the same masks (same mask set and
+bin, same image id), so the comparison of two methods is paired: the unit is one image-mask pair, the value
+the difference of a per-image metric (per_image.csv) between the two methods. This module is pure (no I/O,
+no mlflow): it takes per-image frames and returns DataFrames.
+
+- `paired_test(d)`: mean of the differences, a 95% bootstrap interval of that mean (`scipy.stats.bootstrap`,
+  BCa, seeded) and the two-sided Wilcoxon signed-rank p-value (`scipy.stats.wilcoxon`); all-zero
+  differences give p = n/a with the reason.
+- `paired_table(long, order)`: every pair of rows (methods/settings) on every column, and pooled over columns.
+- `check_claims(...)`: the paper's claims, each "holds" / "not shown" / "reversed" from its paired interval,
+  or "runs needed are missing: ..." naming the experiment to run.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+POOLED = "all"  # the column label of a comparison pooled over every column both rows have
+PAIR_COLUMNS = ["a", "b", "column", "metric", "n", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p_wilcoxon",
+                "note"]
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    n: int
+    diff: float | None  # mean of a - b over the pairs
+    ci_low: float | None
+    ci_high: float | None
+    p: float | None  # Wilcoxon signed-rank, two-sided
+    note: str = ""  # why p or the interval is n/a
+
+
+def paired_test(d: Sequence[float], *, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+                ) -> PairedResult:
+    """Mean of the paired differences `d`, its bootstrap interval (BCa over pairs) and the Wilcoxon p-value."""
+    from scipy import stats
+
+    d = np.asarray(d, dtype=float)
+    d = d[np.isfinite(d)]
+    n = int(d.size)
+    if n == 0:
+        return PairedResult(0, None, None, None, None, "no image-mask pair scored by both")
+    mean = float(d.mean())
+    if n == 1:
+        return PairedResult(1, mean, None, None, None, "one pair: no interval or test")
+    notes = []
+    if np.all(d == d[0]):  # a degenerate sample: every resample has the same mean
+        lo = hi = mean
+        notes.append("all differences equal: the interval is a point")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DegenerateDataWarning for tiny samples is handled below
+            res = stats.bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                                  method="BCa", vectorized=True, rng=np.random.default_rng(seed))
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = stats.bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                                      method="percentile", vectorized=True, rng=np.random.default_rng(seed))
+            lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+            notes.append("percentile interval (BCa undefined for this sample)")
+    if np.all(d == 0):
+        return PairedResult(n, mean, lo, hi, None, "p n/a: all differences are zero (identical outputs)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # normal approximation with ties/zeros: scipy warns, the value stands
+        p = float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+    return PairedResult(n, mean, lo, hi, p, "; ".join(notes))
+
+
+def per_image_long(frames: Mapping[str, pd.DataFrame], runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, image-mask pair): columns row, column, mask_set, mask_bin, image_id, [mask_id],
+    seed, run_id and the per-image metrics. `runs` gives each run's `run_id`, `_row` (row label), `_col`
+    (table column) and the tags strbench.mask_set / mask_bin / seed."""
+    parts = []
+    for _, r in runs.iterrows():
+        f = frames.get(r["run_id"])
+        if f is None or "image_id" not in f.columns:
+            continue
+        f = f.copy()
+        f["row"], f["column"], f["run_id"] = r["_row"], str(r["_col"]), r["run_id"]
+        for k in ("mask_set", "mask_bin", "seed"):
+            v = r.get(f"tags.strbench.{k}")
+            f[k] = "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+        parts.append(f)
+    if not parts:
+        return pd.DataFrame(columns=["row", "column", "mask_set", "mask_bin", "image_id", "seed", "run_id"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _pair_keys(long: pd.DataFrame) -> list[str]:
+    keys = ["column", "mask_set", "mask_bin", "image_id"]
+    if "mask_id" in long.columns and long["mask_id"].notna().all():
+        keys.append("mask_id")
+    return keys
+
+
+def matched(long: pd.DataFrame, a: str, b: str, metric: str) -> pd.DataFrame:
+    """The image-mask pairs scored by both rows: columns <keys>, a, b (each the mean over that row's seeds)."""
+    keys = _pair_keys(long)
+    sub = long[long["row"].isin([a, b]) & long[metric].notna()]
+    per = sub.groupby(["row", *keys], dropna=False)[metric].mean().reset_index()
+    left = per[per["row"] == a].drop(columns="row").rename(columns={metric: "a"})
+    right = per[per["row"] == b].drop(columns="row").rename(columns={metric: "b"})
+    return left.merge(right, on=keys, how="inner")
+
+
+def paired_table(long: pd.DataFrame, order: Sequence[str], *, metrics: Sequence[str] = ("psnr", "ssim"),
+                 columns: Sequence[str] | None = None, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Every pair (a, b) of rows with a after b in `order` (so a - b reads "later minus earlier": the
+    paper's method minus a baseline), per column (in `columns` order) and pooled over columns (`all`)."""
+    recs = []
+    rows = [r for r in order if r in set(long["row"])]
+    cols = list(columns) if columns is not None else list(dict.fromkeys(long["column"]))
+    for b, a in itertools.combinations(rows, 2):
+        for metric in metrics:
+            if metric not in long.columns:
+                continue
+            m = matched(long, a, b, metric)
+            if m.empty:
+                continue
+            groups = [(c, m[m["column"] == c]) for c in cols if (m["column"] == c).any()]
+            if len(groups) > 1:
+                groups.append((POOLED, m))
+            for col, g in groups:
+                res = paired_test((g["a"] - g["b"]).to_numpy(), n_resamples=n_resamples, seed=seed)
+                lost = _unmatched(long, a, b, metric, col)
+                note = "; ".join(x for x in (res.note, lost) if x)
+                recs.append({"a": a, "b": b, "column": col, "metric": metric, "n": res.n,
+                             "mean_a": float(g["a"].mean()), "mean_b": float(g["b"].mean()), "diff": res.diff,
+                             "ci_low": res.ci_low, "ci_high": res.ci_high, "p_wilcoxon": res.p, "note": note})
+    return pd.DataFrame(recs, columns=PAIR_COLUMNS)
+
+
+def _unmatched(long: pd.DataFrame, a: str, b: str, metric: str, col: str) -> str:
+    sub = long if col == POOLED else long[long["column"] == col]
+    keys = _pair_keys(long)
+    na = sub[sub["row"] == a][keys].drop_duplicates()
+    nb = sub[sub["row"] == b][keys].drop_duplicates()
+    both = len(na.merge(nb, on=keys))
+    extra = len(na) + len(nb) - 2 * both
+    return f"{extra} image-mask pair(s) scored by only one of the two are left out" if extra else ""
+
+
+# ----------------------------------------------------------------------------------------------- claims
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    text: str  # the paper's claim
+    source: str  # "table1" | "table2" | "fig8"
+    better: str  # case (row base label) claimed better
+    worse: str
+    metric: str  # psnr | ssim (higher is better) | kl_masked | kl_unmasked (lower is better)
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("T1-psnr-irsde", "StrDiffusion above IR-SDE (Table 1, PSNR)", "table1", "StrDiffusion", "IR-SDE", "psnr"),
+    Claim("T1-ssim-irsde", "StrDiffusion above IR-SDE (Table 1, SSIM)", "table1", "StrDiffusion", "IR-SDE", "ssim"),
+    Claim("T1-psnr-repaint", "StrDiffusion above RePaint* (Table 1, PSNR)", "table1", "StrDiffusion", "RePaint*",
+          "psnr"),
+    Claim("T1-ssim-repaint", "StrDiffusion above RePaint* (Table 1, SSIM)", "table1", "StrDiffusion", "RePaint*",
+          "ssim"),
+    Claim("T2-psnr-DC", "ablation D above C (Table 2, PSNR)", "table2", "D", "C", "psnr"),
+    Claim("T2-psnr-CB", "ablation C above B (Table 2, PSNR)", "table2", "C", "B", "psnr"),
+    Claim("T2-psnr-DA", "ablation D above A (Table 2, PSNR)", "table2", "D", "A", "psnr"),
+    Claim("F8-masked", "gray2edge has the lowest KL of the masked region (Fig. 8)", "fig8", "gray2edge", "*",
+          "kl_masked"),
+    Claim("F8-unmasked", "gray2edge has the lowest KL of the unmasked region (Fig. 8)", "fig8", "gray2edge", "*",
+          "kl_unmasked"),
+)
+CLAIM_COLUMNS = ["claim", "text", "experiment", "better", "worse", "metric", "verdict", "n", "diff", "ci_low",
+                 "ci_high", "p_wilcoxon", "detail"]
+HOLDS, NOT_SHOWN, REVERSED, MISSING = "holds", "not shown", "reversed", "missing"
+
+
+def verdict(ci_low: float | None, ci_high: float | None, higher_is_better: bool = True) -> str:
+    """holds: the interval of (better - worse) excludes 0 in the claimed direction; reversed: excludes it in
+    the other; not shown: contains 0."""
+    if ci_low is None or ci_high is None or not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return NOT_SHOWN
+    lo, hi = (ci_low, ci_high) if higher_is_better else (-ci_high, -ci_low)
+    return HOLDS if lo > 0 else REVERSED if hi < 0 else NOT_SHOWN
+
+
+def _base(label: str) -> str:
+    return label.split(" [")[0]
+
+
+def claims_from_pairs(claims: Sequence[Claim], pairs: pd.DataFrame, rows: Sequence[str], *, experiment: str,
+                      hint: str) -> list[dict]:
+    """Verdicts of table claims from a paired_table (pooled column `all` when several columns, else the one).
+    `rows`: the row labels measured in `experiment`; `hint`: the command that makes the missing runs."""
+    out = []
+    for c in claims:
+        better = [r for r in rows if _base(r) == c.better]
+        worse = [r for r in rows if _base(r) == c.worse]
+        absent = [x for x, got in ((c.better, better), (c.worse, worse)) if not got]
+        if absent:
+            out.append(_missing(c, experiment, f"case(s) {', '.join(absent)} not in experiment `{experiment}`; "
+                                               f"run `{hint}`"))
+            continue
+        for bl, wl in itertools.product(better, worse):
+            sel = pairs[(pairs["metric"] == c.metric) & (((pairs["a"] == bl) & (pairs["b"] == wl))
+                                                         | ((pairs["a"] == wl) & (pairs["b"] == bl)))]
+            if sel.empty:
+                out.append(_missing(c, experiment, f"no image-mask pairs scored by both {bl} and {wl} "
+                                                   f"(per_image.csv missing?); run `{hint}`", bl, wl))
+                continue
+            pooled = sel[sel["column"] == POOLED]
+            top = (pooled if len(pooled) else sel).iloc[0]
+            sign = 1.0 if top["a"] == bl else -1.0  # report better - worse
+            lo, hi = _flip(top["ci_low"], top["ci_high"], sign)
+            per_col = sel[sel["column"] != POOLED]
+            detail = "; ".join(f"{r.column}: {_signed(r.diff, sign):+.3g} [{_fmt_ci(*_flip(r.ci_low, r.ci_high, sign))}]"
+                               for r in per_col.itertuples()) if len(per_col) > 1 else str(top["column"])
+            out.append({"claim": c.key, "text": c.text, "experiment": experiment, "better": bl, "worse": wl,
+                        "metric": c.metric, "verdict": verdict(lo, hi), "n": int(top["n"]),
+                        "diff": _signed(top["diff"], sign), "ci_low": lo, "ci_high": hi,
+                        "p_wilcoxon": top["p_wilcoxon"], "detail": detail})
+    return out
+
+
+def claims_from_kl(claims: Sequence[Claim], kl: pd.DataFrame | None, *, experiment: str, hint: str,
+                   n_resamples: int = 2000, seed: int = 0) -> list[dict]:
+    """Fig. 8 claims: KL(better variant) - KL(each other variant) paired over reverse-process steps (mean
+    over runs per step). Steps of one trajectory are not independent samples: the interval says how
+    consistently one curve lies below the other, not how it would vary over new images."""
+    out = []
+    for c in claims:
+        region = c.metric.removeprefix("kl_")
+        part = None if kl is None else kl[kl["region"] == region]
+        if part is None or part.empty or c.better not in set(part["variant"]):
+            what = "no kl_trajectory.csv" if part is None or part.empty else f"variant {c.better} not run"
+            out.append(_missing(c, experiment, f"{what} in experiment `{experiment}`; run `{hint}`"))
+            continue
+        curve = part.groupby(["variant", "step"])["kl"].mean().unstack("variant")
+        others = [v for v in curve.columns if v != c.better]
+        if not others:
+            out.append(_missing(c, experiment, f"only {c.better} was run in `{experiment}`; run `{hint}`"))
+            continue
+        for o in others:
+            d = (curve[c.better] - curve[o]).dropna()
+            r = paired_test(d.to_numpy(), n_resamples=n_resamples, seed=seed)
+            out.append({"claim": c.key, "text": c.text, "experiment": experiment, "better": c.better, "worse": o,
+                        "metric": c.metric, "verdict": verdict(r.ci_low, r.ci_high, higher_is_better=False),
+                        "n": r.n, "diff": r.diff, "ci_low": r.ci_low, "ci_high": r.ci_high, "p_wilcoxon": r.p,
+                        "detail": f"mean KL {c.better} {curve[c.better].mean():.3g} vs {o} {curve[o].mean():.3g}; "
+                                  f"paired over {r.n} reverse steps" + (f"; {r.note}" if r.note else "")})
+    return out
+
+
+def _missing(c: Claim, experiment: str, why: str, better: str | None = None, worse: str | None = None) -> dict:
+    return {"claim": c.key, "text": c.text, "experiment": experiment, "better": better or c.better,
+            "worse": worse or c.worse, "metric": c.metric, "verdict": MISSING, "n": 0, "diff": None,
+            "ci_low": None, "ci_high": None, "p_wilcoxon": None, "detail": f"runs needed are missing: {why}"}
+
+
+def _signed(v, sign: float):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else sign * float(v)
+
+
+def _flip(lo, hi, sign: float):
+    lo, hi = _signed(lo, sign), _signed(hi, sign)
+    if lo is None or hi is None:
+        return None, None
+    return (lo, hi) if sign > 0 else (hi, lo)
+
+
+def _fmt_ci(lo, hi) -> str:
+    return "n/a" if lo is None or hi is None else f"{lo:+.3g}, {hi:+.3g}"
