@@ -381,6 +381,22 @@ class MetricBuffer:
 # ---------------------------------------------------------------------- readers (strbench.report)
 
 
+def _find_experiment(tracking_uri: Optional[str], experiment: str):
+    """(mlflow, the MLflow experiment) for reading `experiment`, with mlflow's tracking URI set to the store;
+    None when the local store was never created or holds no such experiment (a read creates nothing)."""
+    uri = tracking_uri or DEFAULT_URI
+    if not tracking_exists(uri):
+        return None
+    mlflow = _mlflow()
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(tracking_uri=absolute_uri(uri)).get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    mlflow.set_tracking_uri(absolute_uri(uri))
+    return mlflow, exp
+
+
 def search_cell_runs(tracking_uri: Optional[str], experiment: str, *, latest_only: bool = True):
     """FINISHED cell runs of `experiment` as mlflow.search_runs' DataFrame (columns run_id, status,
     params.*, metrics.*, tags.*), one row per cell hash (the latest run of each).
@@ -391,17 +407,10 @@ def search_cell_runs(tracking_uri: Optional[str], experiment: str, *, latest_onl
     """
     import pandas as pd
 
-    uri = tracking_uri or DEFAULT_URI
-    if not tracking_exists(uri):
+    found = _find_experiment(tracking_uri, experiment)
+    if found is None:
         return pd.DataFrame()
-    mlflow = _mlflow()
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=absolute_uri(uri))
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return pd.DataFrame()
-    mlflow.set_tracking_uri(absolute_uri(uri))
+    mlflow, exp = found
     df = mlflow.search_runs(experiment_ids=[exp.experiment_id],
                             filter_string=f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'",
                             output_format="pandas")
@@ -433,16 +442,10 @@ def search_experiment_runs(tracking_uri: Optional[str], experiment: str):
     """
     import pandas as pd
 
-    uri = tracking_uri or DEFAULT_URI
-    if not tracking_exists(uri):
+    found = _find_experiment(tracking_uri, experiment)
+    if found is None:
         return pd.DataFrame(), pd.DataFrame()
-    mlflow = _mlflow()
-    from mlflow.tracking import MlflowClient
-
-    exp = MlflowClient(tracking_uri=absolute_uri(uri)).get_experiment_by_name(experiment)
-    if exp is None:
-        return pd.DataFrame(), pd.DataFrame()
-    mlflow.set_tracking_uri(absolute_uri(uri))
+    mlflow, exp = found
 
     def runs(flt: str):
         return mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=flt, output_format="pandas")
@@ -556,16 +559,10 @@ def search_study_runs(tracking_uri: Optional[str], experiment: str, study_name: 
     """(parent runs, trial runs) of a study as mlflow.search_runs DataFrames (empty when none)."""
     import pandas as pd
 
-    uri = tracking_uri or DEFAULT_URI
-    if not tracking_exists(uri):
+    found = _find_experiment(tracking_uri, experiment)
+    if found is None:
         return pd.DataFrame(), pd.DataFrame()
-    mlflow = _mlflow()
-    from mlflow.tracking import MlflowClient
-
-    exp = MlflowClient(tracking_uri=absolute_uri(uri)).get_experiment_by_name(experiment)
-    if exp is None:
-        return pd.DataFrame(), pd.DataFrame()
-    mlflow.set_tracking_uri(absolute_uri(uri))
+    mlflow, exp = found
     esc = study_name.replace("'", "\\'")
 
     def runs(role: str):
