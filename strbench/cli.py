@@ -88,8 +88,9 @@ def _cmd_run(a) -> int:
             and a.launcher == "local":
         return _torchrun(a.nproc)
     exp = config.load_experiment(a.config, overrides=a.set, overlay=a.set_from, profile=a.profile)
+    only = [h.strip() for h in a.cells.split(",") if h.strip()] if a.cells else None
     if a.dry_run:
-        print(format_plan(experiment.plan_status(exp)))
+        print(format_plan(experiment.plan_status(exp, only=only)))
         return 0
     if a.slurm and a.launcher != "slurm":
         raise ConfigError(f"--slurm.{next(iter(a.slurm))}: Slurm options need --launcher slurm")
@@ -103,7 +104,6 @@ def _cmd_run(a) -> int:
         if a.nproc:
             argv += ["--nproc", str(a.nproc)]
         return launch(exp, cells, argv, launcher=a.launcher, slurm=a.slurm, say=print)
-    only = [h.strip() for h in a.cells.split(",") if h.strip()] if a.cells else None
     summary = experiment.run_experiment(exp, progress=ConsoleProgress(a.quiet), only=only)
     uri = exp.tracking.uri
     if int(os.environ.get("RANK", "0")) == 0:  # the final summary (also with -q), once under torchrun
@@ -214,7 +214,8 @@ def format_plan(st) -> str:
     exp, mine, all_cells = st.exp, st.mine, st.all_cells
     status = {m.hash: s for m, s, _ in st.models}
     lines = [f"{exp.name}" + (f" (profile {exp.profile})" if exp.profile else "") +
-             f": {len(mine)} cells" + (f" of {len(all_cells)} (shard {exp.shard.index}/{exp.shard.count})"
+             f": {len(mine)} cells" + (f" of {len(all_cells)} (" + (f"shard {exp.shard.index}/{exp.shard.count}"
+                                                                     if exp.shard.count > 1 else "--cells") + ")"
                                         if len(mine) != len(all_cells) else "") +
              f", {len(status)} models; tracking {exp.tracking.uri}{st.note}; cache {exp.cache_dir}",
              "", "models:"]

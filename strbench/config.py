@@ -13,7 +13,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Mapping, Optional, Union
+from typing import Annotated, Any, Iterable, Literal, Mapping, Optional, Sequence, Union
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -327,6 +327,11 @@ class Experiment(Strict):
     def resolved(self) -> dict:
         """Every key with its value (defaults filled in), as plain Python data."""
         return self.model_dump(mode="python")
+
+    def rerunnable(self) -> dict:
+        """The experiment as it ran (profile, --set overrides and overlay applied; no profiles left): a config
+        that `strbench validate` and `strbench run` accept as is and that expands to the same cells (hashes)."""
+        return {k: v for k, v in self.resolved().items() if k not in ("profiles", "default_profile")}
 
     def cases(self) -> dict[str, MethodSettings]:
         """case -> method settings: `methods`, plus each registered floor method not already run (when
@@ -735,8 +740,10 @@ def _check_sweep(exp: Experiment, merged: dict, source: str) -> None:
                                   f"{line.removeprefix(source + ': ')}") from None
 
 
-def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+def dump_yaml(data: Any, header: Sequence[str] = ()) -> str:
+    """YAML text of plain data, optionally under `# ` comment lines."""
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    return "".join(f"# {line}\n" for line in header) + text
 
 
 __all__ = ["Experiment", "load_experiment", "validate_dict", "parse_override", "set_path", "get_path",

@@ -5,8 +5,8 @@ sample grids. Images are inlined as base64 PNG; the page loads nothing (no exter
 Sections (element ids, stable for tests and links): `selection`, `table1`, `table2`, `table3`, `paired`,
 `claims`, `fig8`, `frontier`, `samples`. A section whose runs do not exist says which command makes them.
 
-Sample grids: each cell run logs `samples.png` (rows: images; columns: masked input, structure, output,
-ground truth). When the cells of one table column show the same images (their input and ground-truth tiles
+Sample grids: each cell run logs the tile grid `samples_tiles.png` (rows: images; columns: masked input,
+structure, output, ground truth; `samples.png` of runs before it was labelled). When the cells of one table column show the same images (their input and ground-truth tiles
 are identical), they are merged into one labelled grid: input, structure, each method, ground truth;
 otherwise each cell's own grid is shown with a caption naming its columns.
 """
@@ -24,11 +24,11 @@ import pandas as pd
 
 from strbench import atomic
 from strbench import report as R
+from strbench.grids import GRID_COLUMNS, figure_png, labelled_grid_png
 from strbench.errors import StrbenchError
 
 SECTION_IDS = ("selection", "table1", "table2", "table3", "paired", "claims", "fig8", "frontier", "samples")
-GRID_PAD = 2  # torchvision make_grid padding of samples.png
-GRID_COLUMNS = ("masked input", "structure", "output", "ground truth")
+GRID_PAD = 2  # torchvision make_grid padding of samples_tiles.png
 MAX_GRID_IMAGES = 4
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1200px;
@@ -84,12 +84,6 @@ def notes_html(notes: Sequence[str], cls: str = "note") -> str:
 
 def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def figure_png(fig, dpi: int = 110) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
 
 
 def img_html(png: bytes, alt: str, caption: str = "") -> str:
@@ -194,44 +188,19 @@ def merge_grids(grids: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str], st
     return np.stack(cols, axis=1), labels, source
 
 
-def labelled_grid_png(tiles: np.ndarray, labels: Sequence[str], max_images: int = MAX_GRID_IMAGES) -> bytes:
-    """Tiles (rows, cols, S, S, C) drawn with a label above every column."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rows, cols = min(tiles.shape[0], max_images), tiles.shape[1]
-    fig = Figure(figsize=(1.25 * cols, 1.25 * rows + 0.35), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for i in range(rows):
-        for j in range(cols):
-            ax = axes[i][j]
-            ax.imshow(tiles[i, j], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(_wrap(labels[j]), fontsize=6.5)
-    return figure_png(fig, dpi=100)
-
-
-def _wrap(label: str, width: int = 24) -> str:
-    """A short column title: the case, then up to two of its settings with keys cut to their last two parts
-    (`train.roles.discriminator.steps=60` -> `discriminator.steps=60`); the caption names every column in full."""
-    import textwrap
-
-    case, _, rest = label.partition(" [")
-    lines = textwrap.wrap(case, width) or [""]
-    for item in [x.strip() for x in rest.rstrip("]").split(", ") if x.strip()][:2]:
-        key, eq, value = item.partition("=")
-        short = ".".join(key.split(".")[-2:]) + eq + value
-        lines.append(short if len(short) <= width else short[:width - 1] + "…")
-    return "\n".join(lines)
-
-
 def _read_png(data: bytes) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _grid_bytes(tracking, uri: str, run_id: str) -> bytes:
+    """A cell's unlabelled tile grid: samples_tiles.png (runs logging a labelled samples.png), else samples.png
+    (runs of earlier versions, where it was the tile grid)."""
+    try:
+        return tracking.read_artifact_bytes(uri, run_id, "samples_tiles.png")
+    except Exception:  # noqa: BLE001 - an older run
+        return tracking.read_artifact_bytes(uri, run_id, "samples.png")
 
 
 def samples_html(tr: R.TableReport, uri: str) -> str:
@@ -250,7 +219,7 @@ def samples_html(tr: R.TableReport, uri: str) -> str:
         for label in sorted(cell["_row"].unique(), key=R._case_key):
             r = cell[cell["_row"] == label].iloc[0]  # one seed's grid per row
             try:
-                grids[label] = _read_png(tracking.read_artifact_bytes(uri, r["run_id"], "samples.png"))
+                grids[label] = _read_png(_grid_bytes(tracking, uri, r["run_id"]))
             except Exception:  # noqa: BLE001 - a run without the artifact is named below
                 failed.append(label)
         if grids:
@@ -258,7 +227,7 @@ def samples_html(tr: R.TableReport, uri: str) -> str:
             if merged is not None:
                 tiles, labels, source = merged
                 struct = f"{source}'s final structure state" if source else "no method with a structure"
-                out.append(img_html(labelled_grid_png(tiles, labels), f"samples {col}",
+                out.append(img_html(labelled_grid_png(tiles, labels, max_images=MAX_GRID_IMAGES), f"samples {col}",
                                     f"{col}: the first {min(tiles.shape[0], MAX_GRID_IMAGES)} test images; columns: "
                                     f"{', '.join(labels)} (structure: {struct})."))
             else:

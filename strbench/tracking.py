@@ -33,6 +33,8 @@ CELLS_TAG = "strbench.cells"  # short hashes of the parent's cells, comma-joined
 LAST_INVOKED_TAG = "strbench.last_invoked"
 HOST_TAG, PID_TAG, ERROR_TAG = "strbench.host", "strbench.pid", "strbench.error"  # host, pid: for people only
 HEARTBEAT_TAG, CLAIM_TAG = "strbench.heartbeat", "strbench.claim"  # ms of the last beat; the claim's token
+MODEL_HASH_TAG, MODEL_ROLE_TAG = "strbench.model_hash", "strbench.model_role"  # on training runs
+TRAINING_RUN_TAG = "strbench.training_run"  # on cell runs: strbench.training_run.<role> = run id
 STORE_LOCK_TIMEOUT_S = 600.0  # creating a sqlite store runs MLflow's migrations (seconds)
 SHORT = 12  # characters of a cell hash kept in the parent's cell list
 PARAM_MAX = 500  # truncate long parameter values (MLflow limits vary by version/backend)
@@ -322,6 +324,88 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
         self.log_params(run.info.run_id, params)
         return run.info.run_id
+
+    # ------------------------------------------------------------------ training runs
+    def start_training(self, parent_id: str, model_hash: str, role: str, *, params: Mapping[str, Any],
+                       tags: Mapping[str, Any]) -> str:
+        """A run of its own for training one model (tag strbench.role=training, strbench.model_hash), nested
+        under the parent run of the experiment that trains it. Call it holding the model's train lock: any
+        other RUNNING training run of the same model, in any experiment of the store, is then a dead process's
+        and is marked FAILED (its loss history is replayed into this run from the checkpoint)."""
+        for r in self._training_runs(model_hash, "RUNNING"):
+            self.end(r.info.run_id, "FAILED", error=f"stale: its process stopped; training resumed by "
+                                                    f"{socket.gethostname()} pid {os.getpid()}")
+        all_tags = {ROLE_TAG: "training", MODEL_HASH_TAG: model_hash, MODEL_ROLE_TAG: role,
+                    "mlflow.parentRunId": parent_id, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+                    **{clean_key(k): str(v)[:TAG_MAX] for k, v in tags.items()}}
+        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=f"train {role} {model_hash[:12]}")
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def _training_runs(self, model_hash: str, status: str) -> list:
+        """Training runs of one model with `status`, in every experiment of the store (a model in the shared
+        cache may have been trained by another experiment)."""
+        from mlflow.entities import ViewType
+
+        ids = [e.experiment_id for e in self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+        flt = (f"tags.`{ROLE_TAG}` = 'training' and tags.`{MODEL_HASH_TAG}` = '{model_hash}' "
+               f"and attributes.status = '{status}'")
+        runs, token = [], None
+        for i in range(0, len(ids), 100):
+            while True:
+                page = self.client.search_runs(ids[i:i + 100], filter_string=flt, max_results=1000, page_token=token)
+                runs.extend(page)
+                token = page.token
+                if not token:
+                    break
+        return sorted(runs, key=lambda r: r.info.start_time or 0)
+
+    def training_run(self, model_hash: str) -> Optional[tuple[str, str]]:
+        """(experiment id, run id) of the latest FINISHED training run of a model in this store, else None."""
+        runs = self._training_runs(model_hash, "FINISHED")
+        return (runs[-1].info.experiment_id, runs[-1].info.run_id) if runs else None
+
+    def link_models(self, run_id: str, models: Mapping[str, tuple[str, str]]) -> None:
+        """Tag a cell run with the training run of each model it uses (role -> (model hash, how it was
+        obtained: 'pretrained ...' or '')) and write the links into its description (Markdown in the
+        MLflow UI), so every cell reaches its models' loss curves whichever cell trained them."""
+        tags, lines = {}, []
+        for role, (model_hash, pretrained) in sorted(models.items()):
+            if pretrained:
+                lines.append(f"- {role}: pretrained weights, {pretrained} (no training run)")
+                continue
+            found = self.training_run(model_hash)
+            if found is None:
+                tags[f"{TRAINING_RUN_TAG}.{role}"] = "not in this store"
+                lines.append(f"- {role} model `{model_hash[:12]}`: trained outside this tracking store "
+                             "(or before strbench logged trainings as runs)")
+                continue
+            exp_id, rid = found
+            tags[f"{TRAINING_RUN_TAG}.{role}"] = rid
+            lines.append(f"- {role} model `{model_hash[:12]}`: [training run {rid[:8]}]"
+                         f"(#/experiments/{exp_id}/runs/{rid}) (loss curves: train/loss, train/lr)")
+        if lines:
+            tags["mlflow.note.content"] = "Models used by this cell:\n\n" + "\n".join(lines)
+        self.set_tags(run_id, tags)
+
+    # ------------------------------------------------------------------ parent summary
+    def cell_runs_of(self, cell_hashes: Iterable[str]) -> list:
+        """The latest FINISHED cell run of each of `cell_hashes` (whichever invocation or process ran it)."""
+        wanted = set(cell_hashes)
+        runs = self._search(f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'")
+        latest: dict[str, Any] = {}
+        for r in sorted(runs, key=lambda r: r.info.start_time or 0):
+            h = r.data.tags.get(CELL_HASH_TAG)
+            if h in wanted:
+                latest[h] = r
+        return list(latest.values())
+
+    def log_image(self, run_id: str, image, artifact_file: str) -> None:
+        """An image (numpy HxWx3 uint8 or PIL image) as an artifact through MLflow's log_image."""
+        self.client.log_image(run_id, image, artifact_file=artifact_file)
+
+    def log_artifact(self, run_id: str, local_file: str | os.PathLike, artifact_path: Optional[str] = None) -> None:
+        self.client.log_artifact(run_id, str(local_file), artifact_path)
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param

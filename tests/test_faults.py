@@ -164,16 +164,15 @@ def cell_metrics(run) -> dict:
 
 
 def loss_histories(client, runs) -> dict:
-    """role -> [(step, loss)] of the cell run that logged the model's last training step."""
+    """role -> [(step, loss)] of the FINISHED training run of each model (one per model)."""
     out: dict = {}
     for r in runs:
-        for tag in r.data.tags:
-            if tag.startswith("strbench.trained."):
-                name = tag.removeprefix("strbench.trained.")
-                hist = sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, f"train/{name}_loss"))
-                if hist and hist[-1][0] == STEPS:
-                    assert name not in out, f"two runs logged the end of {name}'s training"
-                    out[name] = hist
+        if role(r) == "training" and r.info.status == "FINISHED":
+            name = r.data.tags["strbench.model_role"]
+            hist = sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "train/loss"))
+            assert hist and hist[-1][0] == STEPS, (name, hist[-1:])
+            assert name not in out, f"two finished training runs of {name}"
+            out[name] = hist
     return out
 
 

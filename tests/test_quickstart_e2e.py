@@ -49,9 +49,11 @@ def test_run_logs_one_parent_and_one_nested_run_per_cell(finished):
     df = runs(tmp)
     parents = df[df["tags.strbench.role"] == "experiment"]
     cells = df[df["tags.strbench.role"] == "cell"]
-    assert len(parents) == 1 and len(cells) == 6 and len(df) == 7
+    trainings = df[df["tags.strbench.role"] == "training"]
+    assert len(parents) == 1 and len(cells) == 6 and len(trainings) == 4 and len(df) == 11  # 4 models trained
     assert (df["status"] == "FINISHED").all()
     assert (cells["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]).all()
+    assert (trainings["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]).all()
     assert cells["tags.strbench.cell_hash"].nunique() == 6
     for t in CELL_TAGS:
         assert cells[f"tags.{t}"].notna().all(), t
@@ -76,7 +78,8 @@ def test_cells_have_artifacts_and_training_curves(finished):
     cells = df[df["tags.strbench.role"] == "cell"]
     for run_id in cells["run_id"]:
         arts = artifacts(tmp, run_id)
-        assert {"config.yaml", "per_image.csv", "samples.png", "trajectory.png", "kl_trajectory.csv"} <= arts
+        assert {"config.yaml", "cell.yaml", "per_image.csv", "samples.png", "samples_tiles.png", "trajectory.png",
+                "kl_trajectory.csv"} <= arts
     from strbench import tracking
 
     uri = f"sqlite:///{tmp}/mlflow.db"
@@ -87,14 +90,87 @@ def test_cells_have_artifacts_and_training_curves(finished):
     outs = [a.path for a in mlflow.MlflowClient(uri).list_artifacts(cells["run_id"].iloc[0], "outputs")]
     assert len(outs) == 2 and all(o.endswith(".png") and "_img" in o and "_mask" in o for o in outs)  # every output
     assert ((per["hole_ratio"] > 0.1) & (per["hole_ratio"] <= 0.5)).all()
-    # each model was trained once, inside the first cell that needed it; its losses are step metrics
-    trained = [c for c in df.columns if c.startswith("metrics.train/") and c.endswith("_loss")]
-    assert {c.split("/")[1] for c in trained} == {"irsde_loss", "structure_loss", "texture_loss",
-                                                 "discriminator_loss"}
-    for c in trained:
-        assert cells[c].notna().sum() == 1, c
+    # each model was trained once, in a training run of its own with its losses as step metrics; every cell
+    # links the training run of each model it uses, whichever cell trained it
+    tr = df[df["tags.strbench.role"] == "training"]
+    assert sorted(tr["tags.strbench.model_role"]) == ["discriminator", "irsde", "structure", "texture"]
+    assert (tr["status"] == "FINISHED").all() and tr["metrics.train/loss"].notna().all()
+    assert not any(c.startswith("metrics.train/") and cells[c].notna().any() for c in cells.columns)
+    by_role = dict(zip(tr["tags.strbench.model_role"], tr["run_id"]))
+    for _, c in cells.iterrows():
+        uses = {k.removeprefix("tags.strbench.model."): v for k, v in c.items()
+                if k.startswith("tags.strbench.model.") and isinstance(v, str)}
+        assert uses, c["tags.strbench.case"]
+        for r in uses:
+            assert c[f"tags.strbench.training_run.{r}"] == by_role[r]
+            assert by_role[r] in c["tags.mlflow.note.content"]
+    assert cells["tags.strbench.trained.irsde"].notna().sum() == 1  # trained inside the first cell needing it
     reported = tracking.search_cell_runs(uri, "tiny")
     assert len(reported) == 6
+
+
+def test_parent_run_summarises_its_cells(finished):
+    """The parent run carries every cell's metrics (psnr/<case>/<bin>, psnr/<case> over the bins) and a
+    summary.csv with one row per cell and the run it came from."""
+    import pandas as pd
+
+    from strbench import tracking
+
+    tmp = finished[0]
+    df = runs(tmp)
+    parent = df[df["tags.strbench.role"] == "experiment"].iloc[0]
+    cells = df[df["tags.strbench.role"] == "cell"]
+    assert parent["metrics.cells_finished"] == parent["metrics.cells_total"] == 6
+    for _, c in cells.iterrows():
+        key = "metrics." + tracking.clean_key(f"psnr/{c['tags.strbench.case']}/{c['tags.strbench.mask_bin'][:-1]}")
+        assert parent[key] == pytest.approx(c["metrics.psnr"]), key
+    for case, g in cells.groupby("tags.strbench.case"):
+        assert parent["metrics." + tracking.clean_key(f"ssim/{case}")] == pytest.approx(g["metrics.ssim"].mean())
+    summary = tracking.read_csv_artifact(f"sqlite:///{tmp}/mlflow.db", parent["run_id"], "summary.csv")
+    assert len(summary) == 6 and set(summary["state"]) == {"FINISHED"}
+    merged = summary.merge(cells, left_on="run_id", right_on="run_id")
+    assert len(merged) == 6 and (merged["psnr"] == merged["metrics.psnr"]).all()
+    assert isinstance(summary, pd.DataFrame)
+
+
+def test_a_cells_logged_config_validates_and_reruns_that_cell(finished, capsys):
+    """config.yaml of a cell run is a re-runnable experiment: `strbench validate` accepts it, it expands to the
+    experiment's cells with the same hashes, and `--cells <hash>` of its header selects that cell."""
+    from strbench import config, tracking
+    from strbench.experiment import expand
+
+    tmp = finished[0]
+    cells = runs(tmp)
+    cells = cells[cells["tags.strbench.role"] == "cell"]
+    run = cells.iloc[0]
+    path = tracking.download_artifacts(f"sqlite:///{tmp}/mlflow.db", run["run_id"], "config.yaml", tmp / "dl")
+    text = path.read_text()
+    h = run["tags.strbench.cell_hash"]
+    assert f"--cells {h[:12]}" in text
+    assert cli.main(["validate", str(path)]) == 0
+    again = expand(config.load_experiment(str(path)))
+    assert sorted(c.hash for c in again) == sorted(cells["tags.strbench.cell_hash"])
+    capsys.readouterr()
+    assert cli.main(["run", str(path), "--cells", h[:12], "--dry-run"]) == 0
+    assert "1 done, 0 to run" in capsys.readouterr().out
+
+
+def test_cells_log_a_labelled_samples_grid(finished):
+    """samples.png (log_image) is the labelled grid, larger than the bare tile grid samples_tiles.png that the
+    HTML report merges; both show the same number of rows of images."""
+    import io
+
+    from PIL import Image
+
+    from strbench import tracking
+
+    tmp = finished[0]
+    df = runs(tmp)
+    rid = df[df["tags.strbench.role"] == "cell"]["run_id"].iloc[0]
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    labelled = Image.open(io.BytesIO(tracking.read_artifact_bytes(uri, rid, "samples.png")))
+    tiles = Image.open(io.BytesIO(tracking.read_artifact_bytes(uri, rid, "samples_tiles.png")))
+    assert labelled.width > tiles.width and labelled.height > tiles.height
 
 
 def test_rerun_does_nothing_and_creates_no_runs(finished, capsys):

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import report_fixtures as F
-from strbench import cli, report_html, texwidth
+from strbench import cli, grids, report_html, texwidth
 from strbench import report as R
 from test_report import URI, FakeTracking, synthetic_table2_runs
 
@@ -279,7 +279,7 @@ def test_nfe_frontier_reuses_the_quickstarts_models_and_sweeps_budgets():
 
 
 def test_grid_column_titles_stay_short_and_tell_settings_apart():
-    a = report_html._wrap("StrDiffusion [train.roles.discriminator.steps=60, nets.arch=unset, +1 more]")
-    b = report_html._wrap("StrDiffusion [train.roles.discriminator.steps=800, nets.arch=strbench, +1 more]")
+    a = grids.wrap_label("StrDiffusion [train.roles.discriminator.steps=60, nets.arch=unset, +1 more]")
+    b = grids.wrap_label("StrDiffusion [train.roles.discriminator.steps=800, nets.arch=strbench, +1 more]")
     assert a == "StrDiffusion\ndiscriminator.steps=60\nnets.arch=unset" and a != b
-    assert max(len(x) for x in b.splitlines()) <= 24 and report_html._wrap("IR-SDE") == "IR-SDE"
+    assert max(len(x) for x in b.splitlines()) <= 24 and grids.wrap_label("IR-SDE") == "IR-SDE"

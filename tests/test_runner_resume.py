@@ -36,6 +36,13 @@ def write(tmp_path: Path, d: dict) -> str:
     return str(p)
 
 
+def training_runs(tmp_path, role: str):
+    """The training runs of the `role` model, oldest first."""
+    df = runs(tmp_path)
+    return df[(df["tags.strbench.role"] == "training") & (df["tags.strbench.model_role"] == role)] \
+        .sort_values("start_time").reset_index(drop=True)
+
+
 def assert_each_cell_finished_once(tmp_path, n_cells: int):
     df = runs(tmp_path)
     cells = df[df["tags.strbench.role"] == "cell"]
@@ -82,9 +89,12 @@ def test_ctrl_c_in_training_then_resume(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     fin = cells[(cells["status"] == "FINISHED") & (cells["tags.strbench.case"] == "C")].iloc[0]
-    assert fin["tags.strbench.resumed.texture"] == "2"
-    hist = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(fin["run_id"],
-                                                                                         "train/texture_loss")
+    tex = training_runs(tmp_path, "texture")
+    assert list(tex["status"]) == ["KILLED", "FINISHED"]  # the interrupted training, then the resumed one
+    assert fin["tags.strbench.training_run.texture"] == tex["run_id"].iloc[1]  # the cell links its model's run
+    assert tex["tags.strbench.resumed_at"].iloc[1] == "2"
+    hist = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(tex["run_id"].iloc[1],
+                                                                                         "train/loss")
     assert [m.step for m in hist] == [2, 4]  # the loss logged before the interruption is on the finished run
     # a process killed after its last cell but before ending the parent left it RUNNING: the next run closes it
     parent = df[df["tags.strbench.role"] == "experiment"]["run_id"].iloc[0]
@@ -105,8 +115,9 @@ def test_a_finished_models_losses_are_stored_before_sampling(tmp_path, monkeypat
         if not seen:
             client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
             (run,) = [r for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
-                      if r.info.status == "RUNNING" and r.data.tags.get("strbench.role") == "cell"]
-            seen.append([m.step for m in client.get_metric_history(run.info.run_id, "train/irsde_loss")])
+                      if r.data.tags.get("strbench.role") == "training"]
+            assert run.info.status == "FINISHED"  # the training run ended with training, before sampling
+            seen.append([m.step for m in client.get_metric_history(run.info.run_id, "train/loss")])
         return real(*a, **kw)
 
     monkeypatch.setattr(S, "sample", spy)
@@ -177,8 +188,13 @@ def test_signal_mid_training_then_rerun(tmp_path, sig, rc, status):
 
     fin = cells[cells["status"] == "FINISHED"]["run_id"].iloc[0]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    assert int(client.get_run(fin).data.tags["strbench.resumed.irsde"]) >= 2  # resumed from a checkpoint, not step 0
-    hist = client.get_metric_history(fin, "train/irsde_loss")  # ... and the losses before the kill are there too
+    tr = training_runs(tmp_path, "irsde")  # the killed process's training run, then the resumed one
+    assert list(tr["status"]) == (["FAILED", "FINISHED"] if sig == signal.SIGKILL else ["KILLED", "FINISHED"])
+    if sig == signal.SIGKILL:  # found RUNNING by the process that took the train lock over
+        assert tr["tags.strbench.error"].iloc[0].startswith("stale:")
+    assert client.get_run(fin).data.tags["strbench.training_run.irsde"] == tr["run_id"].iloc[1]
+    assert int(tr["tags.strbench.resumed_at"].iloc[1]) >= 2  # resumed from a checkpoint, not step 0
+    hist = client.get_metric_history(tr["run_id"].iloc[1], "train/loss")  # ... and the losses before the kill too
     assert sorted(m.step for m in hist) == list(range(2, 151, 2))
     from strbench.train import load_model
 

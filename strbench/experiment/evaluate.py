@@ -1,6 +1,7 @@
 """Evaluating one cell: train what is missing (through the cache), sample the cell's images, score them,
-and write its artifacts (config.yaml, per_image.csv, protocol.json, samples.png, trajectory.png,
-kl_trajectory.csv) to a work folder. No MLflow here: :mod:`strbench.experiment.run` logs the result.
+and write its artifacts (cell.yaml, per_image.csv, protocol.json, outputs/, samples_tiles.png, trajectory.png,
+kl_trajectory.csv) to a work folder; the labelled samples grid comes back as an image (CellResult.images).
+No MLflow here: :mod:`strbench.experiment.run` logs the result (and the re-runnable config.yaml).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class CellResult:
     per_image: Any  # pandas DataFrame: image_id, hole_ratio, psnr, ssim
     tags: dict  # fid_missing / protocol tags
     artifacts: dict = field(default_factory=dict)  # name -> local file
+    images: dict = field(default_factory=dict)  # artifact name -> PIL image (logged through log_image)
 
 
 def pick_indices(m: int, n: int) -> list[int]:
@@ -204,8 +206,8 @@ def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progres
         tags["strbench.kid_missing"] = "; ".join(m for m in missing if m.startswith("kid"))
     result = CellResult(metrics=metrics, per_image=df, tags=tags)
     if workdir is not None:
-        result.artifacts = _write_artifacts(workdir, c, images, known_all, pred, structures, frames, kl_acc, df, T,
-                                            protocol)
+        result.artifacts, result.images = _write_artifacts(workdir, c, images, known_all, pred, structures, frames,
+                                                           kl_acc, df, T, protocol)
     return result
 
 
@@ -218,7 +220,8 @@ def _tile(x, size: int):
     return F.interpolate(x.clamp(0, 1), scale_factor=scale, mode="nearest") if scale > 1 else x.clamp(0, 1)
 
 
-def _write_artifacts(d: Path, c: CellConfig, images, known, pred, structures, frames, kl_acc, df, T, protocol) -> dict:
+def _write_artifacts(d: Path, c: CellConfig, images, known, pred, structures, frames, kl_acc, df, T,
+                     protocol) -> tuple[dict, dict]:
     import pandas as pd
     import torch
     from torchvision.utils import save_image
@@ -226,9 +229,10 @@ def _write_artifacts(d: Path, c: CellConfig, images, known, pred, structures, fr
     d.mkdir(parents=True, exist_ok=True)
     files = {}
     size = images.shape[-1]
-    # resolved config
-    (d / "config.yaml").write_text(dump_yaml(c.model_dump()))
-    files["config.yaml"] = d / "config.yaml"
+    # the cell's own config (what strbench.experiment.evaluate and rescore read back)
+    (d / "cell.yaml").write_text(dump_yaml(c.model_dump(), header=[
+        "This cell's resolved settings (strbench.experiment.CellConfig); the re-runnable experiment is config.yaml"]))
+    files["cell.yaml"] = d / "cell.yaml"
     # per-image metrics
     df.to_csv(d / "per_image.csv", index=False)
     files["per_image.csv"] = d / "per_image.csv"
@@ -243,7 +247,7 @@ def _write_artifacts(d: Path, c: CellConfig, images, known, pred, structures, fr
     for i, (img_id, mask_id) in enumerate(zip(df["image_id"], df["mask_id"])):
         Image.fromarray(u8[i]).save(out_dir / f"{i:04d}_img{img_id}_mask{mask_id}.png")
     (d / "protocol.json").write_text(json.dumps(protocol, indent=1, sort_keys=True, default=str))
-    # samples: masked input | structure | output | ground truth
+    # samples: masked input | structure | output | ground truth; tiles for the HTML report, a labelled grid for people
     k = min(int(c.metrics.grid_images), images.shape[0])
     struct = torch.cat([s if s is not None else torch.zeros(images[:0].shape[0], 1, size, size)
                         for s in structures]) if any(s is not None for s in structures) else None
@@ -252,8 +256,9 @@ def _write_artifacts(d: Path, c: CellConfig, images, known, pred, structures, fr
         s = struct[i:i + 1] if struct is not None else torch.zeros(1, 1, size, size)
         tiles += [_tile(images[i:i + 1] * known[i:i + 1], size), _tile(s, size), _tile(pred[i:i + 1], size),
                   _tile(images[i:i + 1], size)]
-    save_image(torch.cat(tiles), d / "samples.png", nrow=4, padding=2, pad_value=1.0)
-    files["samples.png"] = d / "samples.png"
+    save_image(torch.cat(tiles), d / "samples_tiles.png", nrow=4, padding=2, pad_value=1.0)
+    files["samples_tiles.png"] = d / "samples_tiles.png"
+    labelled = {"samples.png": _labelled_samples(c, tiles, df, k, struct is not None)}
     # trajectory strip of the first image: texture row (and structure row)
     if frames:
         levels = sorted(frames, reverse=True)
@@ -270,4 +275,24 @@ def _write_artifacts(d: Path, c: CellConfig, images, known, pred, structures, fr
             out.append({"step": T - t, "t": t, "region": region, "kl": sum(v * n for v, n in vals) / w})
         pd.DataFrame(out, columns=["step", "t", "region", "kl"]).to_csv(d / "kl_trajectory.csv", index=False)
         files["kl_trajectory.csv"] = d / "kl_trajectory.csv"
-    return files
+    return files, labelled
+
+
+def _labelled_samples(c: CellConfig, tiles: list, df, k: int, has_structure: bool):
+    """The samples grid with its columns named and each row's image id, mask id, hole ratio and PSNR."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from strbench.grids import GRID_COLUMNS, labelled_grid_png
+
+    arr = np.stack([np.stack([(t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                              for t in tiles[4 * i:4 * i + 4]]) for i in range(k)])
+    cols = list(GRID_COLUMNS)
+    if not has_structure:
+        cols[1] = "structure (none)"
+    rows = [f"img {r.image_id}\nmask {r.mask_id}\nholes {r.hole_ratio:.0%}\n{r.psnr:.2f} dB"
+            for r in df.head(k).itertuples()]
+    title = f"{c.case} ({c.method.method}), {c.mask.label} holes, seed {c.seed}"
+    return Image.open(io.BytesIO(labelled_grid_png(arr, cols, rows, title=title))).convert("RGB")

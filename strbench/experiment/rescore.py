@@ -1,8 +1,9 @@
 """Scores again from saved outputs, without sampling: ``strbench rescore --experiment NAME``.
 
 Every cell run keeps its composited outputs (``outputs/<pos>_img<id>_mask<id>.png``, the exact uint8 pixels
-that were scored), its ``config.yaml`` and ``per_image.csv``. Rescoring reads them back, rebuilds the ground
-truth images and masks from the logged cell config (same dataset split, same mask set), and computes the
+that were scored), its ``cell.yaml`` (``config.yaml`` in runs of earlier versions) and ``per_image.csv``.
+Rescoring reads them back, rebuilds the ground truth images and masks from the logged cell config (same
+dataset split, same mask set), and computes the
 per-image metrics again, with the protocol of the config or another one: a check that a logged number is
 what the saved outputs give, and the way to add a metric to finished runs.
 """
@@ -39,7 +40,10 @@ def rescore_run(tracking_uri: str, run: dict, *, cache_dir: str = ".strbench", p
 
     run_id = run["run_id"]
     with tempfile.TemporaryDirectory(prefix="strbench-rescore-") as td:
-        cfg = yaml.safe_load(tracking.download_artifacts(tracking_uri, run_id, "config.yaml", td).read_text())
+        try:
+            cfg = yaml.safe_load(tracking.download_artifacts(tracking_uri, run_id, "cell.yaml", td).read_text())
+        except Exception:  # noqa: BLE001 - a run of an earlier version: its config.yaml was the cell config
+            cfg = yaml.safe_load(tracking.download_artifacts(tracking_uri, run_id, "config.yaml", td).read_text())
         per = tracking.read_csv_artifact(tracking_uri, run_id, "per_image.csv")
         try:
             out_dir = tracking.download_artifacts(tracking_uri, run_id, "outputs", td)

@@ -88,6 +88,21 @@ def cell_params(cell: Cell, exp: Experiment) -> dict:
                                                                   flat.get("method." + k[len("settings."):]) == v)}
 
 
+def rerunnable_yaml(exp: Experiment, cell: Optional[Cell] = None) -> str:
+    """The experiment as it ran, as a YAML `strbench validate` / `strbench run` accept (logged as the parent's
+    experiment.yaml and every cell's config.yaml); for a cell, the header says how to run that cell alone."""
+    from strbench import __version__
+
+    how = [f"strbench {__version__}: experiment {exp.name!r}" + (f", profile {exp.profile!r}" if exp.profile else "")
+           + f" from {exp.source}, resolved (profile, --set and overlay applied; every default filled in)."]
+    if cell is not None:
+        how += [f"This run is its cell {cell.label!r} ({cell.hash[:12]}); the config expands to all "
+                f"{exp.name} cells. This cell alone:", f"  strbench run config.yaml --cells {cell.hash[:12]}"]
+    else:
+        how += ["Again:  strbench run experiment.yaml"]
+    return cfgmod.dump_yaml(exp.rerunnable(), header=how)
+
+
 def code_tags() -> dict:
     """strbench's version and, when it runs from a git checkout, the commit (and whether it has local changes)."""
     import subprocess
@@ -122,28 +137,33 @@ def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources,
     t0 = time.time()
     run_id = tracker.start_cell(parent, cell.hash, run_name=cell.label,
                                 tags={**cell_tags(cell, exp_hash), **code_tags()}, params=cell_params(cell, exp))
-    buf = MetricBuffer(tracker, run_id)
     bars: dict = {}
-    last_step: dict = {}
+    trainings: dict[str, _Training] = {}  # role -> the training run this cell opened for it
 
-    def on_train(spec: ModelSpec):
-        last_step[spec.role] = spec.train.steps
+    def on_train(spec: ModelSpec):  # called holding the model's train lock, before it trains
         progress.event("training", spec=spec, label=cell.label)
         bars[spec.role] = progress.bar("train", spec.train.steps, f"train {spec.role}")
+        tid = tracker.start_training(parent, spec.hash, spec.role, params=training_params(spec),
+                                     tags={"strbench.experiment": exp.name, "strbench.trained_for": cell.label,
+                                           "strbench.cell_hash_first_user": cell.hash, **code_tags()})
+        trainings[spec.role] = _Training(tid, MetricBuffer(tracker, tid), spec.train.steps)
         tracker.set_tags(run_id, {f"strbench.trained.{spec.role}": spec.hash})
 
     def train_cb(ev: dict):
-        if ev.get("event") == "resumed":  # its loss history so far is replayed into this run next
-            tracker.set_tags(run_id, {f"strbench.resumed.{ev['role']}": int(ev["step"])})
+        t = trainings.get(ev.get("role"))
+        if t is None or t.ended:
+            return
+        if ev.get("event") == "resumed":  # its loss history so far is replayed into the training run next
+            tracker.set_tags(t.run_id, {"strbench.resumed_at": int(ev["step"])})
         if ev.get("event") != "loss":
             return
-        role, step = ev["role"], int(ev["step"])
-        buf.add(f"train/{role}_loss", float(ev["loss"]), step)
-        buf.add(f"train/{role}_lr", float(ev["lr"]), step)
-        if step >= last_step.get(role, math.inf):  # a finished model's curve is kept even if the cell dies later
-            buf.flush()
-        if role in bars:
-            bars[role].update_to(step)
+        step = int(ev["step"])
+        t.buf.add("train/loss", float(ev["loss"]), step)
+        t.buf.add("train/lr", float(ev["lr"]), step)
+        if step >= t.steps:  # the model's last log point: its training run is complete
+            t.end(tracker, "FINISHED")
+        if ev["role"] in bars:
+            bars[ev["role"]].update_to(step)
 
     status, error = "FAILED", None
     try:
@@ -152,9 +172,13 @@ def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources,
                                    on_train=on_train, train_callback=train_cb)
             for b in bars.values():
                 b.close()
-            buf.flush()
             tracker.log_metrics(run_id, result.metrics)
             tracker.set_tags(run_id, result.tags)
+            tracker.link_models(run_id, {r: (m.hash, m.source if m.pretrained else "")
+                                         for r, m in cell.config.models.items()})
+            for name, image in result.images.items():
+                tracker.log_image(run_id, image, name)
+            (Path(td) / "config.yaml").write_text(rerunnable_yaml(exp, cell))
             tracker.log_artifacts(run_id, td)
         status = "FINISHED"
         summary.ran += 1
@@ -174,13 +198,41 @@ def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources,
     finally:
         for b in bars.values():
             b.close()
-        with contextlib.suppress(Exception):
-            buf.flush()
+        for t in trainings.values():  # a training that did not reach its last step ends with the cell
+            with contextlib.suppress(Exception):
+                t.end(tracker, status if status != "FINISHED" else "FAILED",
+                      error or "the cell finished before this training logged its last step")
         if status == "KILLED":
             with contextlib.suppress(Exception):
                 tracker.end(run_id, status, error=error)
         else:
             tracker.end(run_id, status, error=error)
+
+
+@dataclass
+class _Training:
+    """The MLflow run of one model's training, opened by the cell that trains it."""
+
+    run_id: str
+    buf: Any  # strbench.tracking.MetricBuffer
+    steps: int
+    ended: bool = False
+
+    def end(self, tracker, status: str, error: Optional[str] = None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.buf.flush()
+        tracker.end(self.run_id, status, error=None if status == "FINISHED" else error)
+
+
+def training_params(spec: ModelSpec) -> dict:
+    """A training run's params: the model's training config and data, flat, without None values."""
+    from strbench.tracking import flatten
+
+    flat = flatten({"role": spec.role, "model_hash": spec.hash, "train": spec.train.to_dict(),
+                    "data": spec.data.identity(), "needs": list(spec.needs)})
+    return {k: v for k, v in flat.items() if v not in ("None", "[]")}
 
 
 @contextlib.contextmanager
@@ -214,13 +266,7 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
     t_start = time.time()
     all_cells = cells if cells is not None else expand(exp)
     preflight(exp, all_cells)
-    mine = shard_cells(all_cells, exp.shard.index, exp.shard.count)
-    if only is not None:  # a launcher job's cells (hash prefixes); the parent run is still the experiment's
-        want = set(only)
-        unknown = sorted(h for h in want if not any(c.hash.startswith(h) for c in all_cells))
-        if unknown:
-            raise ConfigError(f"{exp.source}: --cells: no cell {unknown[0]} in this experiment (see --dry-run)")
-        mine = [c for c in mine if any(c.hash.startswith(h) for h in want)]
+    mine = select_cells(exp, all_cells, only)
     summary = RunSummary(experiment=exp.experiment_name, n_cells=len(mine))
     ranks, _ = init_distributed(exp.device)  # under torchrun: join the process group (NCCL on CUDA, gloo on CPU)
     if not ranks.is_main:  # ranks > 0 train and sample their share of each cell rank 0 runs; no MLflow
@@ -246,13 +292,13 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
         return summary
 
     with tempfile.TemporaryDirectory(prefix="strbench-exp-") as td:
-        resolved = {k: v for k, v in exp.resolved().items() if k != "profiles"}
-        (Path(td) / "experiment.yaml").write_text(cfgmod.dump_yaml(resolved))
+        resolved = exp.rerunnable()
+        (Path(td) / "experiment.yaml").write_text(rerunnable_yaml(exp))
         parent = tracker.parent_run(
             exp_hash, run_name=f"{exp.name}" + (f" [{exp.profile}]" if exp.profile else "") + f" {exp_hash[:8]}",
             tags={"strbench.experiment": exp.name, "strbench.profile": exp.profile or "",
                   "strbench.config_path": exp.source, "strbench.n_cells": len(all_cells), **code_tags()},
-            params={k: v for k, v in tracking.flatten(resolved).items()}, cell_hashes=[c.hash for c in all_cells],
+            params={k: v for k, v in tracking.flatten(resolved).items() if v != "None"}, cell_hashes=[c.hash for c in all_cells],
             artifacts=td)
     summary.parent_run_id = parent
     res = Resources(exp.cache_dir, exp.device, progress=progress)
@@ -280,10 +326,77 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
         raise
     finally:
         sweep.close()
+    with contextlib.suppress(Exception):  # a summary that cannot be written never fails the experiment
+        log_parent_summary(tracker, parent, all_cells)
     tracker.end(parent, "FINISHED" if not summary.failed else "FAILED",
                 error=None if not summary.failed else f"{len(summary.failed)} cell(s) failed")
     summary.seconds = time.time() - t_start
     return summary
+
+
+SUMMARY_METRICS = ("psnr", "ssim", "fid", "kid", "nfe_per_image", "sec_per_image")
+
+
+def parent_summary(cells: list[Cell], runs: Mapping[str, Any]) -> tuple[Any, dict]:
+    """(one row per cell: its label, axes, state, run id and metrics; the parent's metrics
+    ``<metric>/<case>/<bin>[/...]`` per cell and ``<metric>/<case>`` averaged over the case's cells when all of
+    them finished, plus ``cells_finished`` / ``cells_total``). `runs`: cell hash -> its FINISHED run's
+    (run id, metrics)."""
+    import pandas as pd
+
+    seeds = {c.axes.get("seed") for c in cells}
+    sets = {c.axes.get("mask_set") for c in cells}
+    rows, metrics, per_case = [], {}, {}
+    for c in cells:
+        a = c.axes
+        found = runs.get(c.hash)
+        m = found[1] if found else {}
+        rows.append({"cell": c.label, "case": a["case"], "method": a["method"], "mask_set": a.get("mask_set"),
+                     "mask_bin": a["mask_bin"], "variant": a.get("variant") or "", "seed": a["seed"],
+                     **{f"axis.{k}": v for k, v in c.extra_axes.items()}, "cell_hash": c.short,
+                     "state": "FINISHED" if found else "not finished", "run_id": found[0] if found else "",
+                     **{k: m.get(k) for k in SUMMARY_METRICS}})
+        parts = [a["case"]] + ([a["mask_set"]] if len(sets) > 1 else []) + [str(a["mask_bin"]).replace("%", "")]
+        parts += ([f"seed{a['seed']}"] if len(seeds) > 1 else []) + [f"{k}={v}" for k, v in c.extra_axes.items()]
+        per_case.setdefault(a["case"], []).append(m)
+        for k in SUMMARY_METRICS:
+            if k in m:
+                metrics["/".join([k] + parts)] = float(m[k])
+    for case, ms in per_case.items():
+        for k in SUMMARY_METRICS:
+            vals = [m[k] for m in ms if k in m]
+            if vals and len(vals) == len(ms):
+                metrics[f"{k}/{case}"] = float(sum(vals) / len(vals))
+    metrics["cells_finished"] = float(sum(r["state"] == "FINISHED" for r in rows))
+    metrics["cells_total"] = float(len(rows))
+    return pd.DataFrame(rows), metrics
+
+
+def log_parent_summary(tracker, parent: str, cells: list[Cell]) -> dict:
+    """The parent run's summary of its cells (whichever invocation or process ran them): metrics (see
+    parent_summary) and the artifact summary.csv. Returns the metrics."""
+    from strbench.tracking import CELL_HASH_TAG
+
+    runs = {r.data.tags[CELL_HASH_TAG]: (r.info.run_id, r.data.metrics) for r in tracker.cell_runs_of(c.hash for c in cells)}
+    df, metrics = parent_summary(cells, runs)
+    tracker.log_metrics(parent, metrics)
+    with tempfile.TemporaryDirectory(prefix="strbench-summary-") as td:
+        df.to_csv(Path(td) / "summary.csv", index=False)
+        tracker.log_artifact(parent, Path(td) / "summary.csv")
+    return metrics
+
+
+def select_cells(exp: Experiment, all_cells: list[Cell], only: Optional[Iterable[str]] = None) -> list[Cell]:
+    """This process's cells: its shard of the experiment, and of those the ones whose hash starts with one of
+    `only` (--cells; a launcher job's cells). The parent run stays the whole experiment's."""
+    mine = shard_cells(all_cells, exp.shard.index, exp.shard.count)
+    if only is not None:
+        want = set(only)
+        unknown = sorted(h for h in want if not any(c.hash.startswith(h) for c in all_cells))
+        if unknown:
+            raise ConfigError(f"{exp.source}: --cells: no cell {unknown[0]} in this experiment (see --dry-run)")
+        mine = [c for c in mine if any(c.hash.startswith(h) for h in want)]
+    return mine
 
 
 def _tell_ranks(ranks, cell_hash: Optional[str]) -> Optional[str]:
@@ -333,13 +446,14 @@ class PlanStatus:
     checks: list = field(default_factory=list)  # the pre-flight's passed checks (strbench.preflight.Checked)
 
 
-def plan_status(exp: Experiment, cells: Optional[list[Cell]] = None) -> PlanStatus:
-    """Reads tracking only if it exists, and the cache's file names; creates nothing."""
+def plan_status(exp: Experiment, cells: Optional[list[Cell]] = None,
+                only: Optional[Iterable[str]] = None) -> PlanStatus:
+    """Reads tracking only if it exists, and the cache's file names; creates nothing. `only`: as --cells."""
     from strbench import tracking
 
     all_cells = cells if cells is not None else expand(exp)
     checks = preflight(exp, all_cells)
-    mine = shard_cells(all_cells, exp.shard.index, exp.shard.count)
+    mine = select_cells(exp, all_cells, only)
     done: set = set()
     note = ""
     if tracking.tracking_exists(exp.tracking.uri):
