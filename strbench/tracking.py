@@ -3,7 +3,8 @@
 Layout (docs/INTERFACES.md, "MLflow layout"): one MLflow experiment per strbench experiment name; one
 parent run (tag ``strbench.role=experiment``) per resolved experiment, reused when the same experiment
 is run again; one nested run per cell (tag ``strbench.role=cell``, ``mlflow.parentRunId``) carrying
-``strbench.cell_hash``. A cell counts as done when a FINISHED cell run with its hash exists in the
+``strbench.cell_hash``, and one per model training (``strbench.role=training``, ``strbench.model_hash``) that
+every cell using the model links (``strbench.training_run.<role>``). A cell counts as done when a FINISHED cell run with its hash exists in the
 experiment. A RUNNING cell run is alive while its tag ``strbench.heartbeat`` (ms, refreshed by the holder's
 heartbeat thread, strbench.experiment.claims) is younger than the grace period; an older one is stale and
 marked FAILED. A local store (sqlite, file) is created, and a parent run looked up or created, under a file
