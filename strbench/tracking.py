@@ -573,11 +573,17 @@ __all__ = ["Tracker", "MetricBuffer", "search_cell_runs", "search_experiment_run
 # --- tuning (strbench tune) ---
 # One parent run per Optuna study (tag strbench.role=study, strbench.study=<name>), found again by tag
 # when workers join; one nested run per finished trial (tag strbench.role=trial, mlflow.parentRunId),
-# with the trial's overlay as params, its validation metrics, the intermediate curve (val_<metric> by
-# step) and its state (FINISHED = complete, KILLED = pruned, FAILED = failed; tag strbench.trial_state).
+# with the trial's overlay as params and its validation metrics, each under val_<metric> (val_psnr,
+# val_ssim, ...; never the test split's names): the intermediate values at their training steps and the
+# final value at the last step, so that the chart of val_psnr is the trial's learning curve. Its state is
+# the tag strbench.trial_state (COMPLETE | PRUNED | FAIL); MLflow has no "pruned" status and pruning is a
+# normal end, so a pruned trial's run is FINISHED too, named "trial N (pruned at step S)", with its
+# intermediate curve and no final value. A failed trial's run is FAILED. The parent's summary metrics:
+# n_complete, n_pruned, n_failed, best_trial, best_val_<objective>.
 
 STUDY_TAG, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG = "strbench.study", "strbench.trial_number", "strbench.trial_state"
-TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+VAL_PREFIX = "val_"  # trial metrics are measured on the validation split
 
 
 class StudyRuns:
@@ -615,22 +621,30 @@ class StudyRuns:
 
     def log_trial(self, parent_id: str, number: int, *, params: Mapping[str, Any], metrics: Mapping[str, float],
                   curve: Iterable[tuple[int, Mapping[str, Any]]] = (), state: str = "COMPLETE",
-                  retry_of: Optional[int] = None, error: Optional[str] = None) -> str:
-        """One nested, already terminated run for a finished trial."""
+                  step: Optional[int] = None, retry_of: Optional[int] = None, error: Optional[str] = None) -> str:
+        """One nested, already terminated run for a finished trial: `curve` ((training step, metrics) of
+        its intermediate values) and, unless it was pruned, its final `metrics` at `step` (default: the
+        curve's last step), each metric as val_<name>."""
         if state not in TRIAL_STATUS:
             raise ValueError(f"unknown trial state {state!r}; expected one of {sorted(TRIAL_STATUS)}")
+        curve = [(int(s), m) for s, m in curve]
+        last = max((s for s, _ in curve), default=None)
         tags = {ROLE_TAG: "trial", STUDY_TAG: self.study, TRIAL_NUMBER_TAG: str(number), TRIAL_STATE_TAG: state,
                 "mlflow.parentRunId": parent_id, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
         if retry_of is not None:
             tags["strbench.retry_of"] = str(retry_of)
-        run = self.tracker.client.create_run(self.tracker.experiment_id, tags=tags, run_name=f"trial {number}")
+        name = f"trial {number}" + (f" (pruned at step {last})" if state == "PRUNED" and last is not None else "")
+        run = self.tracker.client.create_run(self.tracker.experiment_id, tags=tags, run_name=name)
         run_id = run.info.run_id
         self.tracker.log_params(run_id, params)
-        rows = [(k, float(v), 0) for k, v in metrics.items()]
-        rows += [(f"val_{k}", float(v), int(step)) for step, m in curve for k, v in m.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if rows:
-            self.tracker.log_metric_rows(run_id, rows)
+        points: dict[tuple[str, int], float] = {}  # (key, step) -> value: one point per metric and step
+        final = [] if state == "PRUNED" else [((last or 0) if step is None else int(step), metrics)]
+        for s, m in curve + final:
+            for k, v in m.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    points[(VAL_PREFIX + k, s)] = float(v)
+        if points:
+            self.tracker.log_metric_rows(run_id, [(k, v, s) for (k, s), v in points.items()])
         self.tracker.end(run_id, TRIAL_STATUS[state], error=error)
         return run_id
 

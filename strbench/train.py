@@ -693,9 +693,15 @@ def _same_step_on_all_ranks(tr: Trainer, ckpt_path: Path) -> None:
 
 def train_model(role: str, cfg: TrainConfig, dataset, masks, *, ckpt_path: str | Path,
                 callback: Optional[Callable[[dict], Any]] = None, device: str | torch.device = "auto",
-                structure_net: Optional[nn.Module] = None) -> nn.Module:
+                structure_net: Optional[nn.Module] = None, stop_at: Optional[int] = None) -> nn.Module:
     """Train (or resume, or just load when finished) the `role` network; return the inference model
     (EMA weights when ema > 0) in eval mode.
+
+    stop_at: train only up to step min(stop_at, cfg.steps) and write a resumable checkpoint there (the
+    same content as a regular one, written after the pending losses were checked finite); a later call
+    resumes it, and training in stages ends with the same weights and loss log, bit for bit, as training
+    straight through (no extra log points are made at the stop). A checkpoint already past stop_at is
+    returned as it is (training never goes back).
 
     dataset: a folder dataset (read file by file by the stream's workers), the built-in patches, any
     Dataset of Tensor[3,H,W], or a Tensor (N,3,H,W); masks: a MaskSet / Tensor (M,1,H,W) pool, or a
@@ -731,7 +737,9 @@ def train_model(role: str, cfg: TrainConfig, dataset, masks, *, ckpt_path: str |
             callback({"event": "resumed", "step": tr.step_count, "role": role})
             for step, loss, lr in history:
                 callback({"event": "loss", "step": step, "loss": loss, "lr": lr, "role": role, "replayed": True})
-        while tr.step_count < cfg.steps:
+        end = cfg.steps if stop_at is None else min(int(stop_at), cfg.steps)
+        saved = tr.step_count if resumed and ckpt_path.is_file() else None  # the step of the checkpoint on disk
+        while tr.step_count < end:
             loss = tr.step()
             step = tr.step_count
             pending.append((step, loss))
@@ -749,12 +757,18 @@ def train_model(role: str, cfg: TrainConfig, dataset, masks, *, ckpt_path: str |
                     save_checkpoint(ckpt_path, {**tr.state_dict(), "log": {"history": history, "synced": synced}},
                                     keep_previous=True)
                 _barrier(info)
-                last_good = step
+                last_good = saved = step
             if do_log and callback is not None and info.is_main:
                 _, mean, lr = history[-1]
                 callback({"event": "loss", "step": step, "loss": mean, "lr": lr, "role": role})
             if callback is not None and do_img and info.is_main:
                 callback({"event": "images", "step": step, "role": role, "images": tr.preview()})
+        if tr.step_count not in (saved, 0):  # stopped (stop_at) between checkpoints: one there, resumable
+            synced += _check_finite(pending, ckpt_path, last_good, info)
+            if info.is_main:
+                save_checkpoint(ckpt_path, {**tr.state_dict(), "log": {"history": history, "synced": synced}},
+                                keep_previous=True)
+            _barrier(info)
     finally:
         tr.close()
     return tr.inference_model().eval()

@@ -347,9 +347,10 @@ def test_evaluate_for_tuning_uses_val_split_and_reports(tmp_path):
     d["masks"]["bins"] = [[0.1, 0.3]]
     exp = C.load_experiment(d)
     seen = []
-    m = experiment.evaluate(exp, split="val", report=lambda step, met: seen.append((step, met)))
+    m = experiment.evaluate(exp, split="val", report=lambda step, met: seen.append((step, met)), stages=[0.5])
     assert m["n_images"] == 2 and m["n_cells"] == 1 and 0 < m["ssim"] <= 1 and m["psnr"] > 0
-    assert [s for s, _ in seen] == [0] and "psnr" in seen[0][1]
+    assert [s for s, _ in seen] == [2] and "psnr" in seen[0][1]  # at half of the 4 training steps
+    assert m["train_steps"] == 4  # the training step of the final value
     t = experiment.evaluate(exp, split="test")
     assert t["psnr"] != m["psnr"]  # other images and masks
     assert not (tmp_path / "mlflow.db").exists()

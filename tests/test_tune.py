@@ -378,7 +378,7 @@ def test_mlflow_parent_run_per_study_and_one_nested_run_per_trial(tmp_path, mlfl
         return base.evaluate(overlay, report)
 
     study, _ = tune.open_study(spec)
-    for x in (0.7, 0.1, 0.3):  # complete, diverged (FAIL), below the median at step 0 (PRUNED)
+    for x in (0.7, 0.1, 0.3):  # complete, diverged (FAIL), below the median at step 100 (PRUNED)
         study.enqueue_trial({"kind": "a", "x": x})
     tune.run_study(spec, evaluator=tune.Evaluator(evaluate), n_trials=4, quiet=True)
     tune.run_study(spec, evaluator=tune.Evaluator(evaluate), n_trials=2, worker=True, quiet=True)  # joins
@@ -390,15 +390,28 @@ def test_mlflow_parent_run_per_study_and_one_nested_run_per_trial(tmp_path, mlfl
     assert study.user_attrs[tune.PARENT_RUN_ATTR] == parent
     assert len(runs) == len(study.trials) == 6
     assert set(runs["tags.mlflow.parentRunId"]) == {parent}
-    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+    status = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}  # pruning is a normal end
     by_number = {int(r["tags.strbench.trial_number"]): r for _, r in runs.iterrows()}
+    client = tracking.Tracker(uri, "tune-test").client
     for t in study.trials:
         r = by_number[t.number]
         assert r["tags.strbench.trial_state"] == t.state.name and r["status"] == status[t.state.name]
         assert float(r["params.x"]) == pytest.approx(t.params["x"], rel=1e-12)
-        if t.state == TrialState.COMPLETE:
-            assert r["metrics.psnr"] == pytest.approx(t.value, rel=1e-12)
+        history = {m.step: m.value for m in client.get_metric_history(r["run_id"], "val_psnr")}
+        if t.state == TrialState.COMPLETE:  # the curve at its training steps, ending at the final value
+            assert r["metrics.val_psnr"] == pytest.approx(t.value, rel=1e-12)
+            assert history == pytest.approx(t.intermediate_values, rel=1e-12)
+            assert max(history) == 300 and history[300] == pytest.approx(t.value, rel=1e-12)
+            assert r["tags.mlflow.runName"] == f"trial {t.number}"
+            assert r["metrics.val_fid"] == pytest.approx(fake_metrics(t.user_attrs[tune.OVERLAY_ATTR])["fid"])
+        if t.state == TrialState.PRUNED:  # its intermediate curve only: no final point beyond it
+            assert history == pytest.approx(t.intermediate_values, rel=1e-12) and max(history) == 100
+            assert r["tags.mlflow.runName"] == f"trial {t.number} (pruned at step 100)"
+            assert "metrics.val_fid" not in r or np.isnan(r["metrics.val_fid"])
+    assert not [c for c in runs.columns if c in ("metrics.psnr", "metrics.ssim", "metrics.fid")]  # no test names
     assert parents["metrics.n_complete"][0] == sum(t.state == TrialState.COMPLETE for t in study.trials)
+    assert parents["metrics.n_pruned"][0] == sum(t.state == TrialState.PRUNED for t in study.trials)
+    assert parents["metrics.best_val_psnr"][0] == pytest.approx(study.best_value, rel=1e-12)
 
 
 TINY_BASE = """\
@@ -438,7 +451,7 @@ def test_three_trials_on_the_tiny_profile_then_export_reproduces_the_validation_
     parents, runs = tracking.search_study_runs(uri, "tune-tiny-tune", "tiny")
     assert len(parents) == 1 and len(runs) == 3
     assert set(runs["tags.mlflow.parentRunId"]) == {parents["run_id"][0]}
-    assert set(runs["status"]) == {"FINISHED"} and runs["metrics.psnr"].notna().all()
+    assert set(runs["status"]) == {"FINISHED"} and runs["metrics.val_psnr"].notna().all()
     kinds = set(runs["params.schedule.texture.kind"])
     models = list((tmp_path / "cache" / "models").glob("*/model.pt"))
     assert len(models) == len(kinds) <= 2  # same schedule -> same cached model, trained once
@@ -451,7 +464,7 @@ def test_three_trials_on_the_tiny_profile_then_export_reproduces_the_validation_
     assert exp.schedule.texture.kind == study.best_trial.params["schedule.texture.kind"]
     again = experiment.evaluate(exp, split="val")
     assert again["psnr"] == pytest.approx(study.best_value, abs=1e-9)
-    assert again["psnr"] == pytest.approx(runs["metrics.psnr"].max(), abs=1e-9)
+    assert again["psnr"] == pytest.approx(runs["metrics.val_psnr"].max(), abs=1e-9)
 
 
 def test_tune_yaml_file_errors_are_one_line(tmp_path):

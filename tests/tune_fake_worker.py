@@ -42,10 +42,11 @@ def fake_evaluator(*, sleep: float = 0.0, hang: bool = False, log: str | None = 
         if hang:
             time.sleep(3600)
         m = fake_metrics(overlay)
-        for step in range(steps):  # a learning curve that rises to the final value
+        for i in range(1, steps):  # intermediate values at training steps 100, 200, ...: rising to the final
             time.sleep(sleep / steps)
-            report(step, {"psnr": m["psnr"] - (steps - 1 - step)})
-        return m
+            report(100 * i, {"psnr": m["psnr"] - (steps - i)})
+        time.sleep(sleep / steps)
+        return {**m, "train_steps": 100 * steps}  # the final value, at training step 100 x steps
 
     return tune.Evaluator(evaluate)
 

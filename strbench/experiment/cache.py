@@ -53,6 +53,7 @@ class Resources:
         self._datasets: dict = {}
         self._masks: dict = {}
         self._models: dict = {}
+        self._steps: dict[str, int] = {}  # model hash -> training steps of the network model() last returned
         self.failed: dict[str, str] = {}  # model hash -> error (do not retrain a diverged model twice)
 
     # ---------------------------------------------------------------- data
@@ -117,11 +118,19 @@ class Resources:
 
     def model(self, spec: ModelSpec, others: Mapping[str, ModelSpec] = {}, *,
               on_train: Optional[Callable[[ModelSpec], Any]] = None,
-              callback: Optional[Callable[[dict], Any]] = None):
+              callback: Optional[Callable[[dict], Any]] = None, until: Optional[int] = None):
         """The trained network of `spec`: memoised, else loaded from the cache, else trained (resuming a
         partial checkpoint; `others` maps hash -> spec of the models it needs). Training holds
         ``models/<hash>/train.lock``; a process finding it held waits, then loads what the holder trained.
-        `on_train(spec)` is called before training starts."""
+        `on_train(spec)` is called before training starts.
+
+        until: a model not yet complete is trained only to step `until` (a resumable checkpoint there, no
+        complete.json, not memoised: a later call resumes it; strbench tune's intermediate values) and
+        returned as trained so far; a complete model is returned as it is. Its dependencies (`spec.needs`)
+        are trained fully first: a model trained on another net's outputs must see the final net.
+        :meth:`trained_steps` tells how far the returned network was trained."""
+        if until is not None and until < spec.train.steps and not spec.pretrained:
+            return self._model_until(spec, others, int(until), on_train=on_train, callback=callback)
         if spec.hash in self._models:
             return self._models[spec.hash]
         if spec.pretrained:
@@ -143,7 +152,28 @@ class Resources:
                     net = self._train(spec, deps, on_train=on_train, callback=callback)
         net.eval()
         self._models[spec.hash] = net
+        self._steps[spec.hash] = spec.train.steps
         return net
+
+    def _model_until(self, spec: ModelSpec, others: Mapping[str, ModelSpec], until: int, *, on_train, callback):
+        """model(spec, until=...) of a model not complete in memory: see :meth:`model`."""
+        if spec.hash in self._models or self._rank0_says(lambda: self.model_status(spec)) == "cached":
+            return self.model(spec, others, on_train=on_train, callback=callback)
+        if spec.hash in self.failed:
+            raise StrbenchError(f"model {spec.role} {spec.short} failed earlier in this run: {self.failed[spec.hash]}")
+        deps = {others[h].role: self.model(others[h], others, on_train=on_train, callback=callback)
+                for h in spec.needs}
+        with self._train_lock(spec) as status:
+            if status != "cached":
+                net = self._train(spec, deps, on_train=on_train, callback=callback, stop_at=until)
+                self._steps[spec.hash] = _checkpoint_step(self.model_dir(spec) / "model.pt")
+                return net.eval()
+        return self.model(spec, others, on_train=on_train, callback=callback)  # completed by the process we waited for
+
+    def trained_steps(self, spec: ModelSpec) -> Optional[int]:
+        """Training steps of the network :meth:`model` last returned for `spec` (None: not asked for yet,
+        or pretrained)."""
+        return None if spec.pretrained else self._steps.get(spec.hash)
 
     def model_ready(self, spec: ModelSpec) -> bool:
         """Loaded here, pretrained, or trained in the cache: using it trains nothing."""
@@ -240,8 +270,9 @@ class Resources:
             (d / "complete.json").unlink(missing_ok=True)
             return None
 
-    def _train(self, spec: ModelSpec, deps: dict, *, on_train, callback):
-        """Train `spec` (resuming its partial checkpoint) and mark it complete; called under its lock."""
+    def _train(self, spec: ModelSpec, deps: dict, *, on_train, callback, stop_at: Optional[int] = None):
+        """Train `spec` (resuming its partial checkpoint) and mark it complete; called under its lock.
+        stop_at (model(until=...)): train only to that step, and mark nothing complete before the end."""
         from strbench.train import train_model
 
         d = self.model_dir(spec)
@@ -257,10 +288,12 @@ class Resources:
         t0 = time.time()
         try:
             net = train_model(spec.role, spec.train, ds, masks, ckpt_path=d / "model.pt", callback=callback,
-                              device=self.device, structure_net=deps.get("structure"))
+                              device=self.device, structure_net=deps.get("structure"), stop_at=stop_at)
         except StrbenchError as e:
             self.failed[spec.hash] = str(e)
             raise
+        if stop_at is not None and stop_at < spec.train.steps:
+            return net
         if main:  # under torchrun rank 0 alone marks the model finished (train_model wrote the checkpoint)
             atomic.write_text(d / "complete.json", json.dumps({"role": spec.role, "hash": spec.hash,
                                                                "steps": spec.train.steps,
@@ -295,6 +328,13 @@ class Resources:
             raise CheckpointError(f"models.{spec.role}: {path} changed since the cells were planned (sha256 "
                                   f"{digest[:12]}, planned {spec.sha256[:12]}); run the command again")
         return net.to(self.device)
+
+
+def _checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint file, without reading its tensors (memory-mapped, weights_only)."""
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
 
 
 def _is_main_rank() -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from strbench import atomic
 from strbench.errors import ConfigError
@@ -16,6 +16,7 @@ from strbench.errors import ConfigError
 OBJECTIVES: dict[str, str] = {"psnr": "maximize", "ssim": "maximize", "fid": "minimize", "kid": "minimize"}
 
 Scalar = Union[None, bool, int, float, str]
+DEFAULT_REPORT_AT = (0.25, 0.5, 0.75)  # study.report_at: fractions of training with an intermediate value
 
 # --------------------------------------------------------------------------------------------
 # the tune YAML schema
@@ -108,6 +109,17 @@ class StudySpec(_Strict):
     heartbeat_interval: PositiveInt = 60  # seconds between heartbeats of a running trial
     grace_period: Optional[PositiveInt] = None  # no heartbeat for this long -> stale (default 2x interval)
     max_retry: Optional[int] = Field(default=2, ge=0)  # retries of a stale trial (None: unlimited)
+    # fractions of training at which a trial evaluates the whole objective with its models as trained so
+    # far (its intermediate values, for the pruner and the learning curve); [] = the final value only
+    report_at: list[float] = Field(default_factory=lambda: list(DEFAULT_REPORT_AT))
+
+    @field_validator("report_at")
+    @classmethod
+    def _check_report_at(cls, v: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in v) or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"must list increasing fractions of training in (0, 1), e.g. "
+                             f"{list(DEFAULT_REPORT_AT)}, or [] for the final value only; got {v}")
+        return v
 
     @model_validator(mode="after")
     def _check(self):

@@ -33,7 +33,11 @@ Report = Callable[[int, dict], None]
 
 @dataclass
 class Evaluator:
-    """`evaluate(overlay, report) -> metrics` (validation split); `check(overlay)` raises ConfigError."""
+    """`evaluate(overlay, report) -> metrics` (validation split); `check(overlay)` raises ConfigError.
+
+    `report(step, metrics)` takes the trial's intermediate values (step: training steps done, increasing;
+    the pruner may stop the trial there). The returned metrics may hold ``train_steps``, the training step of
+    the final value (default: one past the last reported step, 0 without reports)."""
 
     evaluate: Callable[[dict, Report], dict]
     check: Optional[Callable[[dict], None]] = None
@@ -41,7 +45,11 @@ class Evaluator:
 
 
 def runner_evaluator(spec: TuneSpec) -> Evaluator:
-    """The real objective: config.load_experiment(base + overlay) -> experiment.evaluate(split='val')."""
+    """The real objective: config.load_experiment(base + overlay) -> experiment.evaluate(split='val',
+    stages=study.report_at). The full pre-flight (image files, mask folder, FID weights, pretrained
+    weights) runs once per process for each set of those inputs: an overlay that changes none of them
+    (schedules, sampler settings: the usual search) is checked with the cheap check_resources only; one
+    that changes a dataset, mask or weights key gets its own full pre-flight, once."""
     from strbench import config, experiment
 
     base = Path(spec.base)
@@ -53,14 +61,36 @@ def runner_evaluator(spec: TuneSpec) -> Evaluator:
         return config.load_experiment(base, overlay=overlay, overlay_name="the tune space/set keys",
                                       profile=spec.profile)
 
+    checked: set[str] = set()  # preflight_inputs() of the experiments whose full pre-flight passed
+
     def evaluate(overlay: dict, report: Report) -> dict:
-        return experiment.evaluate(load(overlay), split="val", report=report)
+        exp = load(overlay)
+        cells = experiment.expand(exp)
+        key = preflight_inputs(exp, cells)
+        if key not in checked:
+            experiment.preflight(exp, cells, tracking=False, splits=("val",))
+            checked.add(key)
+        return experiment.evaluate(exp, split="val", report=report, stages=spec.study.report_at, preflight=False)
 
     def check(overlay: dict) -> None:
         load(overlay)
 
     exp = config.load_experiment(base, profile=spec.profile)
     return Evaluator(evaluate, check, describe=_describe_experiment(exp))
+
+
+def preflight_inputs(exp, cells) -> str:
+    """What the pre-flight of a tuning evaluation reads, as one string: the cells' evaluation datasets and
+    mask settings, the models' training datasets and pretrained weights, the FID settings. Two experiments
+    with the same string need one pre-flight."""
+    from strbench import experiment
+
+    models = experiment.unique_models(cells)
+    return json.dumps({
+        "eval": sorted({c.config.dataset.model_dump_json() + c.config.mask.model_dump_json() for c in cells}),
+        "train": sorted({m.data.dataset.model_dump_json() for m in models}),
+        "pretrained": sorted(f"{m.role}:{m.source}:{m.sha256}" for m in models if m.pretrained),
+        "fid": [exp.metrics.fid, exp.metrics.kid, exp.metrics.fid_weights]}, sort_keys=True)
 
 
 def check_spec(spec: TuneSpec) -> int:
@@ -184,6 +214,8 @@ def open_study(spec: TuneSpec, *, storage: str | None = None, worker: bool = Fal
         study = optuna.create_study(study_name=name, storage=st, sampler=sampler, pruner=pruner,
                                     directions=spec.study.directions, load_if_exists=True)
     _check_same_search(study, spec, url)
+    if study.metric_names != spec.study.objectives:  # optuna-dashboard shows "psnr", not "Objective 0"
+        study.set_metric_names(spec.study.objectives)  # (a study created before strbench set them)
     return study, url
 
 
@@ -244,7 +276,7 @@ def make_objective(spec: TuneSpec, evaluator: Evaluator, on_trial: Callable[[dic
     def objective(trial) -> float | list[float]:
         overlay = sample_overlay(trial, spec)
         trial.set_user_attr(OVERLAY_ATTR, overlay)
-        curve: list[tuple[int, dict]] = []
+        curve: list[tuple[int, dict]] = []  # (training step, metrics): intermediate values, then the final one
 
         def report(step: int, metrics: dict) -> None:
             curve.append((int(step), dict(metrics)))
@@ -254,10 +286,10 @@ def make_objective(spec: TuneSpec, evaluator: Evaluator, on_trial: Callable[[dic
                     raise optuna.TrialPruned(f"pruned at step {step}")
 
         record = {"number": trial.number, "overlay": overlay, "curve": curve, "metrics": {},
-                  "values": None, "state": "RUNNING", "error": None,
+                  "values": None, "step": None, "state": "RUNNING", "error": None,
                   "retry_of": _retried_from(trial)}
         try:
-            metrics = evaluator.evaluate(overlay, report)
+            metrics = dict(evaluator.evaluate(overlay, report))
             values = _finite_values(metrics, objectives)
         except optuna.TrialPruned:
             record["state"] = "PRUNED"
@@ -270,7 +302,13 @@ def make_objective(spec: TuneSpec, evaluator: Evaluator, on_trial: Callable[[dic
                 pass
             raise
         else:
-            record.update(state="COMPLETE", values=values, metrics=_numeric(metrics))
+            steps = metrics.pop("train_steps", None)
+            last = curve[-1][0] if curve else None
+            step = int(steps) if steps is not None else (0 if last is None else last + 1)
+            record.update(state="COMPLETE", values=values, metrics=_numeric(metrics), step=step)
+            if single and (last is None or step > last):  # the curve ends at the final value (not pruned there)
+                trial.report(values[0], step)
+            curve.append((step, record["metrics"]))
             trial.set_user_attr(METRICS_ATTR, record["metrics"])
             return values[0] if single else values
         finally:
@@ -317,7 +355,8 @@ def run_study(spec: TuneSpec, *, evaluator: Evaluator | None = None, storage: st
         vals = "" if record["values"] is None else " " + " ".join(
             f"{o}={v:.4g}" for o, v in zip(spec.study.objectives, record["values"]))
         retry = "" if record["retry_of"] is None else f" (retry of trial {record['retry_of']})"
-        say(f"trial {record['number']} {record['state']}{vals}{retry}")
+        at = f" at step {record['curve'][-1][0]}" if record["state"] == "PRUNED" and record["curve"] else ""
+        say(f"trial {record['number']} {record['state']}{at}{vals}{retry}")
 
     objective = make_objective(spec, evaluator, on_trial)
     ok = False
@@ -461,15 +500,20 @@ class _StudyLog:
             study.set_user_attr(PARENT_RUN_ATTR, self.parent)
 
     def trial(self, record: dict) -> None:
+        """The trial's run: its intermediate curve and, when complete, its final metrics at its final step
+        (a pruned trial has no final value; every metric is logged as val_<name>)."""
         values = {} if record["values"] is None else dict(zip(self.objectives, record["values"]))
         self.runs.log_trial(self.parent, record["number"], params=record["overlay"],
                             metrics={**record["metrics"], **values}, curve=record["curve"],
-                            state=record["state"], retry_of=record["retry_of"], error=record["error"])
+                            step=record["step"], state=record["state"], retry_of=record["retry_of"],
+                            error=record["error"])
 
     def finish(self, s: "StudySummary", ok: bool = True) -> None:
+        from strbench.tracking import VAL_PREFIX
+
         m = {"n_complete": s.n_complete, "n_pruned": s.n_pruned, "n_failed": s.n_failed}
         if s.best_values is not None:
-            m.update({f"best_{o}": v for o, v in zip(self.objectives, s.best_values)})
+            m.update({f"best_{VAL_PREFIX}{o}": v for o, v in zip(self.objectives, s.best_values)})
             m["best_trial"] = s.best_number
         self.runs.finish_parent(self.parent, m, status="FINISHED" if ok else "FAILED")
 
