@@ -142,12 +142,18 @@ def _bin_key(label: str) -> tuple:
         return (1, 0.0, 0.0, label)
 
 
+def _other_key(label: str) -> tuple:
+    """Sort key of a column that is not one of the paper's: "10-20%", or "<mask set> 10-20%" (see _axis_values)."""
+    head, _, tail = label.rpartition(" ")
+    return (head, *_bin_key(tail)) if head else ("", *_bin_key(label))
+
+
 def _column_order(values: Sequence[str], axis: str, paper_columns: Sequence[str]) -> list[str]:
     vals = list(dict.fromkeys(values))
     if axis == "mask_bin":
         return sorted(vals, key=_bin_key)
     first = [c for c in paper_columns if c in vals]
-    return first + sorted(v for v in vals if v not in first)
+    return first + sorted((v for v in vals if v not in first), key=_other_key)
 
 
 def _case_key(label: str) -> tuple:
@@ -155,8 +161,33 @@ def _case_key(label: str) -> tuple:
     return (CASE_ORDER.index(base) if base in CASE_ORDER else len(CASE_ORDER), label)
 
 
+TABLE_COLUMNS = {"mask_set": ["hard", "easy"]}  # the paper's order of Table 2's columns
+
+
 def _axis_values(runs: pd.DataFrame, axis: str) -> pd.Series:
-    return _col(runs, TAG + axis).fillna(_col(runs, TAG + "mask_set")).fillna("all").astype(str)
+    """The table column of each run: its tag `axis` (mask_bin or mask_set). On the mask_set axis (Table 2), a run
+    whose mask set is not one of the paper's (hard, easy) goes to its hole-ratio bin's column ("10-20%"; "<set>
+    10-20%" when several such sets), never pooled with the set's other bins (other_mask_sets says so)."""
+    vals = _col(runs, TAG + axis).fillna(_col(runs, TAG + "mask_set")).fillna("all").astype(str)
+    paper = TABLE_COLUMNS.get(axis)
+    if not paper or runs.empty:
+        return vals
+    bins = _col(runs, TAG + "mask_bin").map(_str)
+    other = ~vals.isin(paper) & (bins != "")
+    if other.any():
+        several = vals[other].nunique() > 1
+        vals = vals.where(~other, (vals + " " + bins) if several else bins)
+    return vals
+
+
+def other_mask_sets(runs: pd.DataFrame, axis: str) -> list[str]:
+    """The runs' mask sets that are not columns of the paper's table on this axis (Table 2: not hard/easy)."""
+    paper = TABLE_COLUMNS.get(axis)
+    if not paper or runs.empty:
+        return []
+    sets = _col(runs, TAG + "mask_set").map(_str)
+    bins = _col(runs, TAG + "mask_bin").map(_str)
+    return sorted({x or "(untagged)" for x in sets[~sets.isin(paper) & (bins != "")]})
 
 
 def _row_labels(runs: pd.DataFrame, axis: str = "mask_bin") -> pd.Series:
@@ -244,7 +275,12 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
     runs = runs[_col(runs, "status").fillna("FINISHED") == "FINISHED"].copy()
     runs["_row"] = _row_labels(runs, spec.axis)
     runs["_col"] = _axis_values(runs, spec.axis)
+    others = other_mask_sets(runs, spec.axis)  # Table 2 runs without hard/easy mask sets: shown by bin
+    by_bin = bool(others) and not runs["_col"].isin(ref["columns"]).any()
+    data_axis = "mask_bin" if by_bin else spec.axis  # what "test images per ..." counts in the caption
     columns = _column_order(runs["_col"].tolist(), spec.axis, ref["columns"])
+    if spec.axis in TABLE_COLUMNS:  # the paper's few named columns always show, so its rows keep their numbers
+        columns = list(ref["columns"]) + [c for c in columns if c not in ref["columns"]]
 
     rows: list[Row] = []
     for r in ref["rows"]:
@@ -287,27 +323,46 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
                 details.append(d)
         rows.append(row)
 
-    all_notes = [f"Measured rows: MLflow experiment `{experiment or spec.experiment}`, {describe_data(runs, spec.axis)}; "
+    all_notes = [f"Measured rows: MLflow experiment `{experiment or spec.experiment}`, {describe_data(runs, data_axis)}; "
                  "each value is the mean over its runs (seeds). The paper's rows are typed from the paper "
                  "(reports/paper_reference.yaml).",
                  f"Dash ({MISSING}): not reported by the paper, or not run here. NFE/img and s/img: network evaluations and "
                  "seconds per image (not in the paper)."]
+    measured_cols = set(runs["_col"])
     if spec.axis == "mask_set" and (TAG + "mask_bin") in runs.columns:
         sets = [f"{c} = {', '.join(sorted(runs.loc[runs['_col'] == c, TAG + 'mask_bin'].dropna().astype(str).unique(), key=_bin_key))}"
-                for c in columns]
-        all_notes.append(f"Hole-ratio bins of the mask sets (the paper does not define them): {'; '.join(sets)}.")
-    missing_cols = [c for c in ref["columns"] if c not in columns]
-    if not any(c in ref["columns"] for c in columns):
+                for c in ref["columns"] if c in measured_cols]
+        if sets:
+            all_notes.append(f"Hole-ratio bins of the mask sets (the paper does not define them): {'; '.join(sets)}.")
+    missing_cols = [c for c in ref["columns"] if c not in measured_cols]
+    if not runs.empty and not any(c in ref["columns"] for c in measured_cols) and not others:
         all_notes.append(f"None of the measured columns is one of the paper's ({', '.join(ref['columns'])}).")
-    elif missing_cols:
+    elif missing_cols and not runs.empty:
         all_notes.append(f"Paper columns not measured here: {', '.join(missing_cols)}.")
     all_notes += list(notes)
     detail_df = pd.DataFrame(details, columns=["method", "column", "mask_set", "mask_bin", "runs", "images", "psnr",
                                                "psnr_ci", "ssim", "ssim_ci", "fid", "kid", "nfe_per_image",
                                                "sec_per_image"])
     warnings = mixed_configurations(runs, spec.axis, f"Table {number}: ")
-    return ReportTable(number, _caption(ref, runs, spec.axis), experiment or spec.experiment, columns, rows,
-                       footnotes, all_notes, detail_df, warnings, spec.axis, describe_data(runs, spec.axis))
+    if others:
+        warnings.insert(0, mask_sets_warning(number, experiment or spec.experiment, others,
+                                             [c for c in columns if c not in ref["columns"]], ref["columns"]))
+    return ReportTable(number, _caption(ref, runs, data_axis), experiment or spec.experiment, columns, rows,
+                       footnotes, all_notes, detail_df, warnings, spec.axis, describe_data(runs, data_axis))
+
+
+MASK_SETS_EXAMPLE = "experiments/ablation_resampling.yaml"  # an experiment with Table 2's hard/easy mask sets
+
+
+def mask_sets_warning(number: int, experiment: str, others: Sequence[str], bin_columns: Sequence[str],
+                      paper_columns: Sequence[str]) -> str:
+    """Why some measured values of a mask-set table sit under hole-ratio bins instead of the paper's columns."""
+    names = ", ".join(f"`{s}`" for s in others)
+    want = " and ".join(f"`{c}`" for c in paper_columns)
+    return (f"Table {number} compares the mask sets {want}; experiment `{experiment}` has runs of mask set(s) "
+            f"{names}, shown by hole-ratio bin ({', '.join(bin_columns)}), which the paper does not report. For "
+            f"the paper's columns define `masks.sets` with `hard` and `easy` in the experiment YAML, as "
+            f"{MASK_SETS_EXAMPLE} does (`{TABLES[number].run_hint}`).")
 
 
 # ----------------------------------------------------------------------------------------------- formatting
@@ -493,10 +548,10 @@ def tidy_frame(rt: ReportTable) -> pd.DataFrame:
                     recs.append({"table": rt.number, "experiment": "paper", "method": r.name, "source": "paper",
                                  "mask_set": c if axis_set else "", "mask_bin": "" if axis_set else c,
                                  "metric": m.key, "value": v})
-    for d in rt.details.itertuples(index=False):
+    for d in rt.details.itertuples(index=False):  # on the mask-set axis a column may be a bin (_axis_values)
         base = {"table": rt.number, "experiment": rt.experiment, "method": d.method, "source": "measured",
-                "mask_set": d.column if axis_set else d.mask_set, "mask_bin": d.mask_bin if axis_set else d.column,
-                "n": d.images, "runs": d.runs}
+                "mask_set": (d.mask_set or d.column) if axis_set else d.mask_set,
+                "mask_bin": d.mask_bin if axis_set else d.column, "n": d.images, "runs": d.runs}
         for key in ("psnr", "ssim", "fid", "kid", "nfe_per_image", "sec_per_image"):
             v = _num(getattr(d, key))
             rec = {**base, "metric": key, "value": v}
@@ -523,7 +578,6 @@ RENDERERS: dict[str, tuple[Callable[[ReportTable], str], str]] = {
 
 
 # ----------------------------------------------------------------------------------------------- paired
-TABLE_COLUMNS = {"mask_set": ["hard", "easy"]}  # the paper's order of Table 2's columns
 
 
 def paired_for_table(rt_runs: pd.DataFrame, per_image: dict[str, pd.DataFrame], axis: str, *,

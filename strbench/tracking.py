@@ -565,9 +565,87 @@ def download_artifacts(tracking_uri: Optional[str], run_id: str, path: str, dst:
                                                     tracking_uri=absolute_uri(tracking_uri or DEFAULT_URI)))
 
 
+# readers of `strbench ls` (strbench.listing): every status, every role; a never-created local store reads empty
+
+EXPERIMENT_COLUMNS = ["experiment_id", "name", "artifact_location", "creation_time", "last_update_time"]
+
+
+def _store_error(uri: str, e: Exception) -> DataError:
+    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return DataError(f"cannot read the MLflow store {uri} ({type(e).__name__}: {first[:300]}); check "
+                     "--tracking-uri (or the YAML's tracking.uri)")
+
+
+def list_experiments(tracking_uri: Optional[str]):
+    """Every active MLflow experiment of the store: a DataFrame with EXPERIMENT_COLUMNS (times in ms since
+    the epoch). Empty when a local store was never created (nothing is created); DataError when it is unreadable."""
+    import pandas as pd
+
+    uri = tracking_uri or DEFAULT_URI
+    if not tracking_exists(uri):
+        return pd.DataFrame(columns=EXPERIMENT_COLUMNS)
+    _mlflow()
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=absolute_uri(uri))
+        exps, token = [], None
+        while True:
+            page = client.search_experiments(max_results=1000, page_token=token)
+            exps.extend(page)
+            token = page.token
+            if not token:
+                break
+    except Exception as e:  # noqa: BLE001 - an unreadable store or a server that fails: one line
+        raise _store_error(uri, e) from None
+    return pd.DataFrame([{"experiment_id": x.experiment_id, "name": x.name, "artifact_location": x.artifact_location,
+                          "creation_time": x.creation_time, "last_update_time": x.last_update_time} for x in exps],
+                        columns=EXPERIMENT_COLUMNS)
+
+
+def search_strbench_runs(tracking_uri: Optional[str], experiment_ids: Iterable[str]):
+    """Every run tagged strbench.role (cell, experiment = parent, study, trial) of the given experiments,
+    whatever its status, as one mlflow.search_runs DataFrame (column experiment_id tells them apart)."""
+    import pandas as pd
+
+    uri = tracking_uri or DEFAULT_URI
+    ids = [str(i) for i in experiment_ids]
+    if not ids or not tracking_exists(uri):
+        return pd.DataFrame()
+    mlflow = _mlflow()
+    try:
+        mlflow.set_tracking_uri(absolute_uri(uri))
+        return mlflow.search_runs(experiment_ids=ids, filter_string=f"tags.`{ROLE_TAG}` LIKE '%'",
+                                  output_format="pandas").reset_index(drop=True)
+    except Exception as e:  # noqa: BLE001
+        raise _store_error(uri, e) from None
+
+
+def search_all_cell_runs(tracking_uri: Optional[str], experiment: str):
+    """Every cell run of `experiment` (tag strbench.role=cell), whatever its status (FINISHED, FAILED,
+    RUNNING, KILLED), several per cell hash when a cell was run more than once; and every parent run.
+    Returns (cells, parents) as mlflow.search_runs DataFrames; two empty ones for an unknown experiment."""
+    import pandas as pd
+
+    try:
+        found = _find_experiment(tracking_uri, experiment)
+    except Exception as e:  # noqa: BLE001
+        raise _store_error(tracking_uri or DEFAULT_URI, e) from None
+    if found is None:
+        return pd.DataFrame(), pd.DataFrame()
+    mlflow, exp = found
+
+    def runs(role: str):
+        return mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = '{role}'",
+                                  output_format="pandas").reset_index(drop=True)
+
+    return runs("cell"), runs("experiment")
+
+
 __all__ = ["Tracker", "MetricBuffer", "search_cell_runs", "search_experiment_runs", "read_csv_artifact",
            "read_artifact_bytes", "download_artifacts", "flatten", "clean_key",
-           "tracking_exists", "sqlite_path", "DEFAULT_URI", "DEFAULT_TRACKING_URI"]
+           "tracking_exists", "sqlite_path", "DEFAULT_URI", "DEFAULT_TRACKING_URI", "list_experiments",
+           "search_strbench_runs", "search_all_cell_runs"]
 
 
 # --- tuning (strbench tune) ---

@@ -216,6 +216,38 @@ def test_csv_is_one_tidy_table_that_read_csv_reads(fake, tmp_path, capsys):
     assert "Runs used: 12 cell run(s)" in out.err  # selection on stderr: stdout stays one CSV table
 
 
+def test_table2_without_hard_easy_mask_sets_shows_bins_and_says_so(fake, tmp_path, capsys):
+    """The quickstart (one generator mask set in hole-ratio bins) under Table 2: the runs go to their bins'
+    columns (never pooled over bins into mislabelled rows), the paper's hard/easy rows keep their numbers, and
+    a warning names masks.sets and the experiment that has them, on stderr and in the output."""
+    import io
+
+    runs = fake.runs["quickstart"]
+    runs["params.mask.lo"] = runs["tags.strbench.mask_bin"].str[:2]  # what real runs log: bins differ in params
+    runs["params.mask.hi"] = runs["tags.strbench.mask_bin"].str[3:5]
+    assert R.report_command(2, None, "quickstart", URI, "markdown", str(tmp_path)) == 0
+    out = capsys.readouterr()
+    rt = R.build_table(runs, 2, experiment="quickstart")
+    assert rt.columns == ["hard", "easy", "10-20%", "30-40%"]
+    measured = [r for r in rt.rows if r.source == "measured"]
+    assert [r.name for r in measured] == ["IR-SDE", "RePaint*", "StrDiffusion"]  # one row per case, no "[mask.lo=..."
+    ir = measured[0]
+    assert ir.values[("psnr", "10-20%")] == pytest.approx(20.125) and ir.values[("psnr", "30-40%")] == pytest.approx(17.125)
+    assert ir.values[("psnr", "hard")] is None
+    d = next(r for r in rt.rows if r.label == "D (paper)")
+    assert d.values[("psnr", "hard")] == 25.94 and d.values[("fid", "easy")] == 26.74
+    assert "per bin" in rt.caption
+    for text in (out.out, out.err):
+        assert "mask.lo" not in text
+        assert "`masks.sets`" in text and "experiments/ablation_resampling.yaml" in text and "`irregular`" in text
+    assert R.to_latex(rt).count("ablation\\_resampling.yaml") >= 1
+    R.report_command(2, None, "quickstart", URI, "csv", None)
+    tidy = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    meas = tidy[tidy.source == "measured"]
+    assert set(meas.mask_set) == {"irregular"} and set(meas.mask_bin) == {"10-20%", "30-40%"}
+    assert set(tidy[tidy.source == "paper"].mask_set) == {"hard", "easy"}
+
+
 def test_no_runs_says_which_command_makes_them(fake, tmp_path):
     with pytest.raises(StrbenchError, match=r"strbench run experiments/ablation_resampling.yaml"):
         R.report_command(2, None, None, URI, "markdown", None)
