@@ -262,6 +262,22 @@ class ShardCfg(Strict):
         return self
 
 
+class ClaimsCfg(Strict):
+    """Several processes on one experiment (strbench.experiment.claims): a cell claim whose heartbeat is older
+    than `grace_s` belongs to a process that stopped, and is taken over. null: the environment
+    (STRBENCH_CLAIM_GRACE / STRBENCH_HEARTBEAT), else 60 s and min(5 s, grace / 4)."""
+
+    grace_s: Optional[float] = Field(None, gt=0)
+    heartbeat_s: Optional[float] = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _beat_within_grace(self):
+        if self.grace_s is not None and self.heartbeat_s is not None and self.heartbeat_s > self.grace_s / 3:
+            raise ValueError(f"heartbeat_s {self.heartbeat_s:g} must be at most a third of grace_s {self.grace_s:g} "
+                             "(one late beat must never lose a claim); lower heartbeat_s or raise grace_s")
+        return self
+
+
 def _default_methods() -> dict[str, Any]:
     return methods_registry.default_cases()
 
@@ -291,6 +307,7 @@ class Experiment(Strict):
     cache_dir: str = ".strbench"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     shard: ShardCfg = ShardCfg()
+    claims: ClaimsCfg = ClaimsCfg()
 
     _source: str = PrivateAttr(default="<dict>")
     _profile: Optional[str] = PrivateAttr(default=None)

@@ -52,11 +52,12 @@ def _tracking():
     return tracking
 
 
-def grace_s() -> float:
-    """The claims' grace period (STRBENCH_CLAIM_GRACE, default 60 s): a RUNNING run silent longer is stale."""
+def grace_s(exp=None) -> float:
+    """The claims' grace period (an experiment's claims.grace_s, else STRBENCH_CLAIM_GRACE, default 60 s): a
+    RUNNING run silent longer is stale."""
     from strbench.experiment.claims import settings
 
-    return settings()[0]
+    return settings(None if exp is None else exp.claims.grace_s, None if exp is None else exp.claims.heartbeat_s)[0]
 
 
 def _col(df: pd.DataFrame, name: str) -> pd.Series:
@@ -284,7 +285,7 @@ def planned_cells(exp, uri: Optional[str] = None, *, now: Optional[float] = None
     exists = tracking.tracking_exists(uri)
     row = _experiment_row(uri, name) if exists else None
     cells, parents = tracking.search_all_cell_runs(uri, name) if row is not None else (pd.DataFrame(), pd.DataFrame())
-    grace = grace_s()
+    grace = grace_s(exp)
     states = cell_states(cells, now=now, grace_s=grace).set_index("cell_hash", drop=False)
     status = {m.hash: model_status(exp.cache_dir, m) for m in unique_models(planned)}
     metrics = key_metrics()

@@ -49,6 +49,46 @@ def test_settings_from_the_environment(monkeypatch):
             claims.settings()
 
 
+def test_settings_from_the_yaml_win_over_the_environment(tmp_path, monkeypatch, capsys):
+    """claims.grace_s / claims.heartbeat_s of the experiment reach the run's claim board; unset, the environment
+    decides; a heartbeat over a third of the grace is refused at validation (YAML) or pre-flight (YAML + env)."""
+    from strbench import cli, config
+    from strbench.experiment import run as run_mod
+
+    monkeypatch.setenv(claims.GRACE_ENV, "30")
+    monkeypatch.delenv(claims.HEARTBEAT_ENV, raising=False)
+    d = tiny(tmp_path)
+    d["claims"] = {"grace_s": 9}
+    d["methods"] = {"IR-SDE": {"method": "irsde"}}
+    d["masks"]["bins"] = [[0.1, 0.3]]
+    d["floors"] = False
+    p = tmp_path / "exp.yaml"
+    p.write_text(yaml.safe_dump(d))
+    seen = []
+    real = claims.Board.for_store
+
+    def spy(*a, **kw):
+        board = real(*a, **kw)
+        seen.append((board.grace, board.heartbeat))
+        return board
+
+    monkeypatch.setattr(run_mod.claims.Board, "for_store", spy)
+    migrated_db(tmp_path)
+    assert run_mod.run_experiment(config.load_experiment(str(p))).ran == 1
+    assert seen == [(9.0, 2.25)]  # the YAML's grace (the default heartbeat follows it), not the environment's 30
+    assert claims.settings() == (30.0, 5.0)  # without the YAML keys: the environment
+    d["claims"] = {"grace_s": 3, "heartbeat_s": 2}
+    p.write_text(yaml.safe_dump(d))
+    assert cli.main(["validate", str(p)]) == 2
+    d["claims"] = {"grace_s": 3}
+    p.write_text(yaml.safe_dump(d))
+    monkeypatch.setenv(claims.HEARTBEAT_ENV, "2")
+    capsys.readouterr()
+    assert cli.main(["run", str(p), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "claims.heartbeat_s (or STRBENCH_HEARTBEAT) 2 s" in err, err
+
+
 def test_store_key_names_the_store_and_experiment(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     k = claims.store_key("sqlite:///mlflow.db", "exp")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from strbench.config import Experiment
 from strbench.errors import ConfigError, DataError, StrbenchError, WeightsError
+from strbench.experiment import claims
 from strbench.experiment.plan import Cell, unique_models
 
 TRAIN_SAMPLE = 64  # training images decoded by the pre-flight (evenly spaced); the loader names any other bad file
@@ -21,6 +22,10 @@ def check_resources(exp: Experiment, cells: list[Cell]) -> None:
     """Dataset and mask folders, split lists, weights files and the device: raise one line naming
     the key and the fix."""
     src = exp.source
+    try:  # the claims' timing from the YAML and the environment together
+        claims.settings(exp.claims.grace_s, exp.claims.heartbeat_s)
+    except ConfigError as e:
+        raise ConfigError(f"{src}: {e}") from None
     seen: set = set()
     for c in cells:
         ds, mk = c.config.dataset, c.config.mask

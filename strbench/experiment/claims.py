@@ -79,8 +79,9 @@ def settings(grace: Optional[float] = None, heartbeat: Optional[float] = None) -
     g = _env_seconds(GRACE_ENV, DEFAULT_GRACE_S) if grace is None else float(grace)
     b = _env_seconds(HEARTBEAT_ENV, min(DEFAULT_HEARTBEAT_S, g / 4)) if heartbeat is None else float(heartbeat)
     if not (g > 0 and 0 < b <= g / 3):
-        raise ConfigError(f"{HEARTBEAT_ENV}={b:g} s with {GRACE_ENV}={g:g} s: the heartbeat must be positive and "
-                          "at most a third of the grace period; lower the heartbeat or raise the grace")
+        raise ConfigError(f"claims.heartbeat_s (or {HEARTBEAT_ENV}) {b:g} s with claims.grace_s (or {GRACE_ENV}) "
+                          f"{g:g} s: the heartbeat must be positive and at most a third of the grace period; lower "
+                          "the heartbeat or raise the grace")
     return g, b
 
 

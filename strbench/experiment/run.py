@@ -275,7 +275,8 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
     from strbench import tracking
 
     exp_hash = experiment_hash(all_cells)
-    board = claims.Board.for_store(exp.cache_dir, exp.tracking.uri, exp.experiment_name)
+    board = claims.Board.for_store(exp.cache_dir, exp.tracking.uri, exp.experiment_name,
+                                   grace=exp.claims.grace_s, heartbeat=exp.claims.heartbeat_s)
     tracker = tracking.Tracker(exp.tracking.uri, exp.experiment_name, exp.tracking.artifact_location,
                                lock_path=board.store_lock)
     done = tracker.finished_cells()
