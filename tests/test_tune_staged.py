@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
