@@ -265,9 +265,17 @@ def _cmd_report(a) -> int:
 
     if a.paired and a.table is None:
         raise StrbenchError("--paired compares the rows of one table: add --table 1|2|3")
+    if a.html is not None:  # the HTML page is built from report's tables (report_html imports report)
+        from strbench import report_html
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        print(report_html.write_report(a.html, a.tracking_uri or report.DEFAULT_TRACKING_URI,
+                                       experiment=a.experiment,
+                                       select={"run": a.run, "profile": a.profile, "since": a.since}))
+        return 0
     return report.report_command(table=a.table, figure=a.figure, experiment=a.experiment,
                                  tracking_uri=a.tracking_uri, fmt=a.format, out=a.out, run=a.run,
-                                 profile=a.profile, since=a.since, paired=a.paired, claims=a.claims, html=a.html)
+                                 profile=a.profile, since=a.since, paired=a.paired, claims=a.claims)
 
 
 def _add_ls(sub):

@@ -1036,20 +1036,14 @@ def claims_latex(claims: pd.DataFrame, notes: Sequence[str]) -> str:
 def report_command(table: int | None, figure: int | str | None, experiment: str | None, tracking_uri: str | None,
                    fmt: str = "markdown", out: str | None = None, *, run: str | None = None,
                    profile: str | None = None, since: str | None = None, paired: bool = False,
-                   claims: bool = False, html: str | None = None) -> int:
+                   claims: bool = False) -> int:
     """`strbench report`: print table `table` (its paired comparisons with `paired`), write a figure (8 or
-    "frontier"), check the paper's claims, or write the HTML report to the folder `html`."""
+    "frontier"), or check the paper's claims (the HTML report: strbench.report_html.write_report)."""
     uri = tracking_uri or DEFAULT_TRACKING_URI
     if fmt not in RENDERERS:
         raise StrbenchError(f"unknown report format {fmt!r}; choose one of {sorted(RENDERERS)}")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in the report
     select = {"run": run, "profile": profile, "since": since}
-    if html is not None:
-        from strbench import report_html
-
-        path = report_html.write_report(html, uri, experiment=experiment, select=select)
-        print(path)
-        return 0
     if claims:
         frame, notes = claims_report(uri, experiment, select)
         text = {"csv": lambda: frame.to_csv(index=False, lineterminator="\n", float_format=CSV_FLOAT),
