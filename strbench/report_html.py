@@ -42,6 +42,7 @@ tr.paper td{color:#555}tr.first-measured td{border-top:2px solid #555}
 .verdict-holds{color:#006400;font-weight:600}.verdict-reversed{color:#8a0000;font-weight:600}
 .verdict-missing{color:#777}figure{margin:1rem 0}figcaption{font-size:.82rem;color:#444}
 img{max-width:100%;image-rendering:pixelated}nav a{margin-right:.8rem}
+.scroll{overflow-x:auto;max-width:100%}
 """
 
 
@@ -75,7 +76,7 @@ def table_html(headers: Sequence[str], rows: Sequence[Sequence[str]], *, left: i
         rc = f' class="{row_classes[i]}"' if i < len(row_classes) and row_classes[i] else ""
         body.append(f"<tr{rc}>" + "".join(f"<td{cls(j)}>{c if raw else esc(c)}</td>" for j, c in enumerate(r))
                     + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def notes_html(notes: Sequence[str], cls: str = "note") -> str:
@@ -257,10 +258,14 @@ def build_sections(uri: str, *, experiment: str | None = None, select: dict | No
             tables[n] = R.table_report(n, experiment, uri, select=select, paired=True)
         except StrbenchError as e:  # no runs, or --run/--profile not in this table's experiment: said there
             tables[n] = e
-    sel_lines = []
+    said: dict[tuple, list[int]] = {}  # the selection's lines -> the tables it is for (one paragraph per selection)
     for n, tr in tables.items():
-        sel_lines += [f"Table {n}: " + ln.strip() for ln in tr.selection.lines()] if isinstance(tr, R.TableReport) \
-            else [f"Table {n}: {tr}"]
+        lines = tuple(ln.strip() for ln in tr.selection.lines()) if isinstance(tr, R.TableReport) else (str(tr),)
+        said.setdefault(lines, []).append(n)
+    sel_lines = []
+    for lines, ns in said.items():
+        which = f"Table {ns[0]}" if len(ns) == 1 else "Tables " + ", ".join(map(str, ns))
+        sel_lines += [f"{which}: {ln}" for ln in lines]
     sections = [Section("selection", "Runs used", notes_html(sel_lines))]
     for n, tr in tables.items():
         body = table_section_html(tr.table) if isinstance(tr, R.TableReport) else missing_html(tr)
