@@ -232,7 +232,9 @@ def format_plan(st) -> str:
     loaded = f"{vals.count('pretrained')} pretrained, " if "pretrained" in vals else ""
     lines += ["", "checks:"] + [f"  {c}" for c in st.checks] if st.checks else []
     lines += ["", f"{n_done} done, {len(mine) - n_done} to run; models: {loaded}{vals.count('cached')} cached, "
-                  f"{vals.count('partial')} partial, {vals.count('missing')} to train. Nothing was trained or logged."]
+                  f"{vals.count('partial')} partial, {vals.count('missing')} to train"
+                  + (f", {vals.count('diverged')} diverged before (delete models/<hash>/diverged.json to retry)"
+                     if "diverged" in vals else "") + ". Nothing was trained or logged."]
     return "\n".join(lines)
 
 

@@ -199,3 +199,41 @@ def test_signal_mid_training_then_rerun(tmp_path, sig, rc, status):
     from strbench.train import load_model
 
     load_model(model_dir / "model.pt", expected_hash=model_dir.name)
+
+
+def test_a_diverged_model_is_not_trained_again_by_the_next_run(tmp_path, monkeypatch, capsys):
+    """A NaN loss leaves models/<hash>/diverged.json: the next run (or another process sharing the cache) fails
+    that model's cells at once with the reason and the way out, instead of training to the same NaN again;
+    --dry-run says so; removing the file trains it again."""
+    import strbench.train as T
+
+    calls = {"n": 0}
+    orig = T.ROLE_STEPS["irsde"]
+
+    def poisoned(tr, model, g, out=None):
+        calls["n"] += 1
+        loss = orig(tr, model, g, out)
+        return loss * float("nan") if calls["n"] >= 3 else loss
+
+    monkeypatch.setitem(T.ROLE_STEPS, "irsde", poisoned)
+    d = small(tmp_path)
+    d["methods"] = {"IR-SDE": {"method": "irsde"}}
+    d["floors"] = False
+    path = write(tmp_path, d)
+    assert cli.main(["run", path, "-q"]) == 1
+    (marker,) = list((tmp_path / "cache" / "models").glob("*/diverged.json"))
+    assert "at step 3" in json.loads(marker.read_text())["error"]
+    trained = calls["n"]
+    capsys.readouterr()
+    assert cli.main(["run", path, "-q"]) == 1
+    assert calls["n"] == trained  # not trained again
+    df = runs(tmp_path)
+    failed = df[(df["tags.strbench.role"] == "cell") & (df["status"] == "FAILED")].sort_values("start_time")
+    assert len(failed) == 2
+    first, second = failed["tags.strbench.error"]
+    assert "at step 3" in first and "diverged when it was trained before" in second and "diverged.json" in second
+    assert cli.main(["run", path, "--dry-run"]) == 0
+    assert "1 diverged before" in capsys.readouterr().out
+    monkeypatch.setitem(T.ROLE_STEPS, "irsde", orig)
+    marker.unlink()
+    assert cli.main(["run", path, "-q"]) == 0

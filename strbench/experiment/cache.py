@@ -1,8 +1,9 @@
 """Datasets, mask sets and trained models of one process, memoised; models are cached on disk.
 
-Cache layout (``cache_dir``): ``models/<model hash>/{config.json, model.pt, complete.json, train.lock}``
-(a model with ``complete.json`` is finished; ``model.pt`` alone is a partial checkpoint that training
-resumes; ``train.lock`` is held while a process trains it, so processes and machines sharing the cache
+Cache layout (``cache_dir``): ``models/<model hash>/{config.json, model.pt, complete.json, train.lock,
+diverged.json}`` (a model with ``complete.json`` is finished; ``model.pt`` alone is a partial checkpoint that
+training resumes; ``diverged.json`` says its training hit a NaN/Inf loss: training is deterministic, so no
+process trains it again until the file is removed; ``train.lock`` is held while a process trains it, so processes and machines sharing the cache
 train each model once: the others wait, then load it), ``masks/<spec hash>/`` generated evaluation mask
 sets, ``claims/<store key>/`` which process runs which cell (strbench.experiment.claims).
 """
@@ -17,10 +18,13 @@ from typing import Any, Callable, Mapping, Optional
 
 from strbench import atomic
 from strbench.checkpoint import CheckpointUnreadable
-from strbench.errors import DataError, StrbenchError
+from strbench.errors import DataError, StrbenchError, TrainingDiverged
 from strbench.experiment.plan import EvalMasks, ModelSpec, TrainMasks, random_seed_of
 from strbench.experiment.progress import SILENT, Progress
 from strbench.hashing import config_hash
+
+
+DIVERGED = "diverged.json"  # in a model's cache folder: its training hit a NaN/Inf loss
 
 
 def dataset_config(ds, split: str, *, limit: Optional[int] = None) -> dict:
@@ -149,6 +153,7 @@ class Resources:
                 if status == "cached":  # trained by the process we waited for
                     net = self._load_cached(spec)
                 if net is None:
+                    self._refuse_diverged(spec)
                     net = self._train(spec, deps, on_train=on_train, callback=callback)
         net.eval()
         self._models[spec.hash] = net
@@ -165,6 +170,7 @@ class Resources:
                 for h in spec.needs}
         with self._train_lock(spec) as status:
             if status != "cached":
+                self._refuse_diverged(spec)
                 net = self._train(spec, deps, on_train=on_train, callback=callback, stop_at=until)
                 self._steps[spec.hash] = _checkpoint_step(self.model_dir(spec) / "model.pt")
                 return net.eval()
@@ -289,6 +295,12 @@ class Resources:
         try:
             net = train_model(spec.role, spec.train, ds, masks, ckpt_path=d / "model.pt", callback=callback,
                               device=self.device, structure_net=deps.get("structure"), stop_at=stop_at)
+        except TrainingDiverged as e:  # deterministic: every process sharing the cache would diverge the same way
+            self.failed[spec.hash] = str(e)
+            if main:
+                atomic.write_text(d / DIVERGED, json.dumps({"role": spec.role, "hash": spec.hash, "error": str(e),
+                                                            "time": time.time()}, indent=1))
+            raise
         except StrbenchError as e:
             self.failed[spec.hash] = str(e)
             raise
@@ -299,6 +311,19 @@ class Resources:
                                                                "steps": spec.train.steps,
                                                                "train_seconds": time.time() - t0}))
         return net
+
+    def _refuse_diverged(self, spec: ModelSpec) -> None:
+        """TrainingDiverged when an earlier training of `spec` (any process sharing the cache) diverged."""
+        path = self.model_dir(spec) / DIVERGED
+        if not path.is_file():
+            return
+        try:
+            why = json.loads(path.read_text()).get("error", "")
+        except (OSError, ValueError):
+            why = ""
+        raise TrainingDiverged(f"model {spec.role} {spec.short} diverged when it was trained before"
+                               + (f" ({why})" if why else "") + f"; change its training settings (e.g. train.lr), "
+                               f"or delete {path} to train it again")
 
     def _pretrained(self, spec: ModelSpec):
         """A pretrained model: its network (the `nets` architecture) with the file's weights, loaded strictly;
@@ -344,12 +369,15 @@ def _is_main_rank() -> bool:
 
 
 def model_status(cache_dir: str | os.PathLike, spec: ModelSpec) -> str:
-    """cached | partial | missing | pretrained: what the cache holds for `spec` (reads file names only)."""
+    """cached | partial | missing | pretrained | diverged: what the cache holds for `spec` (reads file names
+    only)."""
     if spec.pretrained:
         return "pretrained"
     d = Path(cache_dir) / "models" / spec.hash
     if (d / "complete.json").is_file():
         return "cached"
+    if (d / DIVERGED).is_file():
+        return "diverged"
     if (d / "model.pt").is_file():
         return "partial"
     return "missing"
