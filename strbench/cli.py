@@ -354,10 +354,10 @@ def format_overview(ov) -> str:
     if not ov.exists or not len(ov.table):
         return "\n".join(ls_notes(ov))
     t = ov.table
-    heads = ["experiment", "parents", "profiles", "cells", "finished", "failed", "running", "killed", "studies",
-             "trials", "last activity (UTC)", "artifacts"]
+    heads = ["experiment", "parents", "profiles", "cells", "finished", "failed", "running", "killed", "trainings",
+             "studies", "trials", "last activity (UTC)", "artifacts"]
     body = [[r.experiment, r.parents, r.profiles, r.cells, r.finished, r.failed,
-             f"{r.running} ({r.stale} stale)" if r.stale else r.running, r.killed, r.studies, r.trials,
+             f"{r.running} ({r.stale} stale)" if r.stale else r.running, r.killed, r.trainings, r.studies, r.trials,
              _when(r.last_activity), r.artifact_location] for r in t.itertuples(index=False)]
     return "\n".join([f"tracking store {ov.uri}: {len(t)} experiment(s) with strbench runs", "",
                       tabulate(body, headers=heads, tablefmt="simple", disable_numparse=True), ""] + ls_notes(ov)

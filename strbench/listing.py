@@ -29,7 +29,7 @@ TAG, MET = "tags.", "metrics."
 ERROR_WIDTH = 100  # characters of a failed run's error tag kept in the listing
 
 OVERVIEW_COLUMNS = ["experiment", "parents", "profiles", "cells", "finished", "failed", "running", "stale", "killed",
-                    "studies", "trials", "last_activity", "tracking_uri", "artifact_location"]
+                    "trainings", "studies", "trials", "last_activity", "tracking_uri", "artifact_location"]
 CELL_COLUMNS = ["experiment", "index", "cell", "cell_hash", "label", "state", "stale", "last_heartbeat", "runs",
                 "history", "error", "run_id", "parent_run_id", "started", "ended", "artifact_uri"]
 PLAN_COLUMNS = ["models"]  # after CELL_COLUMNS and the metrics, for a YAML's cells
@@ -151,8 +151,8 @@ def _label_from_tags(run: pd.Series) -> str:
 
 def summarise(runs: pd.DataFrame, *, now: Optional[float] = None, grace_s: float = 60.0) -> dict:
     """Counts of one experiment's strbench runs (every role, every status): parents, their profiles, distinct
-    cells per state (`stale`: of the running ones, those without a heartbeat for longer than `grace_s`), tuning
-    studies and trials, and the last activity (latest start, end or heartbeat)."""
+    cells per state (`stale`: of the running ones, those without a heartbeat for longer than `grace_s`), finished
+    model trainings (training runs), tuning studies and trials, and the last activity (latest start, end or heartbeat)."""
     role = _col(runs, TAG + "strbench.role").map(_str)
     states = cell_states(runs[role == "cell"], now=now, grace_s=grace_s)
     parents = runs[role == "experiment"]
@@ -162,7 +162,9 @@ def summarise(runs: pd.DataFrame, *, now: Optional[float] = None, grace_s: float
     times += [t for t in (_ms(x) for x in _col(runs, TAG + "strbench.heartbeat")) if t is not None]
     counts = states["state"].value_counts()
     return {"parents": len(parents), "profiles": ",".join(profiles), "cells": len(states),
-            **{s: int(counts.get(s, 0)) for s in STATES}, "stale": int(states["stale"].sum()), "studies": len(studies),
+            **{s: int(counts.get(s, 0)) for s in STATES}, "stale": int(states["stale"].sum()),
+            "trainings": int(((role == "training") & (_col(runs, "status").map(_str) == "FINISHED")).sum()),
+            "studies": len(studies),
             "trials": int((role == "trial").sum()), "last_activity": _stamp(max(times)) if times else None}
 
 

@@ -604,7 +604,7 @@ def list_experiments(tracking_uri: Optional[str]):
 
 
 def search_strbench_runs(tracking_uri: Optional[str], experiment_ids: Iterable[str]):
-    """Every run tagged strbench.role (cell, experiment = parent, study, trial) of the given experiments,
+    """Every run tagged strbench.role (cell, experiment = parent, training, study, trial) of the given experiments,
     whatever its status, as one mlflow.search_runs DataFrame (column experiment_id tells them apart)."""
     import pandas as pd
 

@@ -60,6 +60,9 @@ def store(tmp_path_factory):
     ids["failed"] = cell_run(cells[1], "FAILED", error=ERROR)
     ids["running"] = cell_run(cells[2], "RUNNING", tags={tracking.HEARTBEAT_TAG: int((time.time() - 3600) * 1000)})
     ids["killed"] = cell_run(cells[3], "KILLED", error="interrupted", label="IR-SDE 60-70% seed=0", h="e" * 64)
+    spec = cells[0].models[0]
+    tr.end(tr.start_training(parent, spec.hash, spec.role, params={}, tags={}), "KILLED")  # not counted
+    tr.end(tr.start_training(parent, spec.hash, spec.role, params={}, tags={}), "FINISHED")
     study = tracking.StudyRuns(uri, "tiny-tune", "schedules", str(tmp / "mlartifacts"))
     sp = study.parent(params={}, tags={})
     study.log_trial(sp, 0, params={"x": 1}, metrics={"psnr": 10.0})
@@ -83,6 +86,7 @@ def test_overview_counts_parents_distinct_cells_per_state_and_studies(store, cap
     tiny_ = t.loc["tiny"]
     assert (tiny_.parents, tiny_.profiles, tiny_.cells) == (1, "cpu", 4)  # cell 0's two runs count once
     assert (tiny_.finished, tiny_.failed, tiny_.running, tiny_.killed, tiny_.stale) == (1, 1, 1, 1, 1)
+    assert tiny_.trainings == 1  # finished training runs only; they are not cells
     assert tiny_.artifact_location.startswith("file://") and "mlartifacts" in tiny_.artifact_location
     assert pd.Timestamp(tiny_.last_activity) > pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=1)
     tune = t.loc["tiny-tune"]
