@@ -182,7 +182,7 @@ class EvalDataset(Strict):
 
 
 class CellConfig(Strict):
-    """Everything one cell's result depends on (plus its models' full specs); logged as config.yaml."""
+    """Everything one cell's result depends on (plus its models' full specs); logged as cell.yaml."""
 
     model_config = {**Strict.model_config, "arbitrary_types_allowed": True}
 
@@ -209,7 +209,7 @@ class CellConfig(Strict):
 
     @classmethod
     def from_mapping(cls, d: Mapping) -> "CellConfig":
-        """A cell config read back (e.g. a logged config.yaml): lists where YAML has them."""
+        """A cell config read back (e.g. a logged cell.yaml): lists where YAML has them."""
         return cls.model_validate(thaw(d), strict=False)
 
     def hash(self) -> str:

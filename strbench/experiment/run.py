@@ -503,8 +503,8 @@ def evaluate(target: Any, *, split: str = "val", report: Optional[ReportFn] = No
     """Train (through the cache) and evaluate on the `split` images and masks ('val' for tuning: the
     validation photos and masks drawn with masks.val_seed); no MLflow. Accepts an Experiment (every
     cell of a learned method, floors left out: they are references, not part of an objective; metrics
-    are averaged over cells), a Cell, a CellConfig, or a cell config mapping (e.g. a logged
-    config.yaml). The result has ``train_steps``: the largest ``train.steps`` of the models (the
+    are averaged over cells), a Cell, a CellConfig, a cell config mapping (a cell run's cell.yaml) or an
+    experiment mapping (a cell run's config.yaml). The result has ``train_steps``: the largest ``train.steps`` of the models (the
     training step of the final value; 0 when every model is pretrained).
 
     stages: fractions of training in (0, 1), increasing (strbench tune's ``study.report_at``), for a
