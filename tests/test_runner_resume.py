@@ -206,16 +206,10 @@ def test_a_diverged_model_is_not_trained_again_by_the_next_run(tmp_path, monkeyp
     that model's cells at once with the reason and the way out, instead of training to the same NaN again;
     --dry-run says so; removing the file trains it again."""
     import strbench.train as T
+    from test_train import poison_losses
 
-    calls = {"n": 0}
     orig = T.ROLE_STEPS["irsde"]
-
-    def poisoned(tr, model, g, out=None):
-        calls["n"] += 1
-        loss = orig(tr, model, g, out)
-        return loss * float("nan") if calls["n"] >= 3 else loss
-
-    monkeypatch.setitem(T.ROLE_STEPS, "irsde", poisoned)
+    calls = poison_losses(monkeypatch, "irsde", 3)
     d = small(tmp_path)
     d["methods"] = {"IR-SDE": {"method": "irsde"}}
     d["floors"] = False

@@ -238,16 +238,22 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
     assert json.loads(state["config"])["lr"] == cfg.lr and state["role"] == "irsde"
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+def poison_losses(monkeypatch, role: str, from_step: int) -> dict:
+    """Make the `role` training step's loss NaN from its `from_step`-th call on; returns {"n": calls so far}."""
     calls = {"n": 0}
-    orig = T.ROLE_STEPS["irsde"]
+    orig = T.ROLE_STEPS[role]
 
     def poisoned(tr, model, g, out=None):
         calls["n"] += 1
         loss = orig(tr, model, g, out)
-        return loss * float("nan") if calls["n"] >= 7 else loss
+        return loss * float("nan") if calls["n"] >= from_step else loss
 
-    monkeypatch.setitem(T.ROLE_STEPS, "irsde", poisoned)
+    monkeypatch.setitem(T.ROLE_STEPS, role, poisoned)
+    return calls
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    poison_losses(monkeypatch, "irsde", 7)
     cfg = TrainConfig(steps=20, batch=2, checkpoint_every=5, log_every=4)
     with pytest.raises(TrainingDiverged, match=r"at step 7\b.*step 5"):
         _run(tmp_path, cfg, role="irsde")
