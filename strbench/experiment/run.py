@@ -145,7 +145,7 @@ def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources,
         bars[spec.role] = progress.bar("train", spec.train.steps, f"train {spec.role}")
         tid = tracker.start_training(parent, spec.hash, spec.role, params=training_params(spec),
                                      tags={"strbench.experiment": exp.name, "strbench.trained_for": cell.label,
-                                           "strbench.cell_hash_first_user": cell.hash, **code_tags()})
+                                           "strbench.trained_for_cell": cell.hash, **code_tags()})
         trainings[spec.role] = _Training(tid, MetricBuffer(tracker, tid), spec.train.steps)
         tracker.set_tags(run_id, {f"strbench.trained.{spec.role}": spec.hash})
 
