@@ -780,8 +780,13 @@ def _point_text(label: str, family: str) -> str:
 
 
 def load_kl_trajectories(tracking_uri: str, experiment: str, **select) -> pd.DataFrame:
+    """The KL trajectories (kl_trajectory.csv) of the experiment's structure-variant runs: Fig. 8 compares the
+    variants, so runs of methods without a structure (variant `none`: IR-SDE, the floor methods, whose
+    "trajectory" may be a single step) are left out of the figure and of its claims."""
     sel = load_selection(tracking_uri, experiment, **select)
     runs = sel.runs
+    if not runs.empty and TAG + "variant" in runs.columns:
+        runs = runs[runs[TAG + "variant"].map(_str) != "none"]
     if runs.empty:
         raise StrbenchError(f"no finished cell runs in MLflow experiment '{experiment}' at {tracking_uri}; make "
                             f"them with `{FIGURE8_HINT}`")

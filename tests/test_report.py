@@ -312,6 +312,21 @@ def test_figure8_command_reads_kl_artifacts(monkeypatch, tmp_path, capsys):
         R.report_command(None, 8, None, URI, "markdown", str(tmp_path))
 
 
+def test_figure8_leaves_out_runs_without_a_structure_variant(monkeypatch):
+    """A floor method's (or IR-SDE's) run has variant `none`: not a structure variant, so neither in Fig. 8 nor
+    in its claims (the biharmonic floor's one-step 'trajectory' used to appear as a legend entry and a claim)."""
+    kl = _kl_frame()
+    runs = pd.DataFrame([{"run_id": rid, "status": "FINISHED", "tags.strbench.variant": rid.split("-")[0]}
+                         for rid in kl.run_id.unique()] +
+                        [{"run_id": "floor-0", "status": "FINISHED", "tags.strbench.variant": "none"}])
+    arts = {(rid, "kl_trajectory.csv"): g.drop(columns=["variant", "run_id"]) for rid, g in kl.groupby("run_id")}
+    arts[("floor-0", "kl_trajectory.csv")] = pd.DataFrame({"step": [0, 0], "t": [20, 20],
+                                                           "region": ["masked", "unmasked"], "kl": [0.0, 0.0]})
+    monkeypatch.setattr(R, "_tracking", lambda: FakeTracking({"structure_variants": runs}, arts))
+    got = R.load_kl_trajectories(URI, "structure_variants")
+    assert set(got["variant"]) == set(R.VARIANT_ORDER) and "floor-0" not in set(got["run_id"])
+
+
 def test_logged_interval_is_used_and_per_image_fetched_only_when_needed(monkeypatch):
     runs = synthetic_table2_runs()  # one run per cell, each with its logged interval
     runs.loc[runs.run_id == "D-hard", ["metrics.psnr_ci_low", "metrics.ssim_ci_low"]] = np.nan
