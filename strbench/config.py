@@ -347,8 +347,9 @@ class Experiment(Strict):
 
     def rerunnable(self) -> dict:
         """The experiment as it ran (profile, --set overrides and overlay applied; no profiles left): a config
-        that `strbench validate` and `strbench run` accept as is and that expands to the same cells (hashes)."""
-        return {k: v for k, v in self.resolved().items() if k not in ("profiles", "default_profile")}
+        that `strbench validate` and `strbench run` accept as is and that expands to the same cells (hashes).
+        `shard` is left out: it chose this process's part, the config is the whole experiment's."""
+        return {k: v for k, v in self.resolved().items() if k not in ("profiles", "default_profile", "shard")}
 
     def cases(self) -> dict[str, MethodSettings]:
         """case -> method settings: `methods`, plus each registered floor method not already run (when
