@@ -140,6 +140,24 @@ def _file_lock(path: Path):
         lock.release()
 
 
+def _all_pages(search, **kw) -> list:
+    """Every item of a paged MLflow search (search_runs, search_experiments), following page tokens."""
+    items, token = [], None
+    while True:
+        page = search(max_results=1000, page_token=token, **kw)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items
+
+
+def _store_error(uri: str, e: Exception, *, verb: str, fix: str, key: str = "") -> DataError:
+    """One line for a store MLflow cannot open or read: the key, the URI, the error's first line, the fix."""
+    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return DataError(f"{key + ': ' if key else ''}cannot {verb} the MLflow store {uri} ({type(e).__name__}: "
+                     f"{first[:300]}); {fix}")
+
+
 def _heartbeat_ms(run) -> float:
     """The last sign of life of a run: its heartbeat tag, else its start time (runs of older versions)."""
     raw = run.data.tags.get(HEARTBEAT_TAG, "")
@@ -172,9 +190,8 @@ class Tracker:
                 self.client = MlflowClient(tracking_uri=absolute_uri(uri))
                 exp = self.client.get_experiment_by_name(experiment)
             except Exception as e:  # noqa: BLE001 - an unreadable store, a server that fails: one line, nothing run
-                first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-                raise DataError(f"tracking.uri: cannot open the MLflow store {uri} ({type(e).__name__}: "
-                                f"{first[:300]}); fix or move the store, or point tracking.uri elsewhere") from None
+                raise _store_error(uri, e, verb="open", key="tracking.uri",
+                                   fix="fix or move the store, or point tracking.uri elsewhere") from None
             self._open_experiment(exp, experiment, artifact_location)
 
     def _creation_lock(self):
@@ -216,21 +233,21 @@ class Tracker:
             self.experiment_id = exp.experiment_id
 
     # ------------------------------------------------------------------ queries
-    def _search(self, filter_string: str) -> list:
-        runs, token = [], None
-        while True:
-            page = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000,
-                                           page_token=token)
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
+    def _search(self, filter_string: str, experiment_ids: Optional[list[str]] = None) -> list:
+        """Every run matching `filter_string` in this experiment (or in `experiment_ids`)."""
+        ids = [self.experiment_id] if experiment_ids is None else experiment_ids
+        return [r for i in range(0, len(ids), 100)  # MLflow searches at most 100 experiments at once
+                for r in _all_pages(self.client.search_runs, experiment_ids=ids[i:i + 100], filter_string=filter_string)]
+
+    def _latest_finished_cells(self) -> dict:
+        """cell hash -> its latest FINISHED cell run (whichever invocation or process ran it)."""
+        runs = self._search(f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'")
+        runs.sort(key=lambda r: r.info.start_time or 0)
+        return {r.data.tags[CELL_HASH_TAG]: r for r in runs if CELL_HASH_TAG in r.data.tags}
 
     def finished_cells(self) -> dict[str, str]:
         """cell hash -> run id of its FINISHED cell run (the latest when there are several)."""
-        runs = self._search(f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'")
-        runs.sort(key=lambda r: r.info.start_time or 0)
-        return {r.data.tags[CELL_HASH_TAG]: r.info.run_id for r in runs if CELL_HASH_TAG in r.data.tags}
+        return {h: r.info.run_id for h, r in self._latest_finished_cells().items()}
 
     def is_finished(self, cell_hash: str) -> bool:
         """A FINISHED cell run with this hash exists (asked again just before a claimed cell runs)."""
@@ -348,17 +365,9 @@ class Tracker:
         cache may have been trained by another experiment)."""
         from mlflow.entities import ViewType
 
-        ids = [e.experiment_id for e in self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
-        flt = (f"tags.`{ROLE_TAG}` = 'training' and tags.`{MODEL_HASH_TAG}` = '{model_hash}' "
-               f"and attributes.status = '{status}'")
-        runs, token = [], None
-        for i in range(0, len(ids), 100):
-            while True:
-                page = self.client.search_runs(ids[i:i + 100], filter_string=flt, max_results=1000, page_token=token)
-                runs.extend(page)
-                token = page.token
-                if not token:
-                    break
+        ids = [e.experiment_id for e in _all_pages(self.client.search_experiments, view_type=ViewType.ACTIVE_ONLY)]
+        runs = self._search(f"tags.`{ROLE_TAG}` = 'training' and tags.`{MODEL_HASH_TAG}` = '{model_hash}' "
+                            f"and attributes.status = '{status}'", ids)
         return sorted(runs, key=lambda r: r.info.start_time or 0)
 
     def training_run(self, model_hash: str) -> Optional[tuple[str, str]]:
@@ -392,14 +401,8 @@ class Tracker:
     # ------------------------------------------------------------------ parent summary
     def cell_runs_of(self, cell_hashes: Iterable[str]) -> list:
         """The latest FINISHED cell run of each of `cell_hashes` (whichever invocation or process ran it)."""
-        wanted = set(cell_hashes)
-        runs = self._search(f"tags.`{ROLE_TAG}` = 'cell' and attributes.status = 'FINISHED'")
-        latest: dict[str, Any] = {}
-        for r in sorted(runs, key=lambda r: r.info.start_time or 0):
-            h = r.data.tags.get(CELL_HASH_TAG)
-            if h in wanted:
-                latest[h] = r
-        return list(latest.values())
+        latest = self._latest_finished_cells()
+        return [latest[h] for h in dict.fromkeys(cell_hashes) if h in latest]
 
     def log_image(self, run_id: str, image, artifact_file: str) -> None:
         """An image (numpy HxWx3 uint8 or PIL image) as an artifact through MLflow's log_image."""
@@ -570,10 +573,8 @@ def download_artifacts(tracking_uri: Optional[str], run_id: str, path: str, dst:
 EXPERIMENT_COLUMNS = ["experiment_id", "name", "artifact_location", "creation_time", "last_update_time"]
 
 
-def _store_error(uri: str, e: Exception) -> DataError:
-    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-    return DataError(f"cannot read the MLflow store {uri} ({type(e).__name__}: {first[:300]}); check "
-                     "--tracking-uri (or the YAML's tracking.uri)")
+def _read_error(uri: str, e: Exception) -> DataError:
+    return _store_error(uri, e, verb="read", fix="check --tracking-uri (or the YAML's tracking.uri)")
 
 
 def list_experiments(tracking_uri: Optional[str]):
@@ -588,16 +589,9 @@ def list_experiments(tracking_uri: Optional[str]):
     from mlflow.tracking import MlflowClient
 
     try:
-        client = MlflowClient(tracking_uri=absolute_uri(uri))
-        exps, token = [], None
-        while True:
-            page = client.search_experiments(max_results=1000, page_token=token)
-            exps.extend(page)
-            token = page.token
-            if not token:
-                break
+        exps = _all_pages(MlflowClient(tracking_uri=absolute_uri(uri)).search_experiments)
     except Exception as e:  # noqa: BLE001 - an unreadable store or a server that fails: one line
-        raise _store_error(uri, e) from None
+        raise _read_error(uri, e) from None
     return pd.DataFrame([{"experiment_id": x.experiment_id, "name": x.name, "artifact_location": x.artifact_location,
                           "creation_time": x.creation_time, "last_update_time": x.last_update_time} for x in exps],
                         columns=EXPERIMENT_COLUMNS)
@@ -618,7 +612,7 @@ def search_strbench_runs(tracking_uri: Optional[str], experiment_ids: Iterable[s
         return mlflow.search_runs(experiment_ids=ids, filter_string=f"tags.`{ROLE_TAG}` LIKE '%'",
                                   output_format="pandas").reset_index(drop=True)
     except Exception as e:  # noqa: BLE001
-        raise _store_error(uri, e) from None
+        raise _read_error(uri, e) from None
 
 
 def search_all_cell_runs(tracking_uri: Optional[str], experiment: str):
@@ -630,7 +624,7 @@ def search_all_cell_runs(tracking_uri: Optional[str], experiment: str):
     try:
         found = _find_experiment(tracking_uri, experiment)
     except Exception as e:  # noqa: BLE001
-        raise _store_error(tracking_uri or DEFAULT_URI, e) from None
+        raise _read_error(tracking_uri or DEFAULT_URI, e) from None
     if found is None:
         return pd.DataFrame(), pd.DataFrame()
     mlflow, exp = found
