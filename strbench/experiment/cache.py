@@ -133,8 +133,7 @@ class Resources:
         returned as trained so far; a complete model is returned as it is. Its dependencies (`spec.needs`)
         are trained fully first: a model trained on another net's outputs must see the final net.
         :meth:`trained_steps` tells how far the returned network was trained."""
-        if until is not None and until < spec.train.steps and not spec.pretrained:
-            return self._model_until(spec, others, int(until), on_train=on_train, callback=callback)
+        stop_at = int(until) if until is not None and until < spec.train.steps else None
         if spec.hash in self._models:
             return self._models[spec.hash]
         if spec.pretrained:
@@ -154,27 +153,14 @@ class Resources:
                     net = self._load_cached(spec)
                 if net is None:
                     self._refuse_diverged(spec)
-                    net = self._train(spec, deps, on_train=on_train, callback=callback)
+                    net = self._train(spec, deps, on_train=on_train, callback=callback, stop_at=stop_at)
+                    if stop_at is not None:  # part-way: not complete, not memoised; a later call resumes it
+                        self._steps[spec.hash] = _checkpoint_step(self.model_dir(spec) / "model.pt")
+                        return net.eval()
         net.eval()
         self._models[spec.hash] = net
         self._steps[spec.hash] = spec.train.steps
         return net
-
-    def _model_until(self, spec: ModelSpec, others: Mapping[str, ModelSpec], until: int, *, on_train, callback):
-        """model(spec, until=...) of a model not complete in memory: see :meth:`model`."""
-        if spec.hash in self._models or self._rank0_says(lambda: self.model_status(spec)) == "cached":
-            return self.model(spec, others, on_train=on_train, callback=callback)
-        if spec.hash in self.failed:
-            raise StrbenchError(f"model {spec.role} {spec.short} failed earlier in this run: {self.failed[spec.hash]}")
-        deps = {others[h].role: self.model(others[h], others, on_train=on_train, callback=callback)
-                for h in spec.needs}
-        with self._train_lock(spec) as status:
-            if status != "cached":
-                self._refuse_diverged(spec)
-                net = self._train(spec, deps, on_train=on_train, callback=callback, stop_at=until)
-                self._steps[spec.hash] = _checkpoint_step(self.model_dir(spec) / "model.pt")
-                return net.eval()
-        return self.model(spec, others, on_train=on_train, callback=callback)  # completed by the process we waited for
 
     def trained_steps(self, spec: ModelSpec) -> Optional[int]:
         """Training steps of the network :meth:`model` last returned for `spec` (None: not asked for yet,
@@ -295,16 +281,13 @@ class Resources:
         try:
             net = train_model(spec.role, spec.train, ds, masks, ckpt_path=d / "model.pt", callback=callback,
                               device=self.device, structure_net=deps.get("structure"), stop_at=stop_at)
-        except TrainingDiverged as e:  # deterministic: every process sharing the cache would diverge the same way
+        except StrbenchError as e:
             self.failed[spec.hash] = str(e)
-            if main:
+            if isinstance(e, TrainingDiverged) and main:  # deterministic: every process would diverge the same way
                 atomic.write_text(d / DIVERGED, json.dumps({"role": spec.role, "hash": spec.hash, "error": str(e),
                                                             "time": time.time()}, indent=1))
             raise
-        except StrbenchError as e:
-            self.failed[spec.hash] = str(e)
-            raise
-        if stop_at is not None and stop_at < spec.train.steps:
+        if stop_at is not None:
             return net
         if main:  # under torchrun rank 0 alone marks the model finished (train_model wrote the checkpoint)
             atomic.write_text(d / "complete.json", json.dumps({"role": spec.role, "hash": spec.hash,
