@@ -22,6 +22,8 @@ from typing import Iterable, Optional
 import pandas as pd
 
 from strbench.errors import StrbenchError
+from strbench.selection import as_str as _str
+from strbench.selection import column as _col
 
 FINISHED, NOT_RUN = "finished", "not run"
 STATES = ("finished", "failed", "running", "killed")  # MLflow statuses of cell runs, lower-cased
@@ -58,14 +60,6 @@ def grace_s(exp=None) -> float:
     from strbench.experiment.claims import settings
 
     return settings(None if exp is None else exp.claims.grace_s, None if exp is None else exp.claims.heartbeat_s)[0]
-
-
-def _col(df: pd.DataFrame, name: str) -> pd.Series:
-    return df[name] if name in df.columns else pd.Series([None] * len(df), index=df.index, dtype=object)
-
-
-def _str(x) -> str:
-    return "" if x is None or (isinstance(x, float) and x != x) else str(x)
 
 
 def _ms(x) -> Optional[float]:

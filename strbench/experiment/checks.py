@@ -25,7 +25,7 @@ def check_resources(exp: Experiment, cells: list[Cell]) -> None:
     try:  # the claims' timing from the YAML and the environment together
         claims.settings(exp.claims.grace_s, exp.claims.heartbeat_s)
     except ConfigError as e:
-        raise ConfigError(f"{src}: {e}") from None
+        raise _prefixed(src, e) from None
     seen: set = set()
     for c in cells:
         ds, mk = c.config.dataset, c.config.mask

@@ -18,8 +18,6 @@ from strbench.experiment.cache import Resources
 from strbench.experiment.plan import CellConfig, ModelSpec, thaw
 from strbench.experiment.progress import SILENT, Bar, Progress
 
-ReportFn = Callable[[int, dict], None]
-
 
 @dataclass
 class CellResult:
@@ -94,7 +92,7 @@ class _Recorder:
 
 
 def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progress: Progress = SILENT,
-                  report: Optional[ReportFn] = None, step0: int = 0, workdir: Optional[Path] = None,
+                  workdir: Optional[Path] = None,
                   on_train: Optional[Callable[[ModelSpec], Any]] = None,
                   train_callback: Optional[Callable[[dict], Any]] = None) -> CellResult:
     """Train what is missing, sample the cell's images of `split`, score them; artifacts go to workdir."""
@@ -152,10 +150,6 @@ def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progres
                                    for region, kv in v.items() if kv is not None]})
             if b == 0:
                 frames = rec.frames
-            if report is not None:
-                so_far = pd.concat([r["df"] for r in records])
-                report(step0 + j, {"psnr": float(np.mean(so_far["psnr"])), "ssim": float(np.mean(so_far["ssim"])),
-                                   "n_images": int(len(so_far))})
             bar.update_to((j + 1) * T)
     finally:
         bar.close()

@@ -19,7 +19,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from strbench import config as cfgmod
 from strbench.config import Experiment
@@ -27,10 +27,12 @@ from strbench.errors import ConfigError
 from strbench.experiment import claims
 from strbench.experiment.cache import Resources, model_status
 from strbench.experiment.checks import preflight
-from strbench.experiment.evaluate import ReportFn, evaluate_cell
+from strbench.experiment.evaluate import evaluate_cell
 from strbench.experiment.plan import (Cell, CellConfig, ModelSpec, expand, experiment_hash, shard_cells,
                                       unique_models)
 from strbench.experiment.progress import SILENT, Progress
+
+ReportFn = Callable[[int, dict], None]  # evaluate(report=...): (training step, metrics) at each stage
 
 
 @dataclass
@@ -286,8 +288,8 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
              "mlflow_experiment": exp.experiment_name}
     if not todo:
         _tell_ranks(ranks, None)
-        if not summary.elsewhere and all(c.hash in done for c in all_cells):  # a process killed after the
-            tracker.close_parent(exp_hash)  # experiment's last cell left its parent run open
+        if all(c.hash in done for c in all_cells):  # a process killed after the experiment's last cell
+            tracker.close_parent(exp_hash)  # left its parent run open
         progress.event("nothing_to_do", **where)
         summary.seconds = time.time() - t_start
         return summary
@@ -607,4 +609,7 @@ def _evaluate_configs(configs: list, res, split: str, progress: Progress) -> dic
 
 
 def tracking_is_local(uri: str) -> bool:
-    return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
+    """A local store (sqlite, file), browsed with `mlflow ui --backend-store-uri` (strbench.tracking.is_local)."""
+    from strbench.tracking import is_local
+
+    return is_local(uri)
