@@ -276,7 +276,8 @@ def make_objective(spec: TuneSpec, evaluator: Evaluator, on_trial: Callable[[dic
     def objective(trial) -> float | list[float]:
         overlay = sample_overlay(trial, spec)
         trial.set_user_attr(OVERLAY_ATTR, overlay)
-        curve: list[tuple[int, dict]] = []  # (training step, metrics): intermediate values, then the final one
+        curve: list[tuple[int, dict]] = []  # (training step, metrics) of the intermediate values; the final
+        # value goes to MLflow at record["step"] (StudyRuns.log_trial)
 
         def report(step: int, metrics: dict) -> None:
             curve.append((int(step), dict(metrics)))
@@ -308,7 +309,6 @@ def make_objective(spec: TuneSpec, evaluator: Evaluator, on_trial: Callable[[dic
             record.update(state="COMPLETE", values=values, metrics=_numeric(metrics), step=step)
             if single and (last is None or step > last):  # the curve ends at the final value (not pruned there)
                 trial.report(values[0], step)
-            curve.append((step, record["metrics"]))
             trial.set_user_attr(METRICS_ATTR, record["metrics"])
             return values[0] if single else values
         finally:
