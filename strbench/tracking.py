@@ -22,19 +22,12 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
+from strbench.contract import (CELL_HASH_TAG, CELLS_TAG, CLAIM_TAG, DEFAULT_ARTIFACTS, DEFAULT_URI,  # noqa: F401
+                               ERROR_TAG, EXPERIMENT_HASH_TAG, HEARTBEAT_TAG, HOST_TAG, LAST_INVOKED_TAG,
+                               MODEL_HASH_TAG, MODEL_ROLE_TAG, PID_TAG, ROLE_TAG)
 from strbench.errors import DataError
 
-DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_TRACKING_URI = DEFAULT_URI
-DEFAULT_ARTIFACTS = "./mlartifacts"
-ROLE_TAG = "strbench.role"
-CELL_HASH_TAG = "strbench.cell_hash"
-EXPERIMENT_HASH_TAG = "strbench.experiment_hash"
-CELLS_TAG = "strbench.cells"  # short hashes of the parent's cells, comma-joined
-LAST_INVOKED_TAG = "strbench.last_invoked"
-HOST_TAG, PID_TAG, ERROR_TAG = "strbench.host", "strbench.pid", "strbench.error"  # host, pid: for people only
-HEARTBEAT_TAG, CLAIM_TAG = "strbench.heartbeat", "strbench.claim"  # ms of the last beat; the claim's token
-MODEL_HASH_TAG, MODEL_ROLE_TAG = "strbench.model_hash", "strbench.model_role"  # on training runs
 TRAINING_RUN_TAG = "strbench.training_run"  # on cell runs: strbench.training_run.<role> = run id
 STORE_LOCK_TIMEOUT_S = 600.0  # creating a sqlite store runs MLflow's migrations (seconds)
 SHORT = 12  # characters of a cell hash kept in the parent's cell list

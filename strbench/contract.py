@@ -1,0 +1,95 @@
+"""The tracking contract: every name strbench writes to MLflow and reads back, declared once.
+
+The writer (:mod:`strbench.tracking`, the experiment runner, tuning) and every reader (reports, selection,
+``strbench ls``, rescore) use these names; none spells a tag as a string of its own. Pure: no mlflow import.
+
+Layout: one MLflow experiment per strbench experiment name, tagged ``mlflow.experimentKind`` =
+``custom_model_development`` (MLflow 3's UI then opens it in its model-training view); runs carry
+``strbench.role`` = one of :class:`Kind`: the experiment's parent run, one nested run per cell, one per model
+training, one per tuning study and one per trial.
+"""
+from __future__ import annotations
+
+DEFAULT_URI = "sqlite:///mlflow.db"  # the store when the YAML's `tracking.uri` is not set
+DEFAULT_ARTIFACTS = "./mlartifacts"  # artifact root of new experiments in a local store
+
+PREFIX = "strbench."
+COLUMN = "tags."  # prefix of tag columns in mlflow.search_runs(output_format="pandas")
+METRIC_COLUMN = "metrics."
+PARAM_COLUMN = "params."
+
+# MLflow's own names that strbench sets
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # MLflow 3.x UI: the model-training view, not GenAI
+PARENT_RUN_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+
+
+class Kind:
+    """Values of ROLE_TAG: what a run is."""
+
+    EXPERIMENT = "experiment"  # parent of one resolved experiment's cells
+    CELL = "cell"
+    TRAINING = "training"
+    STUDY = "study"
+    TRIAL = "trial"
+
+
+def tag(name: str) -> str:
+    """The full tag name of strbench's `name` (``strbench.<name>``)."""
+    return PREFIX + name
+
+
+def column(tag_name: str) -> str:
+    """The pandas column of a tag in ``mlflow.search_runs`` output."""
+    return COLUMN + tag_name
+
+
+# every run
+ROLE_TAG = tag("role")
+HOST_TAG, PID_TAG, ERROR_TAG = tag("host"), tag("pid"), tag("error")  # host, pid: for people only
+HEARTBEAT_TAG, CLAIM_TAG = tag("heartbeat"), tag("claim")  # ms of the last beat; the claim's token
+VERSION_TAG, GIT_COMMIT_TAG = tag("version"), tag("git_commit")
+
+# parent (experiment) runs
+EXPERIMENT_TAG = tag("experiment")
+EXPERIMENT_HASH_TAG = tag("experiment_hash")
+CELLS_TAG = tag("cells")  # short hashes of the parent's cells, comma-joined
+LAST_INVOKED_TAG = tag("last_invoked")
+PROFILE_TAG = tag("profile")
+CONFIG_PATH_TAG = tag("config_path")
+N_CELLS_TAG = tag("n_cells")
+
+# cell runs
+CELL_HASH_TAG = tag("cell_hash")
+CELL_INDEX_TAG = tag("cell_index")
+CASE_TAG, METHOD_TAG, VARIANT_TAG = tag("case"), tag("method"), tag("variant")
+DATASET_TAG, SIZE_TAG, SPLIT_TAG, SEED_TAG = tag("dataset"), tag("size"), tag("split"), tag("seed")
+MASK_SET_TAG, MASK_BIN_TAG = tag("mask_set"), tag("mask_bin")
+MASK_LO_TAG, MASK_HI_TAG = tag("mask_lo"), tag("mask_hi")
+METRIC_PROTOCOL_TAG = tag("metric_protocol")
+MODEL_PREFIX = tag("model.")  # strbench.model.<role> = model hash
+PRETRAINED_PREFIX = tag("pretrained.")  # strbench.pretrained.<role> = source (+ sha256)
+AXIS_PREFIX = tag("axis.")  # strbench.axis.<key> = swept value
+TRAINING_RUN_PREFIX = tag("training_run.")  # strbench.training_run.<role> = run id of the model's training
+
+# training runs
+MODEL_HASH_TAG, MODEL_ROLE_TAG = tag("model_hash"), tag("model_role")
+TRAINED_FOR_TAG, TRAINED_FOR_CELL_TAG = tag("trained_for"), tag("trained_for_cell")
+TRAINED_PREFIX = tag("trained.")  # on the cell that trained it: strbench.trained.<role> = model hash
+RESUMED_AT_TAG = tag("resumed_at")
+
+# studies and trials (strbench tune)
+STUDY_TAG, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG = tag("study"), tag("trial_number"), tag("trial_state")
+RETRY_OF_TAG = tag("retry_of")
+STORAGE_TAG, BASE_TAG = tag("storage"), tag("base")
+
+
+def missing_tag(metric: str) -> str:
+    """Why a metric of a cell could not be computed (e.g. ``strbench.fid_missing``)."""
+    return tag(f"{metric}_missing")
+
+
+def protocol_tag(metric: str) -> str:
+    """The recorded protocol of one metric (e.g. ``strbench.fid_protocol``)."""
+    return tag(f"{metric}_protocol")
