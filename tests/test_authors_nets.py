@@ -13,7 +13,8 @@ from strbench.nets import AUTHORS_PRESETS, build_net, count_params, net_kwargs
 from strbench.nets.authors import fir_downsample, minibatch_stddev
 from strbench.nets.pretrained import load_pretrained
 from strbench.train import TrainConfig, Trainer
-from test_runner import one_thread  # noqa: F401 (autouse fixture: single-threaded tiny nets)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: single-threaded tiny nets
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "authors_nets"  # from shared/reference/authors-nets (extract.py)
 

@@ -20,7 +20,8 @@ import yaml
 from PIL import Image
 
 from strbench import cli
-from test_runner import one_thread  # noqa: F401 (autouse fixture: single-threaded torch)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: single-threaded tiny nets
 
 SIZE = 16
 
@@ -301,7 +302,7 @@ def _(root, mp):
 
 
 def _other_mlflow_version(db: Path) -> None:
-    from test_runner import migrated_db
+    from helpers import migrated_db
 
     migrated_db(db.parent)
     con = sqlite3.connect(db)

@@ -16,7 +16,9 @@ import yaml
 from strbench import tracking
 from strbench.errors import ConfigError
 from strbench.experiment import claims
-from test_runner import migrated_db, one_thread, runs, tiny  # noqa: F401 (one_thread: autouse fixture)
+from helpers import migrated_db, runs, tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: single-threaded tiny nets
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,8 @@ no --profile (its default_profile) and with each key of its `profiles:`:
 - the plan is today's (PLANS below): cell and model counts, and where no fixture path enters the config,
   a digest of the dry run's tables (every model and cell hash and label), so a refactor that would plan
   different cells, or hash them differently (a resumed sweep would not find its finished cells), fails;
-- no YAML mapping in the folder repeats a key (yaml.safe_load silently keeps the last one).
+- no YAML mapping in the folder repeats a key (strbench.config.read_yaml refuses one; yaml.safe_load would
+  silently keep the last).
 
 Profiles that need a real dataset (``dataset.root: null``) or a mask folder (``masks.path: null``) get
 ``--set dataset.root=...`` / ``--set masks.path=...`` pointing at small fixture folders built here in
@@ -31,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from strbench import cli
-from strbench.config import load_experiment
+from strbench.config import load_experiment, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT_DIR = ROOT / "experiments"
@@ -48,7 +48,7 @@ def _is_tune_config(data: dict) -> bool:
 
 
 def _read(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())
+    return read_yaml(path)
 
 
 EXPERIMENTS = [p for p in ALL_YAML if not _is_tune_config(_read(p))]
@@ -167,24 +167,11 @@ def _assert_nothing_created(cwd: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load keeps the last of two equal keys silently; this loader refuses them."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 @pytest.mark.parametrize("path", ALL_YAML, ids=[p.stem for p in ALL_YAML])
 def test_no_duplicate_keys(path):
     """A key given twice in one mapping would silently lose its first value (e.g. two `sample:` lines
-    in a profile); none of the shipped files has one."""
-    yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    in a profile); none of the shipped files has one. strbench's own reader refuses such a file."""
+    read_yaml(path)
 
 
 def test_experiments_folder_is_globbed():

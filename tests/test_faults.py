@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from test_runner import migrated_db
+from helpers import migrated_db
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOK = Path(__file__).resolve().parent / "fault_hook"

@@ -33,7 +33,6 @@ def test_slurm_options_without_the_slurm_launcher_are_refused(tmp_path, monkeypa
 
 @pytest.mark.slow
 def test_submitit_local_runs_two_cell_groups_into_one_store(tmp_path, monkeypatch):
-    pytest.importorskip("submitit")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
     cfg = {"name": "jobs", "dataset": {"type": "builtin", "size": 16}, "masks": {"bins": [[0.1, 0.3], [0.3, 0.5]],

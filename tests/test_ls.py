@@ -18,7 +18,7 @@ import yaml
 from strbench import cli, listing, tracking
 from strbench import config as C
 from strbench import experiment
-from test_runner import migrated_db, tiny
+from helpers import migrated_db, tiny
 
 ERROR = "RuntimeError: the structure net diverged at step 3 " + "x" * 300
 

@@ -11,7 +11,9 @@ import mlflow
 import yaml
 
 from strbench import cli
-from test_runner import migrated_db, one_thread, runs, tiny  # noqa: F401 (one_thread: autouse fixture)  # the shared tiny config (16 px, T = 5, 4 training steps)
+from helpers import migrated_db, runs, tiny  # the shared tiny config (16 px, T = 5, 4 training steps)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: single-threaded tiny nets
 
 CELL_TAGS = ("strbench.cell_hash", "strbench.method", "strbench.case", "strbench.variant", "strbench.dataset",
              "strbench.mask_set", "strbench.mask_bin", "strbench.mask_lo", "strbench.mask_hi", "strbench.seed")

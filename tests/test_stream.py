@@ -15,7 +15,8 @@ from strbench import stream
 from strbench.data import ImageFolderDataset
 from strbench.errors import ConfigError, DataError
 from strbench.train import TrainConfig, Trainer, train_model
-from test_runner import one_thread  # noqa: F401 (autouse fixture: single-threaded tiny nets)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: single-threaded tiny nets
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ddp_worker import ddp_config, ddp_data  # noqa: E402

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from strbench import tracking
-from test_runner import migrated_db
+from helpers import migrated_db
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from strbench.checkpoint import load_checkpoint
 from strbench.errors import CheckpointError, ConfigError, TrainingDiverged
 from strbench.hashing import config_hash
 from strbench.train import TrainConfig, Trainer, train_model, load_model
-from test_runner import one_thread  # noqa: F401 (autouse fixture: single-threaded tiny nets)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: single-threaded tiny nets
 
 SIZE = 32
 

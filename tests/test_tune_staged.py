@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-optuna = pytest.importorskip("optuna")
-from optuna.trial import TrialState  # noqa: E402
+import optuna
+from optuna.trial import TrialState
 
 from strbench import config as C  # noqa: E402
 from strbench import experiment, tune  # noqa: E402
@@ -21,9 +21,11 @@ from strbench.errors import ConfigError  # noqa: E402
 from strbench.train import TrainConfig, train_model  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_runner import one_thread, tiny  # noqa: E402,F401 (autouse fixture: single-threaded tiny nets)
+from helpers import tiny  # noqa: E402
 from test_train import _data  # noqa: E402
 from tune_fake_worker import fake_evaluator  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: single-threaded tiny nets
 
 
 def _same_weights(a: dict, b: dict) -> bool:
