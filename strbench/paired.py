@@ -6,7 +6,8 @@ the difference of a per-image metric (per_image.csv) between the two methods. Th
 no mlflow): it takes per-image frames and returns DataFrames.
 
 - `paired_test(d)`: mean of the differences, a 95% bootstrap interval of that mean (strbench.intervals:
-  `scipy.stats.bootstrap`, BCa, seeded, as every interval strbench reports) and the two-sided Wilcoxon signed-rank p-value (`scipy.stats.wilcoxon`); all-zero
+  `scipy.stats.bootstrap`, BCa, seeded, as every interval strbench reports) and the two-sided Wilcoxon
+  signed-rank p-value (`scipy.stats.wilcoxon`); all-zero
   differences give p = n/a with the reason.
 - `paired_table(long, order)`: every pair of rows (methods/settings) on every column, and pooled over columns.
 - `check_claims(...)`: the paper's claims, each "holds" / "not shown" / "reversed" from its paired interval,

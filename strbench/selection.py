@@ -7,8 +7,8 @@ setting, test masks, schedule, or other trained models) are told apart by their 
 configuration gets its own row label (`RePaint* [jump_n_sample=5]`) and a warning names the differences;
 designed differences (structure variant, ablation, swept axes) get labels but no warning.
 
-Inputs are `tracking.search_experiment_runs` frames (mlflow.search_runs layout); `strbench.report` prints
-`Selection.lines()` with every output.
+Inputs are `tracking.search_experiment_runs` frames (mlflow.search_runs layout, column names from
+strbench.contract); every report shows `Selection.lines()`.
 """
 from __future__ import annotations
 

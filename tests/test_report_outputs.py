@@ -265,6 +265,37 @@ def test_cli_report_flags(monkeypatch, capsys):
     assert "--run nope: no parent run" in capsys.readouterr().err
 
 
+def test_cli_report_reads_the_yamls_tracking_settings(monkeypatch, tmp_path, capsys):
+    """`strbench report X.yaml`: the YAML's tracking.uri and MLflow experiment (tracking.experiment, else its
+    name), read by config.load_experiment; --tracking-uri and --experiment still win."""
+    import yaml
+
+    cells, parents, arts = F.quickstart_then_adhoc()
+    fake = FakeTracking({"quickstart": cells, "renamed": cells}, arts, {"quickstart": parents, "renamed": parents})
+    seen = []
+    monkeypatch.setattr(L, "_tracking", lambda: fake)
+    real = L.load_selection
+    monkeypatch.setattr(L, "load_selection", lambda uri, name, **kw: seen.append((uri, name)) or real(uri, name, **kw))
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    d = yaml.safe_load((root / "quickstart.yaml").read_text())
+    d["tracking"] = {**d.get("tracking", {}), "uri": URI}
+    path = tmp_path / "q.yaml"
+    path.write_text(yaml.safe_dump(d))
+    assert cli.main(["report", str(path), "--table", "1", "--format", "csv"]) == 0
+    assert seen == [(URI, "quickstart")] and "quickstart" in capsys.readouterr().err
+    d["tracking"]["experiment"] = "renamed"
+    path.write_text(yaml.safe_dump(d))
+    seen.clear()
+    assert cli.main(["report", str(path), "--table", "1", "--tracking-uri", "http://other.invalid"]) == 0
+    assert seen == [("http://other.invalid", "renamed")]
+    seen.clear()
+    assert cli.main(["report", str(path), "--table", "2", "--experiment", "quickstart", "--format", "csv"]) == 0
+    assert seen == [(URI, "quickstart")]
+    from strbench.contract import DEFAULT_URI
+
+    assert R.resolve_source() == (DEFAULT_URI, None)
+
+
 # ----------------------------------------------------------------------------------------------- nfe_frontier.yaml
 def test_nfe_frontier_reuses_the_quickstarts_models_and_sweeps_budgets():
     from strbench import config as C

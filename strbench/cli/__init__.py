@@ -9,12 +9,11 @@ from strbench.errors import StrbenchError
 
 def build_parser() -> argparse.ArgumentParser:
     from strbench import __version__
+    from strbench.cli import bench, ls, report, run, schedule, tune
 
     parser = argparse.ArgumentParser(prog="strbench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"strbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    from strbench.cli import bench, ls, report, run, schedule, tune
-
     for add in (run.add_run, run.add_validate, ls.add_ls, report.add_report, bench.add_rescore, tune.add_tune,
                 schedule.add_schedule, bench.add_bench):
         add(sub)
@@ -40,6 +39,3 @@ def main(argv: list[str] | None = None) -> int:
         print("strbench: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from strbench.cli.console import fmt
+from strbench.contract import DEFAULT_URI
 
 
 def add_bench(sub):
@@ -25,7 +26,7 @@ def _cmd_bench(a) -> int:
 def add_rescore(sub):
     p = sub.add_parser("rescore", help="compute metrics again from the saved outputs of finished cells (no sampling)")
     p.add_argument("--experiment", required=True, help="MLflow experiment name")
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    p.add_argument("--tracking-uri", default=DEFAULT_URI)
     p.add_argument("--run", default=None, help="one cell run id (default: every finished cell run)")
     p.add_argument("--cache-dir", default=".strbench", help="where the run's generated mask sets are (cache_dir)")
     p.add_argument("--protocol", default=None, help="PSNR/SSIM protocol (default: the run's own)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from strbench.cli.console import fmt
+from strbench.contract import DEFAULT_URI
 
 
 def add_ls(sub):
@@ -15,7 +16,7 @@ def add_ls(sub):
     p.add_argument("target", nargs="?", default=None, metavar="EXPERIMENT|YAML",
                    help="an MLflow experiment name, or an experiment YAML")
     p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: the YAML's tracking.uri, else sqlite:///mlflow.db)")
+                   help=f"MLflow tracking URI (default: the YAML's tracking.uri, else {DEFAULT_URI})")
     p.add_argument("--profile", default=None, help="with a YAML: the profile to plan (e.g. cpu, paper)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="with a YAML: override a key")
     p.add_argument("--set-from", default=None, metavar="YAML", help="with a YAML: apply an overlay file")

@@ -23,7 +23,8 @@ def add_report(sub):
     g.add_argument("--html", default=None, metavar="DIR", help="write a self-contained DIR/index.html report")
     p.add_argument("--paired", action="store_true", help="with --table: paired comparisons of its measured rows "
                                                          "(bootstrap interval, Wilcoxon p) instead of the table")
-    p.add_argument("--experiment", default=None, help="MLflow experiment name (default: the YAML's, else the table's experiment)")
+    p.add_argument("--experiment", default=None,
+                   help="MLflow experiment name (default: the YAML's, else the table's experiment)")
     p.add_argument("--run", default=None, metavar="PARENT_ID", help="only the cells of this parent run (id or prefix)")
     p.add_argument("--profile", default=None, help="only the cells of parent runs of this profile (e.g. cpu)")
     p.add_argument("--since", default=None, metavar="DATE", help="only cell runs started at/after DATE "

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 import yaml
 
 from strbench import atomic
 from strbench.errors import ConfigError
-from strbench.sde import SDE, make_sde
+
+if TYPE_CHECKING:
+    from strbench.sde import SDE
 
 
 def parse_params(items: list[str], flag: str = "--param") -> dict:
@@ -23,6 +26,8 @@ def parse_params(items: list[str], flag: str = "--param") -> dict:
 
 
 def build(T: int, kind: str, lam: float, eps: float, params: dict) -> SDE:
+    from strbench.sde import make_sde  # torch: only when the command runs
+
     try:
         return make_sde(T=T, kind=kind, lam=lam, eps=eps, **params)
     except ValueError as e:

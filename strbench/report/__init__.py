@@ -27,7 +27,7 @@ from strbench.report.figures import figure8, figure_frontier, save_figure
 from strbench.report.latex import fit_latex, latex_escape
 from strbench.report.load import (TableReport, claims_report, frontier_report, load_kl_trajectories, load_per_image,
                                   load_selection, resolve_source, table_report)
-from strbench.report.outputs import FORMATS, Output, report
+from strbench.report.outputs import Output, report
 from strbench.report.reference import (CASE_ORDER, FIGURE8_EXPERIMENT, FRONTIER_EXPERIMENT, METRICS, TABLES,
                                        VARIANT_ORDER, MetricSpec, TableSpec, load_reference)
 from strbench.report.render import (CSV_FLOAT, PAIRED_CSV_COLUMNS, RENDERERS, claims_latex, claims_markdown,
@@ -36,7 +36,7 @@ from strbench.report.render import (CSV_FLOAT, PAIRED_CSV_COLUMNS, RENDERERS, cl
 from strbench.report.tables import NA, Cell, TextTable
 from strbench.selection import Selection, SelectionError, select_runs
 
-__all__ = ["CASE_ORDER", "CSV_FLOAT", "DETAIL_COLUMNS", "FIGURE8_EXPERIMENT", "FORMATS", "FRONTIER_COLUMNS",
+__all__ = ["CASE_ORDER", "CSV_FLOAT", "DETAIL_COLUMNS", "FIGURE8_EXPERIMENT", "FRONTIER_COLUMNS",
            "FRONTIER_EXPERIMENT", "METRICS", "MISSING", "NA", "PAIRED_CSV_COLUMNS", "RENDERERS", "TABLES",
            "TIDY_COLUMNS", "VARIANT_ORDER", "Cell", "MetricSpec", "Output", "ReportTable", "Row", "Selection",
            "SelectionError", "TableReport", "TableSpec", "TextTable", "build_table", "claims_latex",

@@ -2,13 +2,17 @@
 the paper's rows, the paired comparisons, the paper's claims, Fig. 8, the quality-against-compute frontier and
 sample grids. Images are inlined as base64 PNG; the page loads nothing (no external CSS, JS, fonts or links).
 
+Tables are rendered by strbench.report.render.html_table (pandas' Styler) from the same TextTables as the
+Markdown and LaTeX; notes keep their `code` and **bold** marks (md_inline).
+
 Sections (element ids, stable for tests and links): `selection`, `table1`, `table2`, `table3`, `paired`,
 `claims`, `fig8`, `frontier`, `samples`. A section whose runs do not exist says which command makes them.
 
 Sample grids: each cell run logs the tile grid `samples_tiles.png` (rows: images; columns: masked input,
-structure, output, ground truth; `samples.png` of runs before it was labelled). When the cells of one table column show the same images (their input and ground-truth tiles
-are identical), they are merged into one labelled grid: input, structure, each method, ground truth;
-otherwise each cell's own grid is shown with a caption naming its columns.
+structure, output, ground truth; `samples.png` of runs before it was labelled). When the cells of one table
+column show the same images (their input and ground-truth tiles are identical), they are merged into one
+labelled grid: input, structure, each method, ground truth; otherwise each cell's own grid is shown with a
+caption naming its columns.
 """
 from __future__ import annotations
 

@@ -12,8 +12,6 @@ from strbench.report import figures, load, render
 from strbench.report.build import describe_data
 from strbench.report.reference import FIGURE8_EXPERIMENT, TABLES
 
-FORMATS = tuple(render.RENDERERS)
-
 
 @dataclass
 class Output:

@@ -85,7 +85,8 @@ def _best(rt: ReportTable) -> dict[tuple[str, str], float]:
     out = {}
     for m in METRICS:
         for c in rt.columns:
-            vals = [r.values[(m.key, c)] for r in rt.rows if r.source == "measured" and r.values.get((m.key, c)) is not None]
+            vals = [r.values[(m.key, c)] for r in rt.rows
+                    if r.source == "measured" and r.values.get((m.key, c)) is not None]
             if vals:
                 out[(m.key, c)] = max(vals) if m.higher_is_better else min(vals)
     return out
