@@ -39,8 +39,12 @@ def mean_interval(values: Sequence[float], *, n_resamples: int = 1000, confidenc
     return Interval(math.nan, math.nan, "no finite bootstrap interval")
 
 
+BATCH_VALUES = 2**22  # values per resampling batch (32 MB of float64); batching does not change the draws
+
+
 def _bootstrap(v: np.ndarray, method: str, n_resamples: int, confidence: float, seed: int):
     from scipy import stats
 
+    # batch: BCa's jackknife would otherwise hold n x (n - 1) values at once (800 MB for 10,000 images)
     return stats.bootstrap((v,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method=method,
-                           vectorized=True, rng=np.random.default_rng(seed))
+                           vectorized=True, batch=max(1, BATCH_VALUES // v.size), rng=np.random.default_rng(seed))
