@@ -142,7 +142,8 @@ def _runs_for_table(spec: TableSpec, experiment: str | None, uri: str, select: d
         return sel, notes
     tried = " nor ".join(f"'{n}'" for n in names)
     hint = f"`{run_hint(experiment or spec.experiment)}`"
-    extra = " (CPU-sized: `strbench run experiments/quickstart.yaml`)" if "quickstart" in names else ""
+    extra = " (CPU-sized: `strbench run experiments/quickstart.yaml`)" \
+        if "quickstart" in names and names[0] != "quickstart" else ""
     narrowed = " matching the selection" if select and any(v is not None for v in select.values()) else ""
     raise StrbenchError(f"no finished cell runs{narrowed} in MLflow experiment {tried} at {uri}; make them with "
                         f"{hint}{extra}, or pick another with --experiment")
