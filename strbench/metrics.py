@@ -7,7 +7,7 @@
   missing weights give value None and a one-line reason, never a number.
 - KL (Fig. 8): divergence between pixel-value histograms of a denoised state and of the ground truth, in the
   masked (hole) and the unmasked region.
-- `bootstrap_ci`: percentile bootstrap of the mean over images.
+- `bootstrap_ci`: BCa bootstrap interval of the mean over images (strbench.intervals, scipy).
 """
 from __future__ import annotations
 
@@ -121,16 +121,13 @@ def image_metrics(pred: torch.Tensor, gt: torch.Tensor, known: torch.Tensor, pro
 
 def bootstrap_ci(values: Sequence[float], n: int = 1000, alpha: float = 0.05, seed: int = 0
                  ) -> tuple[float, float]:
-    """Percentile bootstrap (1 - alpha) interval of the mean; non-finite values are dropped; fewer than 2
-    values -> (nan, nan)."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size < 2:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n, v.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return (float(lo), float(hi))
+    """The (1 - alpha) interval of the mean over images: strbench.intervals.mean_interval (scipy's BCa
+    bootstrap with `n` resamples, seeded, as every interval strbench reports); non-finite values are dropped;
+    fewer than 2 values -> (nan, nan)."""
+    from strbench.intervals import mean_interval
+
+    iv = mean_interval(values, n_resamples=n, confidence=1 - alpha, seed=seed)
+    return (iv.low, iv.high)
 
 
 # ----------------------------------------------------------------------------------------------- FID / KID

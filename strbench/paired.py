@@ -5,8 +5,9 @@ bin, same image id), so the comparison of two methods is paired: the unit is one
 the difference of a per-image metric (per_image.csv) between the two methods. This module is pure (no I/O,
 no mlflow): it takes per-image frames and returns DataFrames.
 
-- `paired_test(d)`: mean of the differences, a 95% bootstrap interval of that mean (`scipy.stats.bootstrap`,
-  BCa, seeded) and the two-sided Wilcoxon signed-rank p-value (`scipy.stats.wilcoxon`); all-zero
+- `paired_test(d)`: mean of the differences, a 95% bootstrap interval of that mean (strbench.intervals:
+  `scipy.stats.bootstrap`, BCa, seeded, as every interval strbench reports) and the two-sided Wilcoxon
+  signed-rank p-value (`scipy.stats.wilcoxon`); all-zero
   differences give p = n/a with the reason.
 - `paired_table(long, order)`: every pair of rows (methods/settings) on every column, and pooled over columns.
 - `check_claims(...)`: the paper's claims, each "holds" / "not shown" / "reversed" from its paired interval,
@@ -22,6 +23,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from strbench import contract as K
+from strbench.intervals import mean_interval
 
 POOLED = "all"  # the column label of a comparison pooled over every column both rows have
 PAIR_COLUMNS = ["a", "b", "column", "metric", "n", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p_wilcoxon",
@@ -51,23 +55,9 @@ def paired_test(d: Sequence[float], *, n_resamples: int = 2000, confidence: floa
     mean = float(d.mean())
     if n == 1:
         return PairedResult(1, mean, None, None, None, "one pair: no interval or test")
-    notes = []
-    if np.all(d == d[0]):  # a degenerate sample: every resample has the same mean
-        lo = hi = mean
-        notes.append("all differences equal: the interval is a point")
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # DegenerateDataWarning for tiny samples is handled below
-            res = stats.bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                                  method="BCa", vectorized=True, rng=np.random.default_rng(seed))
-        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                res = stats.bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                                      method="percentile", vectorized=True, rng=np.random.default_rng(seed))
-            lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-            notes.append("percentile interval (BCa undefined for this sample)")
+    iv = mean_interval(d, n_resamples=n_resamples, confidence=confidence, seed=seed, what="differences")
+    lo, hi = iv.low, iv.high
+    notes = [iv.note] if iv.note else []
     if np.all(d == 0):
         return PairedResult(n, mean, lo, hi, None, "p n/a: all differences are zero (identical outputs)")
     with warnings.catch_warnings():
@@ -88,7 +78,7 @@ def per_image_long(frames: Mapping[str, pd.DataFrame], runs: pd.DataFrame) -> pd
         f = f.copy()
         f["row"], f["column"], f["run_id"] = r["_row"], str(r["_col"]), r["run_id"]
         for k in ("mask_set", "mask_bin", "seed"):
-            v = r.get(f"tags.strbench.{k}")
+            v = r.get(K.column(K.tag(k)))
             f[k] = "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
         parts.append(f)
     if not parts:
@@ -204,14 +194,14 @@ def claims_from_pairs(claims: Sequence[Claim], pairs: pd.DataFrame, rows: Sequen
         worse = [r for r in rows if _base(r) == c.worse]
         absent = [x for x, got in ((c.better, better), (c.worse, worse)) if not got]
         if absent:
-            out.append(_missing(c, experiment, f"case(s) {', '.join(absent)} not in experiment `{experiment}`; "
+            out.append(missing_claim(c, experiment, f"case(s) {', '.join(absent)} not in experiment `{experiment}`; "
                                                f"run `{hint}`"))
             continue
         for bl, wl in itertools.product(better, worse):
             sel = pairs[(pairs["metric"] == c.metric) & (((pairs["a"] == bl) & (pairs["b"] == wl))
                                                          | ((pairs["a"] == wl) & (pairs["b"] == bl)))]
             if sel.empty:
-                out.append(_missing(c, experiment, f"no image-mask pairs scored by both {bl} and {wl} "
+                out.append(missing_claim(c, experiment, f"no image-mask pairs scored by both {bl} and {wl} "
                                                    f"(per_image.csv missing?); run `{hint}`", bl, wl))
                 continue
             pooled = sel[sel["column"] == POOLED]
@@ -239,12 +229,12 @@ def claims_from_kl(claims: Sequence[Claim], kl: pd.DataFrame | None, *, experime
         part = None if kl is None else kl[kl["region"] == region]
         if part is None or part.empty or c.better not in set(part["variant"]):
             what = "no kl_trajectory.csv" if part is None or part.empty else f"variant {c.better} not run"
-            out.append(_missing(c, experiment, f"{what} in experiment `{experiment}`; run `{hint}`"))
+            out.append(missing_claim(c, experiment, f"{what} in experiment `{experiment}`; run `{hint}`"))
             continue
         curve = part.groupby(["variant", "step"])["kl"].mean().unstack("variant")
         others = [v for v in curve.columns if v != c.better]
         if not others:
-            out.append(_missing(c, experiment, f"only {c.better} was run in `{experiment}`; run `{hint}`"))
+            out.append(missing_claim(c, experiment, f"only {c.better} was run in `{experiment}`; run `{hint}`"))
             continue
         for o in others:
             d = (curve[c.better] - curve[o]).dropna()
@@ -257,7 +247,7 @@ def claims_from_kl(claims: Sequence[Claim], kl: pd.DataFrame | None, *, experime
     return out
 
 
-def _missing(c: Claim, experiment: str, why: str, better: str | None = None, worse: str | None = None) -> dict:
+def missing_claim(c: Claim, experiment: str, why: str, better: str | None = None, worse: str | None = None) -> dict:
     return {"claim": c.key, "text": c.text, "experiment": experiment, "better": better or c.better,
             "worse": worse or c.worse, "metric": c.metric, "verdict": MISSING, "n": 0, "diff": None,
             "ci_low": None, "ci_high": None, "p_wilcoxon": None, "detail": f"runs needed are missing: {why}"}

@@ -7,8 +7,8 @@ setting, test masks, schedule, or other trained models) are told apart by their 
 configuration gets its own row label (`RePaint* [jump_n_sample=5]`) and a warning names the differences;
 designed differences (structure variant, ablation, swept axes) get labels but no warning.
 
-Inputs are `tracking.search_experiment_runs` frames (mlflow.search_runs layout); `strbench.report` prints
-`Selection.lines()` with every output.
+Inputs are `tracking.search_experiment_runs` frames (mlflow.search_runs layout, column names from
+strbench.contract); every report shows `Selection.lines()`.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from strbench import contract as K
 from strbench.errors import StrbenchError
 
-TAG = "tags.strbench."
-PAR = "params."
+PAR = K.PARAM_COLUMN
 SPLIT_TAGS = ("ablation", "variant")  # appended to a row label when they vary within one case
 # params that are not the cell's configuration: seeds (pooled as repeats), model hashes (seed-dependent),
 # what is measured (metrics.*), the experiment's list of bins/sets, bookkeeping
@@ -29,6 +29,7 @@ _NOT_CONFIG = ("case", "models.", "metrics.", "sample.batch", "device", "trackin
 _BOOKKEEPING = ("checkpoint_every", "log_every", "images_every")
 # experiment-level training settings, logged with every cell: they matter to a cell only through its models
 _MODEL_LEVEL = ("train.", "nets.", "structure.")
+MODEL_COLUMN = K.column(K.MODEL_PREFIX)  # tags.strbench.model.<role>
 MODELS = "models"  # pseudo-key: the cell's model hashes (tags strbench.model.<role>)
 
 
@@ -96,8 +97,8 @@ def select_runs(cells: pd.DataFrame, parents: pd.DataFrame | None = None, *, exp
     if cells is None or cells.empty:
         return Selection(experiment, pd.DataFrame(), _used(pd.DataFrame(), parents), filters)
     runs = cells[_col(cells, "status").fillna("FINISHED") == "FINISHED"].copy()
-    pid = _col(runs, "tags.mlflow.parentRunId").map(_str)
-    hashes = _col(runs, TAG + "cell_hash").map(_str)
+    pid = _col(runs, K.column(K.PARENT_RUN_TAG)).map(_str)
+    hashes = _col(runs, K.column(K.CELL_HASH_TAG)).map(_str)
     hashes = hashes.where(hashes != "", _col(runs, "run_id").map(_str))
     if run or profile:
         chosen = parents
@@ -105,22 +106,22 @@ def select_runs(cells: pd.DataFrame, parents: pd.DataFrame | None = None, *, exp
             chosen = parents[_col(parents, "run_id").map(_str).str.startswith(run)] if len(parents) else parents
             if len(chosen) != 1:
                 known = ", ".join(f"{r[:8]} ({_str(n)})" for r, n in zip(_col(parents, "run_id"),
-                                                                       _col(parents, "tags.mlflow.runName")))
+                                                                       _col(parents, K.column(K.RUN_NAME_TAG))))
                 what = "no" if len(chosen) == 0 else f"{len(chosen)}"
                 raise SelectionError(f"--run {run}: {what} parent run(s) of experiment `{experiment}` match; "
                                      f"its parent runs: {known or 'none'}")
             filters.append(f"parent run {run}")
         if profile:
-            prof = _col(chosen, TAG + "profile").map(_str)
+            prof = _col(chosen, K.column(K.PROFILE_TAG)).map(_str)
             if not (prof == profile).any():
-                have = sorted(set(_col(parents, TAG + "profile").map(_str)))
+                have = sorted(set(_col(parents, K.column(K.PROFILE_TAG)).map(_str)))
                 raise SelectionError(f"--profile {profile}: no parent run of experiment `{experiment}` has it "
                                      f"(profiles: {', '.join(p or '(none)' for p in have) or 'none'})")
             chosen = chosen[prof == profile]
             filters.append(f"profile {profile}")
         ids = set(_col(chosen, "run_id").map(_str))
         short = set()
-        for s in _col(chosen, TAG + "cells").map(_str):
+        for s in _col(chosen, K.column(K.CELLS_TAG)).map(_str):
             short |= {h for h in s.split(",") if h}
         keep = pid.isin(ids) | hashes.map(lambda h: h[:12] in short)
         runs, pid, hashes = runs[keep], pid[keep], hashes[keep]
@@ -145,7 +146,7 @@ def _used(runs: pd.DataFrame, parents: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     info = {}
     for _, p in parents.iterrows() if len(parents) else []:
-        info[_str(p.get("run_id"))] = (_str(p.get("tags.mlflow.runName")), _str(p.get(TAG + "profile")))
+        info[_str(p.get("run_id"))] = (_str(p.get(K.column(K.RUN_NAME_TAG))), _str(p.get(K.column(K.PROFILE_TAG))))
     start = _dates(_col(runs, "start_time"))
     recs = []
     for parent, idx in runs.groupby(runs["_parent"].map(_str)).groups.items():
@@ -180,10 +181,10 @@ def _param_keys(runs: pd.DataFrame, model_level: bool) -> list[str]:
 
 def models_of(runs: pd.DataFrame) -> pd.Series:
     """'role:hash8,...' of each run's models (tags strbench.model.<role>); '' without any."""
-    cols = sorted(c for c in runs.columns if c.startswith(TAG + "model."))
+    cols = sorted(c for c in runs.columns if c.startswith(MODEL_COLUMN))
     if not cols:
         return pd.Series("", index=runs.index)
-    return runs[cols].apply(lambda r: ",".join(f"{c[len(TAG) + 6:]}:{_str(v)[:8]}" for c, v in r.items() if _str(v)),
+    return runs[cols].apply(lambda r: ",".join(f"{c[len(MODEL_COLUMN):]}:{_str(v)[:8]}" for c, v in r.items() if _str(v)),
                             axis=1)
 
 
@@ -212,7 +213,7 @@ def differing(sub: pd.DataFrame) -> list[str]:
     test masks, schedule, ...) and, when runs of one seed use different models, the training params that
     differ (or MODELS when none of those was logged)."""
     out = [k for k in _param_keys(sub, False) if _param_text(sub[k]).nunique() > 1]
-    seeds = _col(sub, TAG + "seed").map(_str)
+    seeds = _col(sub, K.column(K.SEED_TAG)).map(_str)
     if (models_of(sub).groupby(seeds.to_numpy()).nunique() > 1).any():
         out += [k for k in _param_keys(sub, True) if _param_text(sub[k]).nunique() > 1] or [MODELS]
     seen, unique = set(), []
@@ -225,7 +226,7 @@ def differing(sub: pd.DataFrame) -> list[str]:
 
 
 def _case(runs: pd.DataFrame) -> pd.Series:
-    return _col(runs, TAG + "case").fillna(_col(runs, TAG + "method")).fillna("?").astype(str)
+    return _col(runs, K.column(K.CASE_TAG)).fillna(_col(runs, K.column(K.METHOD_TAG))).fillna("?").astype(str)
 
 
 def row_labels(runs: pd.DataFrame, cols: pd.Series) -> pd.Series:
@@ -237,7 +238,7 @@ def row_labels(runs: pd.DataFrame, cols: pd.Series) -> pd.Series:
         sel = case == c
         extra, used = [], set()
         for tag in SPLIT_TAGS:
-            vals = _col(runs, TAG + tag)[sel].map(_str)
+            vals = _col(runs, K.column(K.tag(tag)))[sel].map(_str)
             if vals.nunique() > 1:
                 extra.append(vals)
                 used.add(tag)
@@ -258,7 +259,7 @@ def _designed(runs: pd.DataFrame, key: str) -> bool:
     """A difference the experiment asked for: a structure variant / ablation (own row labels) or a swept key
     (tag strbench.axis.<key>)."""
     k = key[len(PAR):]
-    return k.split(".")[-1] in SPLIT_TAGS or f"{TAG}axis.{k}" in runs.columns
+    return k.split(".")[-1] in SPLIT_TAGS or K.column(K.AXIS_PREFIX + k) in runs.columns
 
 
 def mixed_configurations(runs: pd.DataFrame, cols: pd.Series, what: str = "") -> list[str]:
@@ -267,9 +268,9 @@ def mixed_configurations(runs: pd.DataFrame, cols: pd.Series, what: str = "") ->
     cannot be told apart and are pooled."""
     if runs.empty:
         return []
-    hashes = _col(runs, TAG + "cell_hash").map(_str)
+    hashes = _col(runs, K.column(K.CELL_HASH_TAG)).map(_str)
     hashes = hashes.where(hashes != "", _col(runs, "run_id").map(_str))
-    seeds = _col(runs, TAG + "seed").map(_str)
+    seeds = _col(runs, K.column(K.SEED_TAG)).map(_str)
     out = []
     for (c, col), idx in runs.groupby([_case(runs), cols]).groups.items():
         sub = runs.loc[idx]

@@ -12,6 +12,8 @@ from scipy import stats
 import report_fixtures as F
 from strbench import paired as P
 from strbench import report as R
+from strbench.cli.report import report_command
+from strbench.report import load as L
 from test_report import URI, FakeTracking
 
 
@@ -88,8 +90,8 @@ def test_fig8_claim_from_kl_curves():
 def test_claims_command_on_fake_runs(monkeypatch, capsys):
     cells, parents, arts = F.quickstart_then_adhoc()
     fake = FakeTracking({"quickstart": cells}, arts, {"quickstart": parents})
-    monkeypatch.setattr(R, "_tracking", lambda: fake)
-    assert R.report_command(None, None, None, URI, "csv", None, claims=True) == 0
+    monkeypatch.setattr(L, "_tracking", lambda: fake)
+    assert report_command(None, None, None, URI, "csv", None, claims=True) == 0
     out = capsys.readouterr()
     df = pd.read_csv(io.StringIO(out.out))
     assert list(df.columns) == P.CLAIM_COLUMNS
@@ -103,7 +105,7 @@ def test_claims_command_on_fake_runs(monkeypatch, capsys):
 
 def test_claims_latex(monkeypatch, capsys):
     cells, parents, arts = F.quickstart_then_adhoc()
-    monkeypatch.setattr(R, "_tracking", lambda: FakeTracking({"quickstart": cells}, arts, {"quickstart": parents}))
-    R.report_command(None, None, None, URI, "latex", None, claims=True)
+    monkeypatch.setattr(L, "_tracking", lambda: FakeTracking({"quickstart": cells}, arts, {"quickstart": parents}))
+    report_command(None, None, None, URI, "latex", None, claims=True)
     tex = capsys.readouterr().out
     assert tex.startswith("\\begin{table") and r"\resizebox" not in tex and "D \\textgreater{} C & missing" in tex

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from strbench import report as R
+from strbench.cli.report import report_command
+from strbench.report import load as L
 from strbench.errors import StrbenchError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -94,7 +96,7 @@ def fake(monkeypatch):
     runs = synthetic_table1_runs()
     per = synthetic_per_image(runs)
     f = FakeTracking({"quickstart": runs}, {(k, "per_image.csv"): v for k, v in per.items()})
-    monkeypatch.setattr(R, "_tracking", lambda: f)
+    monkeypatch.setattr(L, "_tracking", lambda: f)
     return f
 
 
@@ -184,7 +186,7 @@ def test_variants_within_a_case_get_their_own_rows():
 
 # ----------------------------------------------------------------------------------------------- command
 def test_table1_falls_back_to_quickstart_and_writes_out(fake, tmp_path, capsys):
-    assert R.report_command(1, None, None, URI, "markdown", str(tmp_path)) == 0
+    assert report_command(1, None, None, URI, "markdown", str(tmp_path)) == 0
     printed = capsys.readouterr().out
     assert fake.searched == ["table1_places2", "quickstart"]
     assert "| IR-SDE (measured)" in printed and "| StrDiffusion (paper)" in printed
@@ -200,7 +202,7 @@ def test_table1_falls_back_to_quickstart_and_writes_out(fake, tmp_path, capsys):
 def test_csv_is_one_tidy_table_that_read_csv_reads(fake, tmp_path, capsys):
     import io
 
-    R.report_command(1, None, "quickstart", URI, "csv", str(tmp_path))
+    report_command(1, None, "quickstart", URI, "csv", str(tmp_path))
     out = capsys.readouterr()
     printed = pd.read_csv(io.StringIO(out.out))
     saved = pd.read_csv(tmp_path / "table1_quickstart.csv")
@@ -225,7 +227,7 @@ def test_table2_without_hard_easy_mask_sets_shows_bins_and_says_so(fake, tmp_pat
     runs = fake.runs["quickstart"]
     runs["params.mask.lo"] = runs["tags.strbench.mask_bin"].str[:2]  # what real runs log: bins differ in params
     runs["params.mask.hi"] = runs["tags.strbench.mask_bin"].str[3:5]
-    assert R.report_command(2, None, "quickstart", URI, "markdown", str(tmp_path)) == 0
+    assert report_command(2, None, "quickstart", URI, "markdown", str(tmp_path)) == 0
     out = capsys.readouterr()
     rt = R.build_table(runs, 2, experiment="quickstart")
     assert rt.columns == ["hard", "easy", "10-20%", "30-40%"]
@@ -241,7 +243,7 @@ def test_table2_without_hard_easy_mask_sets_shows_bins_and_says_so(fake, tmp_pat
         assert "mask.lo" not in text
         assert "`masks.sets`" in text and "experiments/ablation_resampling.yaml" in text and "`irregular`" in text
     assert R.to_latex(rt).count("ablation\\_resampling.yaml") >= 1
-    R.report_command(2, None, "quickstart", URI, "csv", None)
+    report_command(2, None, "quickstart", URI, "csv", None)
     tidy = pd.read_csv(io.StringIO(capsys.readouterr().out))
     meas = tidy[tidy.source == "measured"]
     assert set(meas.mask_set) == {"irregular"} and set(meas.mask_bin) == {"10-20%", "30-40%"}
@@ -250,20 +252,20 @@ def test_table2_without_hard_easy_mask_sets_shows_bins_and_says_so(fake, tmp_pat
 
 def test_no_runs_says_which_command_makes_them(fake, tmp_path):
     with pytest.raises(StrbenchError, match=r"strbench run experiments/ablation_resampling.yaml"):
-        R.report_command(2, None, None, URI, "markdown", None)
+        report_command(2, None, None, URI, "markdown", None)
     fake.runs.clear()
     with pytest.raises(StrbenchError, match=r"table1_places2.*quickstart.*strbench run experiments/quickstart.yaml"):
-        R.report_command(1, None, None, URI, "markdown", None)
+        report_command(1, None, None, URI, "markdown", None)
 
 
 def test_missing_sqlite_store_is_not_created(monkeypatch, tmp_path):
     def boom():
         raise AssertionError("tracking must not be touched for a missing sqlite store")
 
-    monkeypatch.setattr(R, "_tracking", boom)
+    monkeypatch.setattr(L, "_tracking", boom)
     db = tmp_path / "mlflow.db"
     with pytest.raises(StrbenchError, match="no finished cell runs"):
-        R.report_command(3, None, None, f"sqlite:///{db}", "markdown", None)
+        report_command(3, None, None, f"sqlite:///{db}", "markdown", None)
     assert not db.exists()
 
 
@@ -304,12 +306,12 @@ def test_figure8_command_reads_kl_artifacts(monkeypatch, tmp_path, capsys):
     runs = pd.DataFrame([{"run_id": rid, "status": "FINISHED", "tags.strbench.variant": rid.split("-")[0]}
                          for rid in kl.run_id.unique()])
     arts = {(rid, "kl_trajectory.csv"): g.drop(columns=["variant", "run_id"]) for rid, g in kl.groupby("run_id")}
-    monkeypatch.setattr(R, "_tracking", lambda: FakeTracking({"structure_variants": runs}, arts))
-    assert R.report_command(None, 8, None, URI, "markdown", str(tmp_path)) == 0
+    monkeypatch.setattr(L, "_tracking", lambda: FakeTracking({"structure_variants": runs}, arts))
+    assert report_command(None, 8, None, URI, "markdown", str(tmp_path)) == 0
     assert (tmp_path / "fig8_kl.png").stat().st_size > 10_000 and (tmp_path / "fig8_kl.pdf").exists()
-    monkeypatch.setattr(R, "_tracking", lambda: FakeTracking({"structure_variants": runs}, {}))
+    monkeypatch.setattr(L, "_tracking", lambda: FakeTracking({"structure_variants": runs}, {}))
     with pytest.raises(StrbenchError, match="kl_trajectory.csv"):
-        R.report_command(None, 8, None, URI, "markdown", str(tmp_path))
+        report_command(None, 8, None, URI, "markdown", str(tmp_path))
 
 
 def test_figure8_leaves_out_runs_without_a_structure_variant(monkeypatch):
@@ -322,7 +324,7 @@ def test_figure8_leaves_out_runs_without_a_structure_variant(monkeypatch):
     arts = {(rid, "kl_trajectory.csv"): g.drop(columns=["variant", "run_id"]) for rid, g in kl.groupby("run_id")}
     arts[("floor-0", "kl_trajectory.csv")] = pd.DataFrame({"step": [0, 0], "t": [20, 20],
                                                            "region": ["masked", "unmasked"], "kl": [0.0, 0.0]})
-    monkeypatch.setattr(R, "_tracking", lambda: FakeTracking({"structure_variants": runs}, arts))
+    monkeypatch.setattr(L, "_tracking", lambda: FakeTracking({"structure_variants": runs}, arts))
     got = R.load_kl_trajectories(URI, "structure_variants")
     assert set(got["variant"]) == set(R.VARIANT_ORDER) and "floor-0" not in set(got["run_id"])
 
@@ -333,7 +335,7 @@ def test_logged_interval_is_used_and_per_image_fetched_only_when_needed(monkeypa
     arts = {(r, "per_image.csv"): pd.DataFrame({"psnr": [10.0, 30.0, 20.0], "ssim": [0.5, 0.7, 0.6]})
             for r in runs.run_id}
     fake = FakeTracking({}, arts)
-    monkeypatch.setattr(R, "_tracking", lambda: fake)
+    monkeypatch.setattr(L, "_tracking", lambda: fake)
     per, notes = R.load_per_image(URI, runs, "mask_set")
     assert list(per) == ["D-hard"] and notes == []  # the only run without a logged interval
     det = R.build_table(runs, 2, per_image=per).details.set_index(["method", "column"])

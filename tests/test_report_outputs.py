@@ -16,8 +16,12 @@ import pandas as pd
 import pytest
 
 import report_fixtures as F
-from strbench import cli, grids, report_html, texwidth
+from strbench import cli, grids
 from strbench import report as R
+from strbench.cli.report import report_command
+from strbench.report import html as report_html
+from strbench.report import load as L
+from strbench.report import texwidth
 from test_report import URI, FakeTracking, synthetic_table2_runs
 
 
@@ -160,8 +164,8 @@ def test_frontier_points_per_case_and_setting_over_common_bins(tmp_path):
 
 def test_frontier_command_writes_png_and_pdf(monkeypatch, tmp_path, capsys):
     fake = FakeTracking({"quickstart": frontier_runs()}, {})
-    monkeypatch.setattr(R, "_tracking", lambda: fake)
-    assert R.report_command(None, "frontier", None, URI, "markdown", str(tmp_path)) == 0
+    monkeypatch.setattr(L, "_tracking", lambda: fake)
+    assert report_command(None, "frontier", None, URI, "markdown", str(tmp_path)) == 0
     out = capsys.readouterr().out
     assert fake.searched == ["nfe_frontier", "quickstart"] and "| StrDiffusion [u_max=3]" in out
     assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "frontier.pdf").exists()
@@ -200,7 +204,7 @@ def html_report(monkeypatch, tmp_path):
                             for v in R.VARIANT_ORDER])
     arts.update(F.kl_frame({v: f"kl-{v}" for v in R.VARIANT_ORDER}))
     fake = FakeTracking({"quickstart": cells, "structure_variants": kl_runs}, arts, {"quickstart": parents})
-    monkeypatch.setattr(R, "_tracking", lambda: fake)
+    monkeypatch.setattr(L, "_tracking", lambda: fake)
     path = report_html.write_report(str(tmp_path / "out"), URI)
     return path
 
@@ -244,7 +248,7 @@ def test_merge_grids_needs_the_same_images():
 def test_cli_report_flags(monkeypatch, capsys):
     cells, parents, arts = F.quickstart_then_adhoc()
     fake = FakeTracking({"quickstart": cells}, arts, {"quickstart": parents})
-    monkeypatch.setattr(R, "_tracking", lambda: fake)
+    monkeypatch.setattr(L, "_tracking", lambda: fake)
     assert cli.main(["report", "--table", "1", "--experiment", "quickstart", "--tracking-uri", URI, "--format", "csv",
                      "--profile", "cpu"]) == 0
     out = capsys.readouterr()
@@ -259,6 +263,37 @@ def test_cli_report_flags(monkeypatch, capsys):
     assert "add --table" in capsys.readouterr().err
     assert cli.main(["report", "--table", "1", "--run", "nope", "--experiment", "quickstart", "--tracking-uri", URI]) == 2
     assert "--run nope: no parent run" in capsys.readouterr().err
+
+
+def test_cli_report_reads_the_yamls_tracking_settings(monkeypatch, tmp_path, capsys):
+    """`strbench report X.yaml`: the YAML's tracking.uri and MLflow experiment (tracking.experiment, else its
+    name), read by config.load_experiment; --tracking-uri and --experiment still win."""
+    import yaml
+
+    cells, parents, arts = F.quickstart_then_adhoc()
+    fake = FakeTracking({"quickstart": cells, "renamed": cells}, arts, {"quickstart": parents, "renamed": parents})
+    seen = []
+    monkeypatch.setattr(L, "_tracking", lambda: fake)
+    real = L.load_selection
+    monkeypatch.setattr(L, "load_selection", lambda uri, name, **kw: seen.append((uri, name)) or real(uri, name, **kw))
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    d = yaml.safe_load((root / "quickstart.yaml").read_text())
+    d["tracking"] = {**d.get("tracking", {}), "uri": URI}
+    path = tmp_path / "q.yaml"
+    path.write_text(yaml.safe_dump(d))
+    assert cli.main(["report", str(path), "--table", "1", "--format", "csv"]) == 0
+    assert seen == [(URI, "quickstart")] and "quickstart" in capsys.readouterr().err
+    d["tracking"]["experiment"] = "renamed"
+    path.write_text(yaml.safe_dump(d))
+    seen.clear()
+    assert cli.main(["report", str(path), "--table", "1", "--tracking-uri", "http://other.invalid"]) == 0
+    assert seen == [("http://other.invalid", "renamed")]
+    seen.clear()
+    assert cli.main(["report", str(path), "--table", "2", "--experiment", "quickstart", "--format", "csv"]) == 0
+    assert seen == [(URI, "quickstart")]
+    from strbench.contract import DEFAULT_URI
+
+    assert R.resolve_source() == (DEFAULT_URI, None)
 
 
 # ----------------------------------------------------------------------------------------------- nfe_frontier.yaml

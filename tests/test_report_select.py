@@ -9,6 +9,8 @@ import pytest
 
 import report_fixtures as F
 from strbench import report as R
+from strbench.cli.report import report_command
+from strbench.report import load as L
 from strbench.errors import StrbenchError
 from test_report import URI, FakeTracking
 
@@ -17,7 +19,7 @@ from test_report import URI, FakeTracking
 def adhoc(monkeypatch):
     cells, parents, arts = F.quickstart_then_adhoc()
     fake = FakeTracking({"quickstart": cells}, arts, {"quickstart": parents})
-    monkeypatch.setattr(R, "_tracking", lambda: fake)
+    monkeypatch.setattr(L, "_tracking", lambda: fake)
     return fake
 
 
@@ -35,7 +37,7 @@ def test_default_pools_every_invocation_latest_run_per_cell_hash():
 
 
 def test_after_an_adhoc_run_the_table_keeps_every_method_and_bin_and_says_which_runs(adhoc, capsys):
-    assert R.report_command(1, None, "quickstart", URI, "markdown", None) == 0
+    assert report_command(1, None, "quickstart", URI, "markdown", None) == 0
     out = capsys.readouterr()
     for label in ("IR-SDE (measured)", "StrDiffusion (measured)", "RePaint* [jump_n_sample=3] (measured)",
                   "RePaint* [jump_n_sample=5] (measured)"):
@@ -134,13 +136,13 @@ def test_training_params_split_rows_only_when_the_models_differ():
 
     # other texture models (trained 200 vs 2500 steps): the training key that differs names the rows
     runs = pd.DataFrame([run("a", "t1", "200", "60", 3), run("b", "t2", "2500", "800", 3)])
-    labels = set(R._row_labels(runs))
+    labels = set(R.table_row_labels(runs))
     assert labels == {"StrDiffusion [train.roles.texture.steps=200, train.roles.discriminator.steps=60]",
                       "StrDiffusion [train.roles.texture.steps=2500, train.roles.discriminator.steps=800]"}
     # the same models: training params logged differently (the experiment's, unused here) are no difference,
     # nor is the experiment's list of bins; the sampler setting is
     runs = pd.DataFrame([run("a", "t1", "200", "60", 3), run("b", "t1", "2500", "800", 5)])
-    assert set(R._row_labels(runs)) == {"StrDiffusion [u_max=3]", "StrDiffusion [u_max=5]"}
+    assert set(R.table_row_labels(runs)) == {"StrDiffusion [u_max=3]", "StrDiffusion [u_max=5]"}
     warn = R.mixed_configurations(runs, "mask_bin")
     assert len(warn) == 1 and "(u_max = 3 | 5)" in warn[0]
 
@@ -151,5 +153,5 @@ def test_a_param_logged_as_none_equals_one_not_logged_and_unset_keys_come_last()
     runs["params.schedule.lr"] = ["None", np.nan]  # a None param (old runner) vs no param (new runner)
     runs["params.nets.arch"] = [np.nan, "strbench"]  # a key only the newer run logs
     runs["params.sample.steps"] = [np.nan, "5"]
-    labels = set(R._row_labels(runs))
+    labels = set(R.table_row_labels(runs))
     assert labels == {"IR-SDE [x=1, sample.steps=unset]", "IR-SDE [x=2, sample.steps=5]"}

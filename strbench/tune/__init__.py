@@ -41,4 +41,4 @@ from strbench.tune.storage import (DEFAULT_STORAGE, HEARTBEAT_ATTR, RDB_SCHEMES,
 from strbench.tune.study import (ERROR_ATTR, METRICS_ATTR, OVERLAY_ATTR, PARENT_RUN_ATTR, PRUNER_FACTORIES,
                                  SAMPLER_FACTORIES, SPEC_ATTR, Evaluator, StudySummary, best_trial, export_best,
                                  check_spec, make_objective, open_study, preflight_inputs, process_seed, run_study,
-                                 runner_evaluator, summarize, tune_command)
+                                 runner_evaluator, summarize)

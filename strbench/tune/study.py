@@ -1,5 +1,5 @@
 """The study loop: samplers and pruners, the objective (overlay -> experiment.evaluate on the validation
-split), workers joining one study, MLflow runs of the study, export of the best overlay, the command."""
+split), workers joining one study, MLflow runs of the study, export of the best overlay (the command: strbench.cli.tune)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from strbench.errors import ConfigError, StrbenchError, TrainingDiverged
-from strbench.tune.spec import (OBJECTIVES, StudySpec, TuneSpec, load_spec, probe_overlays,
+from strbench.tune.spec import (OBJECTIVES, StudySpec, TuneSpec, probe_overlays,
                                 sample_overlay, write_overlay)
 from strbench.tune.storage import open_storage, quiet_optuna, redact, resolve_storage_url, storage_kind
 
@@ -516,29 +516,3 @@ class _StudyLog:
             m.update({f"best_{VAL_PREFIX}{o}": v for o, v in zip(self.objectives, s.best_values)})
             m["best_trial"] = s.best_number
         self.runs.finish_parent(self.parent, m, status="FINISHED" if ok else "FAILED")
-
-
-# --------------------------------------------------------------------------------------------
-# CLI entry
-# --------------------------------------------------------------------------------------------
-
-
-def tune_command(config: str, storage: str | None = None, worker: bool = False, n_trials: int | None = None,
-                 export: str | None = None, quiet: bool = False) -> int:
-    """`strbench tune X.yaml [--storage URL] [--worker] [--n-trials K] [--export best.yaml]`."""
-    spec = load_spec(config)
-    if n_trials is not None and n_trials < 1:
-        raise ConfigError(f"--n-trials must be >= 1, got {n_trials}")
-    if export is not None:
-        path, best = export_best(spec, export, storage=storage, tune_path=config)
-        if not quiet:
-            print(f"wrote {path}: trial {best.number} values {list(best.values)}")
-        return 0
-    s = run_study(spec, storage=storage, worker=worker, n_trials=n_trials, quiet=quiet)
-    if not quiet:
-        best = "none" if s.best_number is None else f"trial {s.best_number} {s.best_values}"
-        print(f"study {s.study_name!r} ({s.storage}): this process ran {s.ran} trial(s); "
-              f"{s.n_complete} complete, {s.n_pruned} pruned, {s.n_failed} failed, {s.n_running} running; "
-              f"best {best}")
-        print(f"export the best overlay: strbench tune {config} --export best.yaml")
-    return 0

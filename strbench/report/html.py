@@ -2,18 +2,21 @@
 the paper's rows, the paired comparisons, the paper's claims, Fig. 8, the quality-against-compute frontier and
 sample grids. Images are inlined as base64 PNG; the page loads nothing (no external CSS, JS, fonts or links).
 
+Tables are rendered by strbench.report.render.html_table (pandas' Styler) from the same TextTables as the
+Markdown and LaTeX; notes keep their `code` and **bold** marks (md_inline).
+
 Sections (element ids, stable for tests and links): `selection`, `table1`, `table2`, `table3`, `paired`,
 `claims`, `fig8`, `frontier`, `samples`. A section whose runs do not exist says which command makes them.
 
 Sample grids: each cell run logs the tile grid `samples_tiles.png` (rows: images; columns: masked input,
-structure, output, ground truth; `samples.png` of runs before it was labelled). When the cells of one table column show the same images (their input and ground-truth tiles
-are identical), they are merged into one labelled grid: input, structure, each method, ground truth;
-otherwise each cell's own grid is shown with a caption naming its columns.
+structure, output, ground truth; `samples.png` of runs before it was labelled). When the cells of one table
+column show the same images (their input and ground-truth tiles are identical), they are merged into one
+labelled grid: input, structure, each method, ground truth; otherwise each cell's own grid is shown with a
+caption naming its columns.
 """
 from __future__ import annotations
 
 import base64
-import html
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +26,12 @@ import numpy as np
 import pandas as pd
 
 from strbench import atomic
-from strbench import report as R
-from strbench.grids import GRID_COLUMNS, figure_png, labelled_grid_png
 from strbench.errors import StrbenchError
+from strbench.grids import GRID_COLUMNS, figure_png, labelled_grid_png
+from strbench.report import build, figures, load, tables
+from strbench.report.load import TableReport
+from strbench.report.reference import FIGURE8_EXPERIMENT, TABLES
+from strbench.report.render import esc, html_table
 
 SECTION_IDS = ("selection", "table1", "table2", "table3", "paired", "claims", "fig8", "frontier", "samples")
 GRID_PAD = 2  # torchvision make_grid padding of samples_tiles.png
@@ -36,8 +42,8 @@ padding:0 1rem;color:#222;line-height:1.45}
 h1{font-size:1.6rem}h2{font-size:1.25rem;border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2.2rem}
 h3{font-size:1.05rem}table{border-collapse:collapse;margin:.6rem 0;font-size:.85rem}
 th,td{border-bottom:1px solid #ddd;padding:.2rem .5rem;text-align:right;white-space:nowrap}
-th{border-bottom:2px solid #555;background:#f6f6f6}td.l,th.l{text-align:left}
-tr.paper td{color:#555}tr.first-measured td{border-top:2px solid #555}
+th{border-bottom:2px solid #555;background:#f6f6f6}td.l{text-align:left}
+td.paper{color:#555}td.first-measured{border-top:2px solid #555}
 .note{font-size:.82rem;color:#444;margin:.15rem 0}.warn{color:#8a4b00}.missing{color:#8a0000}
 .verdict-holds{color:#006400;font-weight:600}.verdict-reversed{color:#8a0000;font-weight:600}
 .verdict-missing{color:#777}figure{margin:1rem 0}figcaption{font-size:.82rem;color:#444}
@@ -54,29 +60,12 @@ class Section:
 
 
 # ----------------------------------------------------------------------------------------------- html helpers
-def esc(x) -> str:
-    return html.escape("" if x is None else str(x), quote=True)
-
-
 def md_inline(text: str) -> str:
-    """Escape, then Markdown `code` -> <code> and **bold** -> <b> (what report notes use)."""
+    """Escape, then the two marks report notes use: `code` -> <code>, **bold** -> <b>."""
     parts = esc(text).split("`")
     out = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
     bits = out.split("**")
     return "".join(f"<b>{b}</b>" if i % 2 else b for i, b in enumerate(bits))
-
-
-def table_html(headers: Sequence[str], rows: Sequence[Sequence[str]], *, left: int = 1,
-               row_classes: Sequence[str] = (), raw: bool = False) -> str:
-    """A plain <table>; the first `left` columns align left; `raw` cells are already HTML."""
-    cls = lambda j: ' class="l"' if j < left else ""  # noqa: E731
-    head = "".join(f"<th{cls(j)}>{esc(h)}</th>" for j, h in enumerate(headers))
-    body = []
-    for i, r in enumerate(rows):
-        rc = f' class="{row_classes[i]}"' if i < len(row_classes) and row_classes[i] else ""
-        body.append(f"<tr{rc}>" + "".join(f"<td{cls(j)}>{c if raw else esc(c)}</td>" for j, c in enumerate(r))
-                    + "</tr>")
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def notes_html(notes: Sequence[str], cls: str = "note") -> str:
@@ -102,45 +91,32 @@ def page(sections: Sequence[Section], title: str, intro: Sequence[str] = ()) -> 
 
 
 # ----------------------------------------------------------------------------------------------- sections
-def table_section_html(rt: R.ReportTable) -> str:
-    headers = ["Method", "Venue"] + [f"{R._header(m, '↑', '↓')} {c}" for m in R.METRICS for c in rt.columns] \
-        + ["NFE/img", "s/img"]
-    rows = R.main_rows(rt, lambda s, k: f"{esc(s)}<sup>{k}</sup>", lambda s: f"<b>{esc(s)}</b>")
-    rows = [[esc(c) if j < 2 else (c if ("<b>" in c or "<sup>" in c) else esc(c)) for j, c in enumerate(r)]
-            for r in rows]
-    classes, seen = [], False
-    for r in rt.rows:
-        first = r.source == "measured" and not seen
-        seen = seen or r.source == "measured"
-        classes.append("paper" if r.source == "paper" else ("first-measured" if first else ""))
+def table_section_html(rt: build.ReportTable) -> str:
     out = [f"<p><b>Table {rt.number}.</b> {md_inline(rt.caption)}. Best measured value in bold.</p>",
-           table_html(headers, rows, left=2, row_classes=classes, raw=True)]
+           html_table(tables.main_table(rt))]
     out.append(notes_html([f"[{i}] {f}" for i, f in enumerate(rt.footnotes, 1)]))
     out.append(notes_html(rt.notes))
     out.append(notes_html([f"Warning: {w}" for w in rt.warnings], "note warn"))
     if len(rt.details):
         out.append(f"<h3>Table {rt.number}, measured cells (95% bootstrap intervals over images)</h3>")
-        out.append(table_html(R.DETAIL_HEADERS, R._details_rows(rt), left=2))
+        out.append(html_table(tables.details_table(rt)))
     return "".join(out)
 
 
-def paired_section_html(tr: R.TableReport) -> str:
+def paired_section_html(tr: TableReport) -> str:
     rt = tr.table
     title = f"Table {rt.number} (experiment {tr.selection.experiment}, {rt.data})"
     if tr.pairs is None or tr.pairs.empty:
         return f"<h3>{esc(title)}</h3><p class=\"note\">No pairs: the rows need per_image.csv artifacts on common " \
                "cells.</p>"
-    return f"<h3>{esc(title)}</h3>" + table_html(R.PAIRED_HEADERS, R.paired_rows(tr.pairs), left=4)
+    return f"<h3>{esc(title)}</h3>" + html_table(tables.paired_table(tr.pairs))
 
 
 def claims_section_html(claims: pd.DataFrame, notes: Sequence[str]) -> str:
-    rows = []
-    for r in R.claims_rows(claims):
-        r = [esc(x) for x in r]
-        v = r[3]
-        r[3] = f'<span class="verdict-{v.replace(" ", "-")}">{v}</span>'
-        rows.append(r)
-    return table_html(R.CLAIM_HEADERS, rows, left=4, raw=True) + notes_html(notes)
+    def verdict(i: int, j: int, c: tables.Cell) -> str | None:  # the verdict column, coloured by its class
+        return f'<span class="verdict-{esc(c.text).replace(" ", "-")}">{esc(c.text)}</span>' if j == 3 else None
+
+    return html_table(tables.claims_table(claims), verdict) + notes_html(notes)
 
 
 def missing_html(e: Exception) -> str:
@@ -204,20 +180,18 @@ def _grid_bytes(tracking, uri: str, run_id: str) -> bytes:
         return tracking.read_artifact_bytes(uri, run_id, "samples.png")
 
 
-def samples_html(tr: R.TableReport, uri: str) -> str:
+def samples_html(tr: TableReport, uri: str) -> str:
     runs = tr.selection.runs
     if runs.empty:
         return ""
-    runs = runs.copy()
     axis = tr.table.axis
-    runs["_row"] = R._row_labels(runs, axis)
-    runs["_col"] = R._axis_values(runs, axis)
-    tracking = R._tracking()
+    runs = build.labelled(runs, axis)
+    tracking = load._tracking()
     out = [f"<h3>Table {tr.table.number} (experiment {esc(tr.selection.experiment)})</h3>"]
-    for col in R._column_order(runs["_col"].tolist(), axis, []):
+    for col in build.column_order(runs["_col"].tolist(), axis, []):
         cell = runs[runs["_col"] == col]
         grids, failed = {}, []
-        for label in sorted(cell["_row"].unique(), key=R._case_key):
+        for label in sorted(cell["_row"].unique(), key=build.case_key):
             r = cell[cell["_row"] == label].iloc[0]  # one seed's grid per row
             try:
                 grids[label] = _read_png(_grid_bytes(tracking, uri, r["run_id"]))
@@ -252,37 +226,37 @@ def _png(arr: np.ndarray) -> bytes:
 # ----------------------------------------------------------------------------------------------- assembly
 def build_sections(uri: str, *, experiment: str | None = None, select: dict | None = None) -> list[Section]:
     select = select or {}
-    tables: dict[int, R.TableReport | StrbenchError] = {}
-    for n in R.TABLES:
+    reports: dict[int, TableReport | StrbenchError] = {}
+    for n in TABLES:
         try:
-            tables[n] = R.table_report(n, experiment, uri, select=select, paired=True)
+            reports[n] = load.table_report(n, experiment, uri, select=select, paired=True)
         except StrbenchError as e:  # no runs, or --run/--profile not in this table's experiment: said there
-            tables[n] = e
+            reports[n] = e
     said: dict[tuple, list[int]] = {}  # the selection's lines -> the tables it is for (one paragraph per selection)
-    for n, tr in tables.items():
-        lines = tuple(ln.strip() for ln in tr.selection.lines()) if isinstance(tr, R.TableReport) else (str(tr),)
+    for n, tr in reports.items():
+        lines = tuple(ln.strip() for ln in tr.selection.lines()) if isinstance(tr, TableReport) else (str(tr),)
         said.setdefault(lines, []).append(n)
     sel_lines = []
     for lines, ns in said.items():
         which = f"Table {ns[0]}" if len(ns) == 1 else "Tables " + ", ".join(map(str, ns))
         sel_lines += [f"{which}: {ln}" for ln in lines]
     sections = [Section("selection", "Runs used", notes_html(sel_lines))]
-    for n, tr in tables.items():
-        body = table_section_html(tr.table) if isinstance(tr, R.TableReport) else missing_html(tr)
+    for n, tr in reports.items():
+        body = table_section_html(tr.table) if isinstance(tr, TableReport) else missing_html(tr)
         sections.append(Section(f"table{n}", f"Table {n}", body))
-    paired_body = "".join(paired_section_html(tr) for tr in tables.values() if isinstance(tr, R.TableReport))
+    paired_body = "".join(paired_section_html(tr) for tr in reports.values() if isinstance(tr, TableReport))
     sections.append(Section("paired", "Paired comparisons",
-                            (paired_body + notes_html(R.paired_notes(2000))) if paired_body else
+                            (paired_body + notes_html(build.paired_notes(2000))) if paired_body else
                             missing_html(StrbenchError("no table has runs to compare"))))
     try:
-        claims, notes = R.claims_report(uri, experiment, select,
-                                        tables={n: t for n, t in tables.items() if isinstance(t, R.TableReport)})
+        claims, notes = load.claims_report(uri, experiment, select,
+                                           tables={n: t for n, t in reports.items() if isinstance(t, TableReport)})
         sections.append(Section("claims", "The paper's claims", claims_section_html(claims, notes)))
     except StrbenchError as e:
         sections.append(Section("claims", "The paper's claims", missing_html(e)))
     try:
-        kl = R.load_kl_trajectories(uri, experiment or R.FIGURE8_EXPERIMENT, **select)
-        png = figure_png(R.figure8(kl))
+        kl = load.load_kl_trajectories(uri, experiment or FIGURE8_EXPERIMENT, **select)
+        png = figure_png(figures.figure8(kl))
         body = img_html(png, "Fig. 8", "Fig. 8: KL divergence between the pixel distribution of the masked (left) and "
                                        "unmasked (right) region of each reverse-process state and the ground truth, "
                                        "per structure variant (lower is better).")
@@ -290,19 +264,17 @@ def build_sections(uri: str, *, experiment: str | None = None, select: dict | No
         body = missing_html(e)
     sections.append(Section("fig8", "Fig. 8: structure variants", body))
     try:
-        sel, points, notes = R.frontier_report(experiment, uri, select)
+        sel, points, notes = load.frontier_report(experiment, uri, select)
         cols = points["columns"].iloc[0] if len(points) else ""
-        png = figure_png(R.figure_frontier(points, title_columns=cols))
-        rows = [[r.label, r.family, R._fmt_g(R._num(r.nfe)), R._fmt(R._num(r.psnr), 2), R._fmt(R._num(r.fid), 2),
-                 r.columns] for r in points.itertuples()]
+        png = figure_png(figures.figure_frontier(points, title_columns=cols))
         body = (img_html(png, "frontier", f"PSNR (and FID where logged) against NFE per image, one point per (case, "
                                           f"setting), mean over {cols} (experiment `{sel.experiment}`).")
-                + table_html(["Point", "Method", "NFE/img", "PSNR", "FID", "columns"], rows, left=2)
+                + html_table(tables.frontier_table(points))
                 + notes_html(notes + sel.lines()))
     except StrbenchError as e:
         body = missing_html(e)
     sections.append(Section("frontier", "Quality against compute", body))
-    grids = "".join(samples_html(tr, uri) for tr in tables.values() if isinstance(tr, R.TableReport))
+    grids = "".join(samples_html(tr, uri) for tr in reports.values() if isinstance(tr, TableReport))
     sections.append(Section("samples", "Sample grids", grids or missing_html(StrbenchError("no runs with samples"))))
     return sections
 

@@ -1,11 +1,13 @@
-"""LaTeX tables for reports: escaping, and one block of columns laid out through pandas' Styler (booktabs)
-in a `table` or `table*` that fits, with widths estimated by strbench.texwidth (no TeX needed)."""
+"""LaTeX for reports: escaping, and a TextTable (strbench.report.tables) laid out through pandas' Styler
+(booktabs) in a `table` or `table*` that fits, with widths estimated by strbench.report.texwidth (no TeX needed)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import pandas as pd
+
+from strbench.report import texwidth
+from strbench.report.tables import Cell, TextTable
 
 _LATEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--",
@@ -20,42 +22,42 @@ def latex_escape(text: str) -> str:
     return "".join(rf"\texttt{{{e}}}" if i % 2 else e for i, e in enumerate(esc))
 
 
-@dataclass
-class LatexBlock:
-    """One tabular: `keys` (left columns, always shown), then column groups (header text, sub-columns)."""
-
-    keys: list[str]  # LaTeX header texts of the key columns
-    groups: list[tuple[str, list[str]]]  # (group header, sub-column headers); "" = no group header
-    key_cells: list[list[str]]  # per row, LaTeX texts of the key columns
-    group_cells: list[list[list[str]]]  # per group, per row, LaTeX texts
-    rule_after: int | None = None  # a \midrule after this many body rows (paper rows | measured rows)
+def latex_cell(c: Cell) -> str:
+    """A cell's LaTeX: escaped, its footnote as a superscript, bold as \\textbf."""
+    text = latex_escape(c.text) + (f"$^{{{c.note}}}$" if c.note is not None else "")
+    return rf"\textbf{{{text}}}" if c.bold else text
 
 
-def _block_width(b: LatexBlock, groups: Sequence[int], size: float | None = None) -> float:
-    from strbench import texwidth
-
-    rows = [b.keys + [h for g in groups for h in b.groups[g][1]]]
-    rows += [b.key_cells[i] + [x for g in groups for x in b.group_cells[g][i]] for i in range(len(b.key_cells))]
-    spans, j = [], len(b.keys)
+def _cells(t: TextTable, groups: Sequence[int]) -> tuple[list[tuple[str, str]], list[list[str]]]:
+    """(group header, column header) and the rows' LaTeX texts of the key columns and the chosen groups."""
+    cols = [("", latex_escape(k)) for k in t.keys]
+    idx = list(range(len(t.keys)))
     for g in groups:
-        head, subs = b.groups[g]
+        head, subs = t.groups[g]
+        cols += [(latex_escape(head), latex_escape(s)) for s in subs]
+        idx += list(t.group_span(g))
+    return cols, [[latex_cell(r[i]) for i in idx] for r in t.rows]
+
+
+def _block_width(t: TextTable, groups: Sequence[int], size: float | None = None) -> float:
+    cols, body = _cells(t, groups)
+    spans, j = [], len(t.keys)
+    for g in groups:
+        head, subs = t.groups[g]
         if head:
-            spans.append((j, len(subs), head))
+            spans.append((j, len(subs), latex_escape(head)))
         j += len(subs)
-    return texwidth.tabular_width(rows, spans=[spans], size=size or texwidth.FONT_PT)
+    return texwidth.tabular_width([[s for _, s in cols]] + body, spans=[spans], size=size or texwidth.FONT_PT)
 
 
 LATEX_SIZES = ((8.0, r"\footnotesize"), (7.0, r"\scriptsize"))  # pt in a 10 pt document
 
 
-def _styler_latex(b: LatexBlock, groups: Sequence[int], env: str, caption: str, label: str, notes: Sequence[str],
+def _styler_latex(b: TextTable, groups: Sequence[int], env: str, caption: str, label: str, notes: Sequence[str],
                   resize: bool = False, size_cmd: str = r"\footnotesize") -> str:
     """One table environment through pandas' Styler (booktabs rules), the font size `size_cmd`, tabcolsep
     texwidth.TABCOLSEP_PT."""
-    from strbench import texwidth
-
-    cols = [("", k) for k in b.keys] + [(b.groups[g][0], s) for g in groups for s in b.groups[g][1]]
-    data = [b.key_cells[i] + [x for g in groups for x in b.group_cells[g][i]] for i in range(len(b.key_cells))]
+    cols, data = _cells(b, groups)
     frame = pd.DataFrame(data, columns=pd.MultiIndex.from_tuples(cols))
     if not any(h for h, _ in cols):
         frame.columns = [s for _, s in cols]
@@ -90,14 +92,13 @@ def _styler_latex(b: LatexBlock, groups: Sequence[int], env: str, caption: str, 
     return "\n".join(lines)
 
 
-def fit_latex(b: LatexBlock, caption: str, label: str, notes: Sequence[str] = (), *,
+def fit_latex(b: TextTable, caption: str, label: str, notes: Sequence[str] = (), *,
               optional: Sequence[int] = (), optional_note: str = "") -> list[str]:
     """The block as one table that fits: a `table` (column, 241 pt) or else a `table*` (text width, 505 pt),
     trying in order all groups at \\footnotesize, without the `optional` groups (said in `optional_note`) at
     \\footnotesize, then both at \\scriptsize; else split by column group into tables that each fit (as papers
-    split wide tables); a group too wide even alone is scaled to the text width. Widths: strbench.texwidth."""
-    from strbench import texwidth
-
+    split wide tables); a group too wide even alone is scaled to the text width. Widths: strbench.report.texwidth.
+    Caption, label and notes are LaTeX already."""
     everything = list(range(len(b.groups)))
     core = [g for g in everything if g not in optional]
     tries = [(everything, notes)]
@@ -113,7 +114,7 @@ def fit_latex(b: LatexBlock, caption: str, label: str, notes: Sequence[str] = ()
     for g in everything:
         w = _block_width(b, [g], size)
         env = texwidth.environment_for(w) or "table*"
-        part = f" ({b.groups[g][0] or ', '.join(b.groups[g][1])})"
+        part = f" ({latex_escape(b.groups[g][0] or ', '.join(b.groups[g][1]))})"
         out.append(_styler_latex(b, [g], env, caption + part, f"{label}-{g + 1}", notes if g == everything[-1] else (),
                                  resize=texwidth.environment_for(w) is None, size_cmd=cmd))
     return out

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 import yaml
 
 from strbench import atomic
 from strbench.errors import ConfigError
-from strbench.sde import SDE, make_sde
+
+if TYPE_CHECKING:
+    from strbench.sde import SDE
 
 
 def parse_params(items: list[str], flag: str = "--param") -> dict:
@@ -23,6 +26,8 @@ def parse_params(items: list[str], flag: str = "--param") -> dict:
 
 
 def build(T: int, kind: str, lam: float, eps: float, params: dict) -> SDE:
+    from strbench.sde import make_sde  # torch: only when the command runs
+
     try:
         return make_sde(T=T, kind=kind, lam=lam, eps=eps, **params)
     except ValueError as e:
@@ -86,3 +91,24 @@ def run(T: int, kind: str, lam: float, eps: float, params: list[str], delta_kind
     if plot:
         plot_schedule(theta, delta, plot)
     return 0
+
+
+def add_schedule(sub):
+    p = sub.add_parser("schedule", help="print or plot a theta/delta noise schedule")
+    p.add_argument("--T", type=int, default=100, help="number of diffusion steps (default 100)")
+    p.add_argument("--kind", default="cosine", help="cosine | linear | constant | power (default cosine)")
+    p.add_argument("--lam", type=float, default=30 / 255, help="stationary std lambda (default 30/255)")
+    p.add_argument("--eps", type=float, default=0.005, help="terminal mean-reversion residual (default 0.005)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="schedule family parameter, e.g. --param power=2 --param start=0.01")
+    p.add_argument("--delta-kind", default=None, help="structure (delta) schedule kind; default = theta's")
+    p.add_argument("--delta-param", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--every", type=int, default=0, help="table: print every k-th step (default: ~20 rows)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="also plot theta, delta and sigmabar to this file")
+    p.set_defaults(func=_cmd_schedule)
+
+
+def _cmd_schedule(a) -> int:
+    return run(a.T, a.kind, a.lam, a.eps, a.param, a.delta_kind, a.delta_param, fmt=a.format, every=a.every,
+               plot=a.plot)

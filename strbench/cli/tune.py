@@ -1,0 +1,42 @@
+"""`strbench tune`: an Optuna study over an experiment's settings, or the export of its best overlay."""
+from __future__ import annotations
+
+
+def add_tune(sub):
+    p = sub.add_parser("tune", help="Optuna study over the theta/delta schedules")
+    p.add_argument("config")
+    p.add_argument("--storage", default=None, help="optuna storage URL (default from the YAML; sqlite/journal)")
+    p.add_argument("--worker", action="store_true", help="join an existing study instead of creating it")
+    p.add_argument("--n-trials", type=int, default=None, help="trials for this process (default from the YAML)")
+    p.add_argument("--export", default=None, metavar="YAML", help="write the best trial's overlay and exit")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_tune)
+
+
+def _cmd_tune(a) -> int:
+    return tune_command(a.config, storage=a.storage, worker=a.worker, n_trials=a.n_trials, export=a.export,
+                        quiet=a.quiet)
+
+
+def tune_command(config: str, storage: str | None = None, worker: bool = False, n_trials: int | None = None,
+                 export: str | None = None, quiet: bool = False) -> int:
+    """`strbench tune X.yaml [--storage URL] [--worker] [--n-trials K] [--export best.yaml]`."""
+    from strbench import tune
+    from strbench.errors import ConfigError
+
+    spec = tune.load_spec(config)
+    if n_trials is not None and n_trials < 1:
+        raise ConfigError(f"--n-trials must be >= 1, got {n_trials}")
+    if export is not None:
+        path, best = tune.export_best(spec, export, storage=storage, tune_path=config)
+        if not quiet:
+            print(f"wrote {path}: trial {best.number} values {list(best.values)}")
+        return 0
+    s = tune.run_study(spec, storage=storage, worker=worker, n_trials=n_trials, quiet=quiet)
+    if not quiet:
+        best = "none" if s.best_number is None else f"trial {s.best_number} {s.best_values}"
+        print(f"study {s.study_name!r} ({s.storage}): this process ran {s.ran} trial(s); "
+              f"{s.n_complete} complete, {s.n_pruned} pruned, {s.n_failed} failed, {s.n_running} running; "
+              f"best {best}")
+        print(f"export the best overlay: strbench tune {config} --export best.yaml")
+    return 0

@@ -1,0 +1,208 @@
+"""Every table a report shows, as one format-free `TextTable` (text cells with bold and footnote marks, key
+columns and column groups); strbench.report.render turns a TextTable into Markdown, LaTeX or HTML, so each
+table is laid out once. `compact` asks for the layout of a printed page (LaTeX): the paper's rows by name
+above a rule, percent signs in the group header, the columns a narrow page may move to another table last."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import pandas as pd
+
+from strbench.report.build import MISSING, ReportTable, Row, num
+from strbench.report.reference import METRICS, MetricSpec
+
+NA = "n/a"  # measured but not computable (a footnote says why)
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    bold: bool = False
+    note: int | None = None  # footnote number shown beside the text
+
+
+@dataclass
+class TextTable:
+    """Key columns (left), then groups of value columns under an optional spanning header; rows of cells (keys
+    first, then every group's columns in order)."""
+
+    keys: list[str]
+    groups: list[tuple[str, list[str]]]  # (group header, column headers); "" = no group header
+    rows: list[list[Cell]]
+    rule_after: int | None = None  # a rule after this many rows (the paper's | measured)
+    row_classes: list[str] = field(default_factory=list)  # per row, for HTML ("paper", "first-measured")
+    align: list[str] | None = None  # "left"/"right" per column; default: keys left, values right
+
+    def alignment(self) -> list[str]:
+        n = len(self.keys) + sum(len(s) for _, s in self.groups)
+        return list(self.align) if self.align else ["left"] * len(self.keys) + ["right"] * (n - len(self.keys))
+
+    def headers(self) -> list[str]:
+        """One header per column: the group header and the column's ("PSNR↑ 10-20%")."""
+        return self.keys + [f"{g} {s}" if g else s for g, subs in self.groups for s in subs]
+
+    def group_span(self, g: int) -> range:
+        """The columns of group `g` in a row."""
+        start = len(self.keys) + sum(len(s) for _, s in self.groups[:g])
+        return range(start, start + len(self.groups[g][1]))
+
+
+def plain(rows: Sequence[Sequence[str]]) -> list[list[Cell]]:
+    return [[Cell(x) for x in r] for r in rows]
+
+
+# ----------------------------------------------------------------------------------------------- formatting
+def fmt(v: float | None, digits: int) -> str:
+    return MISSING if v is None else f"{v:.{digits}f}"
+
+
+def fmt_g(v: float | None) -> str:
+    if v is None:
+        return MISSING
+    return f"{v:.0f}" if float(v).is_integer() else f"{v:.3g}"
+
+
+def fmt_ci(ci: tuple[float, float] | None, digits: int) -> str:
+    if ci is None or any(math.isnan(x) for x in ci):
+        return MISSING
+    return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def fmt_p(p) -> str:
+    p = num(p)
+    return NA if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def _signed(v, digits: int) -> str:
+    return NA if num(v) is None else f"{v:+.{digits}f}"
+
+
+# ----------------------------------------------------------------------------------------------- Tables 1-3
+def _best(rt: ReportTable) -> dict[tuple[str, str], float]:
+    """Best measured value per metric column (max PSNR/SSIM, min FID)."""
+    out = {}
+    for m in METRICS:
+        for c in rt.columns:
+            vals = [r.values[(m.key, c)] for r in rt.rows
+                    if r.source == "measured" and r.values.get((m.key, c)) is not None]
+            if vals:
+                out[(m.key, c)] = max(vals) if m.higher_is_better else min(vals)
+    return out
+
+
+def _value(rt: ReportTable, best: dict, r: Row, m: MetricSpec, c: str) -> Cell:
+    if (m.key, c) in r.footnotes:
+        return Cell(NA, note=r.footnotes[(m.key, c)])
+    v = r.values.get((m.key, c))
+    return Cell(fmt(v, m.digits), bold=r.source == "measured" and v is not None and best.get((m.key, c)) == v)
+
+
+def main_table(rt: ReportTable, compact: bool = False) -> TextTable:
+    """The paper's layout: method, venue, each metric per column, NFE/img and s/img; the best measured value
+    bold. `compact`: the paper's rows by name above a rule ("Method", venue "paper" when the paper gives none)."""
+    best = _best(rt)
+    paper = [r for r in rt.rows if r.source == "paper"]
+    measured = [r for r in rt.rows if r.source == "measured"]
+    rows = paper + measured if compact else rt.rows
+    pct = compact and bool(rt.columns) and all(c.endswith("%") for c in rt.columns)  # "10-20" under "(hole %)"
+    subs = [c[:-1] if pct else c for c in rt.columns]
+    groups = [(f"{m.name} {'↑' if m.higher_is_better else '↓'}" + (" (hole %)" if pct else "") if compact
+               else f"{m.name}{'↑' if m.higher_is_better else '↓'}", subs) for m in METRICS]
+    groups.append(("", ["NFE/img", "s/img"]))
+    body, classes, seen = [], [], False
+    for r in rows:
+        keys = [r.name or r.label, r.venue or "paper"] if compact else [r.label, r.venue]
+        cells = [Cell(k) for k in keys] + [_value(rt, best, r, m, c) for m in METRICS for c in rt.columns]
+        cost = [fmt_g(r.nfe), fmt_g(r.sec)] if r.source == "measured" else [MISSING, MISSING]
+        body.append(cells + [Cell(x) for x in cost])
+        first = r.source == "measured" and not seen
+        seen = seen or r.source == "measured"
+        classes.append("paper" if r.source == "paper" else ("first-measured" if first else ""))
+    return TextTable(["Method", "Venue"], groups, body, rule_after=len(paper) if compact and paper and measured
+                     else None, row_classes=classes)
+
+
+DETAIL_HEADERS = ["Method", "Mask", "runs", "images", "PSNR", "PSNR 95% CI", "SSIM", "SSIM 95% CI", "FID", "KID",
+                  "NFE/img", "s/img"]
+
+
+def details_table(rt: ReportTable, compact: bool = False) -> TextTable:
+    """One row per measured cell: runs, images, PSNR and SSIM with their 95% intervals, FID, KID, cost.
+    `compact`: the intervals first (a group of their own), the counts and cost after."""
+    rows = [[d.method, d.column, str(d.runs), str(d.images), fmt(num(d.psnr), 2), fmt_ci(d.psnr_ci, 2),
+             fmt(num(d.ssim), 3), fmt_ci(d.ssim_ci, 3), fmt(num(d.fid), 2) if num(d.fid) is not None else NA,
+             fmt(num(d.kid), 4), fmt_g(num(d.nfe_per_image)), fmt_g(num(d.sec_per_image))]
+            for d in rt.details.itertuples(index=False)]
+    if not compact:
+        return TextTable(DETAIL_HEADERS[:2], [("", DETAIL_HEADERS[2:])], plain(rows))
+    order = [0, 1, 4, 5, 6, 7, 2, 3, 8, 9, 10, 11]
+    return TextTable(DETAIL_HEADERS[:2], [("", DETAIL_HEADERS[4:8]), ("", DETAIL_HEADERS[2:4] + DETAIL_HEADERS[8:])],
+                     plain([[r[i] for i in order] for r in rows]))
+
+
+# ----------------------------------------------------------------------------------------------- paired, claims
+PAIRED_HEADERS = ["A", "B", "Mask", "metric", "n", "mean A", "mean B", "A − B", "95% CI", "Wilcoxon p", "note"]
+
+
+def _paired_rows(pairs: pd.DataFrame) -> list[list[str]]:
+    out = []
+    for r in pairs.itertuples(index=False):
+        d = 2 if r.metric == "psnr" else 4
+        ci = NA if num(r.ci_low) is None else f"[{r.ci_low:+.{d}f}, {r.ci_high:+.{d}f}]"
+        out.append([r.a, r.b, str(r.column), r.metric.upper(), str(r.n), fmt(num(r.mean_a), d), fmt(num(r.mean_b), d),
+                    _signed(r.diff, d), ci, fmt_p(r.p_wilcoxon), r.note or ""])
+    return out
+
+
+def paired_table(pairs: pd.DataFrame, compact: bool = False) -> TextTable:
+    """Every compared pair of rows per column: n, means, A - B with its interval, Wilcoxon p, note.
+    `compact` (one metric's pairs): A, B, mask; n, A - B, interval, p."""
+    rows = _paired_rows(pairs)
+    if compact:
+        keep = [4, 7, 8, 9]
+        return TextTable(PAIRED_HEADERS[:3], [("", [PAIRED_HEADERS[i] for i in keep])],
+                         plain([r[:3] + [r[i] for i in keep] for r in rows]))
+    return TextTable(PAIRED_HEADERS[:4], [("", PAIRED_HEADERS[4:10]), ("", PAIRED_HEADERS[10:])], plain(rows),
+                     align=["left"] * 4 + ["right"] * 6 + ["left"])
+
+
+CLAIM_HEADERS = ["Claim", "experiment", "compared", "verdict", "better − worse", "95% CI", "Wilcoxon p", "n",
+                 "detail"]
+CLAIM_WHERE = {"table1": "Table 1", "table2": "Table 2", "fig8": "Fig. 8"}
+
+
+def _claim_rows(claims: pd.DataFrame) -> list[list[str]]:
+    out = []
+    for r in claims.itertuples(index=False):
+        d = 2 if r.metric == "psnr" else 4
+        ci = "" if num(r.ci_low) is None else f"[{r.ci_low:+.{d}f}, {r.ci_high:+.{d}f}]"
+        out.append([r.text, r.experiment, f"{r.better} vs {r.worse}", r.verdict,
+                    "" if num(r.diff) is None else f"{r.diff:+.{d}f}", ci, fmt_p(r.p_wilcoxon) if r.n else "",
+                    str(r.n) if r.n else "", r.detail])
+    return out
+
+
+def claims_table(claims: pd.DataFrame, compact: bool = False) -> TextTable:
+    """One row per claim and compared pair: verdict, better - worse, interval, p, n, detail. `compact`: the
+    claim by source and metric, "better > worse", verdict; difference, interval, p."""
+    from strbench import paired
+
+    rows = _claim_rows(claims)
+    if not compact:
+        return TextTable(CLAIM_HEADERS[:4], [("", CLAIM_HEADERS[4:])], plain(rows), align=["left"] * len(CLAIM_HEADERS))
+    source = {c.key: CLAIM_WHERE[c.source] for c in paired.CLAIMS}
+    short = [[f"{source.get(k, '')} {m.removeprefix('kl_')}", r[2].replace(" vs ", " > "), r[3], r[4], r[5], r[6]]
+             for k, m, r in zip(claims["claim"], claims["metric"], rows)]
+    return TextTable(["Claim", "better > worse", "verdict"], [("", ["difference", "95% CI", "p"])], plain(short))
+
+
+FRONTIER_HEADERS = ["Point", "Method", "NFE/img", "PSNR", "FID", "columns"]
+
+
+def frontier_table(points: pd.DataFrame) -> TextTable:
+    rows = [[r.label, r.family, fmt_g(num(r.nfe)), fmt(num(r.psnr), 2), fmt(num(r.fid), 2), r.columns]
+            for r in points.itertuples()]
+    return TextTable(FRONTIER_HEADERS[:2], [("", FRONTIER_HEADERS[2:])], plain(rows),
+                     align=["left"] * len(FRONTIER_HEADERS))
