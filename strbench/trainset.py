@@ -208,10 +208,12 @@ class TrainConfig(TrainSettings):
     @classmethod
     def from_dict(cls, d: dict, path: str = "train") -> "TrainConfig":
         """Strict: unknown keys and wrong types raise one ConfigError line naming the key path."""
+        if not isinstance(d, dict) or not all(isinstance(k, str) for k in d):
+            raise ConfigError(f"{path}: expected a mapping of training settings, got {type(d).__name__}")
         try:
-            return cls.model_validate(d)
-        except ValidationError as e:
-            raise ConfigError(_one_line(e, path)) from None
+            return cls(**d)
+        except ConfigError as e:  # named train.<key> by __init__
+            raise ConfigError(path + str(e).removeprefix("train")) from None
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(self.model_dump(mode="python")))  # plain JSON types
