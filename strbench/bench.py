@@ -253,7 +253,7 @@ def bench_data(device: str = "auto", size: Optional[int] = None, batch: Optional
         write_bench_images(Path(tmp), images, size)
         ds = ImageFolderDataset(tmp, size, split="all", resize="random_crop")
         masks = stream.MaskGenerator(size)
-        cfg = TrainConfig(preset=preset, batch=batch, steps=10 ** 9, workers=workers, canny_sigma=3.0)
+        cfg = TrainConfig(preset=preset, batch=batch, steps=10 ** 9, workers=workers)  # default variant and sigma
         tr = Trainer("texture", cfg, ds, masks, device=dev)
         spec = tr.spec
         n_batches = max(4, 64 // batch)

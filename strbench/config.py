@@ -2,9 +2,9 @@
 
 An experiment YAML is read (:func:`strbench.yamlpaths.read_yaml`), a profile (``profiles:``), an overlay file
 (``--set-from``) and ``--set a.b=v`` overrides are applied in that order as dotted key paths
-(:mod:`strbench.yamlpaths`), and the result is validated by the pydantic models below (``extra="forbid"``, strict types). Any problem is
-raised as one :class:`~strbench.errors.ConfigError` line naming the YAML file, the dotted key path and
-the fix. Nothing here touches MLflow, datasets or networks. Names declared elsewhere are derived here: the
+(:mod:`strbench.yamlpaths`), and the result is validated by the pydantic models below (``extra="forbid"``,
+strict types). Any problem is raised as one :class:`~strbench.errors.ConfigError` line naming the YAML file,
+the dotted key path and the fix. Nothing here touches MLflow, datasets or networks. Names declared elsewhere are derived here: the
 roles (:mod:`strbench.roles`), the structure variants (:mod:`strbench.structure`), the schedule kinds
 (:mod:`strbench.sde`), the presets and archs (:mod:`strbench.nets`) and the training settings
 (:mod:`strbench.trainset`).

@@ -1,9 +1,9 @@
 """The training loop: :class:`Trainer` (one optimisation step) and :func:`train_model` (train, resume, load).
 
 The settings are :class:`strbench.trainset.TrainConfig`; each role's network and objective (paper Eqs. 5, 13,
-14-16, :mod:`strbench.objectives`) come from its :class:`strbench.roles.Role`. The loop streams its data from :mod:`strbench.stream` (a DataLoader whose
-workers crop, flip, draw the mask and compute the structure maps of every sample, each a pure function of
-(seed, step, slot)); levels and noise come from one seeded torch.Generator on the device, so a resumed run
+14-16, :mod:`strbench.objectives`) come from its :class:`strbench.roles.Role`. The loop streams its data
+from :mod:`strbench.stream` (a DataLoader whose workers crop, flip, draw the mask and compute the structure
+maps of every sample, each a pure function of (seed, step, slot)); levels and noise come from one seeded torch.Generator on the device, so a resumed run
 reproduces the loss sequence exactly. Under torchrun the net is trained with DistributedDataParallel,
 each rank on its slice of the global batch; rank 0 checkpoints (atomically) and reports.
 """

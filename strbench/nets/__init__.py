@@ -2,7 +2,8 @@
 
 ``build_net(role, preset, arch="strbench", **overrides)`` is the only factory: a role (:mod:`strbench.roles`)
 names its network per arch (a :class:`Net` here, an ``AuthorsNet`` in :mod:`strbench.nets.authors`).
-``arch="strbench"``: strbench's own networks (PRESETS, below); ``arch="authors"``: the released StrDiffusion / IR-SDE networks, key for key (:mod:`strbench.nets.authors`, AUTHORS_PRESETS; their files load with
+``arch="strbench"``: strbench's own networks (PRESETS, below); ``arch="authors"``: the released StrDiffusion /
+IR-SDE networks, key for key (:mod:`strbench.nets.authors`, AUTHORS_PRESETS; their files load with
 :func:`strbench.nets.pretrained.load_pretrained`). Either arch is called the same way:
 a noise net ``net(x_t, mu, t, cond=None) -> eps_hat``; the discriminator ``D(y, x, t) -> (B,)``.
 """
@@ -57,8 +58,8 @@ _DISC_KEYS = ("nf", "ch_mult", "norm")
 
 @dataclass(frozen=True)
 class Net:
-    """A network of strbench's arch: ``make(kwargs)`` = ``build(kwargs)``, its kwargs merged from the preset's `sections` in order
-    (or `defaults`, the same at every preset) and overridable by the keys in `keys`. A role
+    """A network of strbench's arch: ``make(kwargs)`` = ``build(kwargs)``, its kwargs merged from the preset's
+    `sections` in order (or `defaults`, the same at every preset) and overridable by the keys in `keys`. A role
     (:mod:`strbench.roles`) names one per arch."""
 
     build: Callable[[dict], nn.Module]

@@ -40,7 +40,8 @@ def objective(tr, model: nn.Module, g: torch.Generator, out=None) -> Tensor:
 
 
 def _example(batch: int, size: int, device, g: torch.Generator):
-    return (torch.rand(batch, 3, size, size, generator=g).to(device), torch.ones(batch, 1, size, size, device=device)), {}
+    image = torch.rand(batch, 3, size, size, generator=g).to(device)
+    return (image, torch.ones(batch, 1, size, size, device=device)), {}
 
 
 ROLE = Role("fillnet", {"strbench": Net(lambda kw: FillNet(**kw), keys=("nf",), defaults={"nf": 8})}, objective,
