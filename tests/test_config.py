@@ -2,7 +2,6 @@
 profiles / overlays / overrides, and the shipped experiments."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest

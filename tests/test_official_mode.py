@@ -7,7 +7,6 @@ D(y_{t-1} known, x_{t-1}, t) at every early level, candidates from the original 
 Euler-Maruyama re-noising with the lower level's theta/sigma (Eq. 17 as printed), averaging below u_min,
 break from u_min on; late stage: structure = channel mean of the texture. Everything runs in float64.
 """
-import dataclasses
 import math
 
 import pytest
