@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ def _bare_step(tr) -> Callable[[], None]:
     with torch.no_grad():
         tr.objective(tr, tr.net, g, out)
     net, opt = tr.net, tr.opt
-    if tr.role == "discriminator":
+    if "real" in out:  # a discriminator's objective: real and fake under the structure cond
         real, fake, x = out["real"], out["fake"], out["cond"]
         t = torch.randint(0, tr.T, (real.shape[0],), generator=g, device=tr.device)
 
@@ -54,7 +54,7 @@ def _bare_step(tr) -> Callable[[], None]:
     else:
         x_t, target = out["x_t"], out["target"]
         mu = torch.zeros_like(x_t)
-        cond = out.get("cond") if tr.role == "texture" else None
+        cond = out.get("cond")  # a guided noise net's structure state
         t = torch.randint(1, tr.T + 1, (x_t.shape[0],), generator=g, device=tr.device)
 
         def loss_fn():
@@ -72,13 +72,16 @@ def _bare_step(tr) -> Callable[[], None]:
 
 
 def bench_train(device: str = "auto", size: Optional[int] = None, batch: Optional[int] = None,
-                preset: str = "tiny", repeats: Optional[int] = None, roles=("irsde", "structure", "texture",
-                                                                           "discriminator"),
+                preset: str = "tiny", repeats: Optional[int] = None, roles: Optional[Sequence[str]] = None,
                 block: int = 10, amp: bool = False, quiet: bool = False) -> dict:
-    """Full training step vs bare forward+backward+step per role, and parameter counts per preset."""
-    from strbench.nets import PRESETS, ROLES, build_net, count_params
+    """Full training step vs bare forward+backward+step per role (default: every registered role), and
+    parameter counts per preset."""
+    from strbench import roles as role_registry
+    from strbench.nets import PRESETS, build_net, count_params
     from strbench.train import TrainConfig, Trainer, resolve_device
 
+    ROLES = role_registry.names()
+    roles = ROLES if roles is None else tuple(roles)
     if preset not in PRESETS:
         raise ConfigError(f"bench --preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     dev = resolve_device(device)
@@ -127,6 +130,8 @@ def bench_sample(device: str = "auto", size: Optional[int] = None, batch: Option
     hit both alike. `threads` sets torch's CPU threads (1 gives steadier timings on an oversubscribed CPU).
     Aim: ratio <= 1.10.
     """
+    from strbench import methods
+    from strbench import roles as role_registry
     from strbench.nets import PRESETS, build_net
     from strbench.sample import Models, sample
     from strbench.sde import make_sde_pair
@@ -141,20 +146,11 @@ def bench_sample(device: str = "auto", size: Optional[int] = None, batch: Option
     batch = batch or 4
     repeats = repeats or 5
     torch.manual_seed(0)
-    models = Models(**{r: build_net(r, preset).to(dev).eval() for r in ("texture", "structure", "discriminator",
-                                                                      "irsde")})
     imgs, masks = _synthetic(batch, size)
     img, known = imgs.to(dev), masks.to(dev)
     x0 = img.mean(1, keepdim=True)
     mu_x = x0 * known
     sdes = make_sde_pair({"T": T})
-    tt = torch.full((batch,), T // 2, dtype=torch.long, device=dev)
-    bare_calls = {
-        "irsde": lambda: models.irsde(img, img, tt),
-        "texture": lambda: models.texture(img, img, tt, cond=x0),
-        "structure": lambda: models.structure(x0, mu_x, tt),
-        "discriminator": lambda: models.discriminator(img, x0, tt),
-    }
     strd = {"x0": x0, "mu_x": mu_x}
     cases = [
         ("IR-SDE", "irsde", {}),
@@ -164,6 +160,14 @@ def bench_sample(device: str = "auto", size: Optional[int] = None, batch: Option
         ("StrDiffusion D official", "strdiffusion", {"ablation": "D", "mode": "official", "u_max": 5, "u_min": 2,
                                                      **strd}),
     ]
+    needed = dict.fromkeys(r for _, m, kw in cases for r in methods.get(m).roles(methods.get(m).make(
+        **{k: v for k, v in kw.items() if k not in strd})))
+    models = Models(**{r: build_net(r, preset).to(dev).eval() for r in needed})
+    g = torch.Generator().manual_seed(0)
+    bare_calls = {}
+    for r in needed:  # each network on random inputs of the batch's shape (strbench.roles.Role.example)
+        args, kw = role_registry.get(r).example(batch, size, dev, g)
+        bare_calls[r] = (lambda net, a, k: (lambda: net(*a, **k)))(models[r], args, kw)
     rows = []
     with torch.no_grad():
         for name, method, kw in cases:
@@ -249,7 +253,7 @@ def bench_data(device: str = "auto", size: Optional[int] = None, batch: Optional
         write_bench_images(Path(tmp), images, size)
         ds = ImageFolderDataset(tmp, size, split="all", resize="random_crop")
         masks = stream.MaskGenerator(size)
-        cfg = TrainConfig(preset=preset, batch=batch, steps=10 ** 9, workers=workers, canny_sigma=3.0)
+        cfg = TrainConfig(preset=preset, batch=batch, steps=10 ** 9, workers=workers)  # default variant and sigma
         tr = Trainer("texture", cfg, ds, masks, device=dev)
         spec = tr.spec
         n_batches = max(4, 64 // batch)

@@ -20,22 +20,24 @@ import torch
 
 from strbench.timing import _device_name, _sync
 
-ROLES = ("texture", "structure", "discriminator")
+
+def sampling_roles() -> tuple[str, ...]:
+    """The networks one StrDiffusion step calls (its default settings: ablation D)."""
+    from strbench import methods
+
+    m = methods.get("strdiffusion")
+    return tuple(m.roles(m.make()))
 
 
 def _inputs(role: str, batch: int, size: int, dev, channels_last: bool):
-    g = torch.Generator(device="cpu").manual_seed(0)
-    ch = 1 if role == "structure" else 3
-    mk = (lambda c: torch.rand(batch, c, size, size, generator=g).to(dev))
-    x, mu, cond = mk(ch), mk(ch), mk(1)
+    """net -> the role's call on fixed random inputs (strbench.roles.Role.example)."""
+    from strbench import roles
+
+    args, kw = roles.get(role).example(batch, size, dev, torch.Generator(device="cpu").manual_seed(0))
     if channels_last:
-        x, mu, cond = (v.contiguous(memory_format=torch.channels_last) for v in (x, mu, cond))
-    t = torch.full((batch,), 5, dtype=torch.long, device=dev)
-    if role == "discriminator":
-        return lambda net: net(x, cond, t)
-    if role == "texture":
-        return lambda net: net(x, mu, t, cond=cond)
-    return lambda net: net(x, mu, t)
+        cl = (lambda v: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v)
+        args, kw = tuple(cl(v) for v in args), {k: cl(v) for k, v in kw.items()}
+    return lambda net: net(*args, **kw)
 
 
 def _rate(fn, dev, batch: int, repeats: int) -> float:
@@ -61,7 +63,7 @@ def bench_gpu(device: str = "auto", size: Optional[int] = None, batch: Optional[
     p = "paper" if dev.type == "cuda" else "tiny"
     rows: list[dict] = []
     for arch in ("strbench", "authors"):
-        for role in ROLES:
+        for role in sampling_roles():
             net = build_net(role, p, arch=arch).to(dev)
             call = None
             for amp in (False, True):

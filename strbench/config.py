@@ -1,10 +1,13 @@
 """The experiment schema: strict, typed, with every default in one place (this file).
 
-An experiment YAML is read with ``yaml.safe_load``, a profile (``profiles:``), an overlay file
-(``--set-from``) and ``--set a.b=v`` overrides are applied in that order as dotted key paths, and the
-result is validated by the pydantic models below (``extra="forbid"``, strict types). Any problem is
-raised as one :class:`~strbench.errors.ConfigError` line naming the YAML file, the dotted key path and
-the fix. Nothing here touches MLflow, datasets or networks.
+An experiment YAML is read (:func:`strbench.yamlpaths.read_yaml`), a profile (``profiles:``), an overlay file
+(``--set-from``) and ``--set a.b=v`` overrides are applied in that order as dotted key paths
+(:mod:`strbench.yamlpaths`), and the result is validated by the pydantic models below (``extra="forbid"``,
+strict types). Any problem is raised as one :class:`~strbench.errors.ConfigError` line naming the YAML file,
+the dotted key path and the fix. Nothing here touches MLflow, datasets or networks. Names declared elsewhere are derived here: the
+roles (:mod:`strbench.roles`), the structure variants (:mod:`strbench.structure`), the schedule kinds
+(:mod:`strbench.sde`), the presets and archs (:mod:`strbench.nets`) and the training settings
+(:mod:`strbench.trainset`).
 """
 from __future__ import annotations
 
@@ -12,26 +15,30 @@ import copy
 import difflib
 import os
 import re
-from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Mapping, Optional, Sequence, Union
+from typing import Annotated, Any, Iterable, Literal, Mapping, Optional, Union
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from strbench import methods as methods_registry
+from strbench import roles as roles_registry
 from strbench.errors import ConfigError
 from strbench.methods.base import MethodSettings
+from strbench.nets import ARCHS, DEFAULT_PRESET, PRESETS
+from strbench.sde import SCHEDULES
+from strbench.structure import DEFAULT_CANNY_SIGMA, DEFAULT_VARIANT, VARIANTS
+from strbench.trainset import TrainSettings, optional_fields
+from strbench.yamlpaths import (deep_merge, dump_yaml, get_path, one_line, parse_override, read_yaml, set_path,
+                                split_path)
 
-ROLES = ("irsde", "structure", "texture", "discriminator")
-VARIANTS = ("gray2gray", "edge2edge", "edge2gray", "gray2edge")  # = strbench.structure.VARIANTS
-SCHEDULE_KINDS = ("cosine", "linear", "constant", "power")  # = strbench.sde.SCHEDULES
+ROLES = roles_registry.names()  # the registered roles: strbench's and those of registered methods
+SCHEDULE_KINDS = tuple(SCHEDULES)
 DATASET_TYPES = ("builtin", "folder", "psv", "celeba", "places2")
-FREE_FORM = ("sweep", "profiles")  # mappings whose keys may themselves contain dots
 UNSWEEPABLE = ("methods", "masks.bins", "masks.sets", "sweep", "profiles", "name", "default_profile", "tracking",
                "cache_dir", "device", "shard", "description")
-DELETABLE = ("methods", "masks.sets")  # in a profile/overlay, `case: null` under these removes the entry
 
-Role = Literal["irsde", "structure", "texture", "discriminator"]
+Role = Literal[ROLES]
+Variant = Literal[VARIANTS]
+ScheduleKind = Literal[SCHEDULE_KINDS]
 
 
 class Strict(BaseModel):
@@ -54,7 +61,7 @@ class SplitsCfg(Strict):
 
 
 class DatasetCfg(Strict):
-    type: Literal["builtin", "folder", "psv", "celeba", "places2"] = "builtin"
+    type: Literal[DATASET_TYPES] = "builtin"
     root: Optional[str] = None  # required for every type but builtin (checked before a run starts)
     size: int = Field(32, ge=8, le=1024)
     resize: Literal["resize", "center_crop", "random_crop"] = "resize"  # training images (test: no random crop)
@@ -148,7 +155,7 @@ class SDECfg(Strict):
     """One mean-reverting SDE: T levels, theta schedule `kind` with `params`, lambda, eps."""
 
     T: int = Field(100, ge=1, le=10000)
-    kind: Literal["cosine", "linear", "constant", "power"] = "cosine"
+    kind: ScheduleKind = "cosine"
     lam: float = Field(30 / 255, gt=0.0)
     eps: float = Field(0.005, gt=0.0, lt=1.0)
     params: dict[str, float] = {}
@@ -158,7 +165,7 @@ class StructureSDECfg(Strict):
     """The structure SDE (delta); every unset field is the texture SDE's (delta == theta by default)."""
 
     T: Optional[int] = None
-    kind: Optional[Literal["cosine", "linear", "constant", "power"]] = None
+    kind: Optional[ScheduleKind] = None
     lam: Optional[float] = Field(None, gt=0.0)
     eps: Optional[float] = Field(None, gt=0.0, lt=1.0)
     params: Optional[dict[str, float]] = None
@@ -177,52 +184,27 @@ class ScheduleCfg(Strict):
 
 
 class StructureCfg(Strict):
-    canny_sigma: float = Field(3.0, gt=0.0)  # authors' training code
+    canny_sigma: float = Field(DEFAULT_CANNY_SIGMA, gt=0.0)  # authors' training code
     test_canny_sigma: Optional[float] = Field(None, gt=0.0)  # None -> canny_sigma (authors' test code: 2.0)
 
 
 class NetsCfg(Strict):
     """Networks: an architecture, a preset of its presets (strbench.nets) plus build_net overrides."""
 
-    arch: Literal["strbench", "authors"] = "strbench"  # authors: the released networks (state_dict-compatible)
-    preset: Literal["tiny", "small", "paper"] = "tiny"
+    arch: Literal[ARCHS] = "strbench"  # authors: the released networks (state_dict-compatible)
+    preset: Literal[tuple(PRESETS)] = DEFAULT_PRESET
     unet: dict[str, Any] = {}  # overrides of the three U-Nets (irsde, structure, texture): nf, ch_mult, ...
     roles: dict[Role, dict[str, Any]] = {}  # per-role overrides (discriminator: nf, ch_mult)
 
 
-class TrainRoleCfg(Strict):
-    """Per-role training overrides (e.g. fewer discriminator steps)."""
-
-    steps: Optional[int] = Field(None, ge=1)
-    batch: Optional[int] = Field(None, ge=1)
-    lr: Optional[float] = Field(None, gt=0.0)
+TrainRoleCfg = optional_fields(("steps", "batch", "lr"), "TrainRoleCfg",
+                               "Per-role training overrides (e.g. fewer discriminator steps); None = train's value.")
 
 
-class TrainCfg(Strict):
-    """Training settings (the fields of strbench.train.TrainConfig a user sets; the runner fills seed,
-    net, SDEs, variant and data identity from the other sections)."""
+class TrainCfg(TrainSettings):
+    """The ``train:`` section: the training settings of strbench.trainset (the runner fills seed, net, SDEs,
+    variant and data identity from the other sections), plus per-role overrides."""
 
-    steps: int = Field(2000, ge=1)
-    batch: int = Field(8, ge=1)
-    lr: float = Field(1e-4, gt=0.0)
-    lr_schedule: Literal["cosine", "constant", "multistep"] = "cosine"
-    lr_milestones: list[int] = []
-    lr_gamma: float = Field(0.5, gt=0.0)
-    lr_min: float = Field(0.0, ge=0.0)
-    warmup: int = Field(0, ge=0)
-    grad_clip: float = Field(1.0, ge=0.0)  # 0 = off
-    ema: float = Field(0.0, ge=0.0, lt=1.0)  # 0 = off
-    amp: bool = False  # bf16 autocast (CUDA only)
-    target: Literal["paper_eq11", "official_code"] = "paper_eq11"  # texture target (SPEC section 2)
-    weighting: Literal["uniform", "official"] = "uniform"  # official: L1 weight 1 known / 10 holes
-    guidance: Literal["optimal", "net"] = "optimal"  # texture/D guided by x*_{t-1} (authors) or the net
-    lambda_tri: float = Field(1.0, ge=0.0)  # Eq. 16
-    margin: float = Field(1.0, ge=0.0)  # Eq. 15 alpha
-    disc_time: Literal["t-1", "t"] = "t-1"  # level D is trained and queried at (the authors' code: t)
-    flip: bool = True  # random horizontal flip of every training sample (with a fresh crop when resize: random_crop)
-    workers: int = Field(-1, ge=-1)  # data loader processes per rank; -1 = from the CPU count (not hashed)
-    checkpoint_every: int = Field(500, ge=1)
-    log_every: int = Field(50, ge=1)
     roles: dict[Role, TrainRoleCfg] = {}
 
 
@@ -290,7 +272,7 @@ class Experiment(Strict):
     dataset: DatasetCfg = DatasetCfg()
     masks: MasksCfg = MasksCfg()
     methods: dict[str, MethodCfg] = Field(default_factory=_default_methods, min_length=1)  # case -> method
-    variant: Literal["gray2gray", "edge2edge", "edge2gray", "gray2edge"] = "gray2edge"
+    variant: Variant = DEFAULT_VARIANT
     structure: StructureCfg = StructureCfg()
     schedule: ScheduleCfg = ScheduleCfg()
     nets: NetsCfg = NetsCfg()
@@ -370,164 +352,6 @@ class Experiment(Strict):
         sets = m.sets or {m.name: MaskSetCfg(bins=m.bins)}
         return {k: {"bins": [list(b) for b in s.bins], "families": list(s.families or m.families),
                     "per_bin": s.per_bin or m.per_bin} for k, s in sets.items()}
-
-
-# ------------------------------------------------------------------------------------------------
-# dotted key paths: overrides, overlays, profiles
-# ------------------------------------------------------------------------------------------------
-
-
-def split_path(path: str) -> list[str | int]:
-    """'a.b.0.c' -> ['a', 'b', 0, 'c']; under sweep/profiles the remainder after one key is one key."""
-    if not path or path.startswith(".") or path.endswith(".") or ".." in path:
-        raise ConfigError(f"bad key path {path!r}: use dotted keys like 'schedule.texture.T'")
-    parts = path.split(".")
-    if parts[0] == "sweep" and len(parts) > 1:
-        return ["sweep", ".".join(parts[1:])]
-    if parts[0] == "profiles" and len(parts) > 2:
-        return ["profiles", parts[1], ".".join(parts[2:])]
-    return [int(p) if p.isdigit() else p for p in parts]
-
-
-def set_path(d: dict, path: str, value: Any, *, source: str = "--set") -> None:
-    """Set `value` at dotted `path` inside `d` (creating mappings on the way; ints index lists)."""
-    keys = split_path(path)
-    cur: Any = d
-    for i, k in enumerate(keys[:-1]):
-        if isinstance(cur, list):
-            if not isinstance(k, int) or not 0 <= k < len(cur):
-                raise ConfigError(f"{source}: {'.'.join(map(str, keys[:i + 1]))}: no list item {k} "
-                                  f"(the list has {len(cur)} items)")
-            cur = cur[k]
-            continue
-        if not isinstance(cur, dict):
-            raise ConfigError(f"{source}: {'.'.join(map(str, keys[:i]))} is not a mapping; cannot set {path}")
-        nxt = cur.get(k)
-        if nxt is None:
-            nxt = cur[k] = {}
-        cur = nxt
-    last = keys[-1]
-    if isinstance(cur, list):
-        if not isinstance(last, int) or not 0 <= last < len(cur):
-            raise ConfigError(f"{source}: {path}: no list item {last} (the list has {len(cur)} items)")
-        cur[last] = value
-    elif isinstance(cur, dict):
-        if value is None and ".".join(map(str, keys[:-1])) in DELETABLE:
-            cur.pop(last, None)  # `--set methods.RePaint*=null` removes that case
-        else:
-            cur[last] = value
-    else:
-        raise ConfigError(f"{source}: {'.'.join(map(str, keys[:-1]))} is not a mapping; cannot set {path}")
-
-
-def get_path(d: Mapping, path: str, default: Any = None) -> Any:
-    cur: Any = d
-    for k in split_path(path):
-        if isinstance(cur, (list, tuple)) and isinstance(k, int) and 0 <= k < len(cur):
-            cur = cur[k]
-        elif isinstance(cur, Mapping) and k in cur:
-            cur = cur[k]
-        else:
-            return default
-    return cur
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """'a.b=v' -> ('a.b', yaml value of v)."""
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set schedule.texture.T=50")
-    key, _, raw = text.partition("=")
-    key = key.strip()
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({_one_line(e)})") from None
-    try:
-        split_path(key)
-    except ConfigError as e:
-        raise ConfigError(f"--set {text!r}: {e}") from None
-    return key, value
-
-
-def deep_merge(base: dict, overlay: Mapping, *, source: str) -> list[str]:
-    """Merge `overlay` into `base` in place: mappings merge, anything else replaces; dotted keys are
-    paths. Returns the dotted paths that were set (for error provenance)."""
-    touched: list[str] = []
-
-    def merge(dst: dict, src: Mapping, prefix: str):
-        for k, v in src.items():
-            if not isinstance(k, str):
-                raise ConfigError(f"{source}: key {k!r} under {prefix or 'the top level'} must be a string")
-            path = f"{prefix}{k}"
-            if v is None and prefix.rstrip(".") in DELETABLE:
-                dst.pop(k, None)
-                touched.append(path)
-            elif "." in k and prefix != "sweep." and not prefix.startswith("profiles."):
-                set_path(base, path, copy.deepcopy(v), source=source)
-                touched.append(path)
-            elif isinstance(v, Mapping) and isinstance(dst.get(k), dict) and path != "profiles":
-                merge(dst[k], v, path + ".")
-            else:
-                if path in DELETABLE and isinstance(v, Mapping):
-                    v = {kk: vv for kk, vv in v.items() if vv is not None}
-                dst[k] = copy.deepcopy(v)
-                touched.append(path)
-
-    merge(base, overlay, "")
-    return touched
-
-
-# ------------------------------------------------------------------------------------------------
-# loading and validation
-# ------------------------------------------------------------------------------------------------
-
-
-def _one_line(x: Any) -> str:
-    return " ".join(str(x).split())
-
-
-# kind of YAML file -> (an example path, the keys its top level holds), for read_yaml's messages
-YAML_KINDS = {"experiment": ("experiments/quickstart.yaml", "name:, dataset:, ..."),
-              "tune config": ("experiments/tune_schedules.yaml", "base:, study:, space:, ..."),
-              "overlay": ("best.yaml from strbench tune --export", "dotted key paths -> values")}
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load, except that a key given twice in one mapping is an error (safe_load keeps the last
-    one silently: a second `sample:` line in a profile would drop the first)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (the first value would "
-                                                        "be lost); keep one", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_yaml(path: str | os.PathLike, *, what: str = "experiment") -> dict:
-    """A YAML mapping (safe loader); a missing file, bad syntax or a non-mapping is a one-line ConfigError."""
-    example, keys = YAML_KINDS[what]
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such {what} file; give the path of a YAML file (e.g. {example})")
-    try:
-        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}:{where}: not valid YAML ({_one_line(getattr(e, 'problem', e))}); "
-                          "fix the syntax there") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: not a UTF-8 text file") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: the top level of this {what} file must be a mapping of keys ({keys}), "
-                          f"got {type(data).__name__}")
-    return data
 
 
 def _loc_str(loc: Iterable) -> str:
@@ -653,7 +477,7 @@ def _check_cross(exp: Experiment, source: str) -> None:
         try:
             sde_mod.make_sde(**cfg)
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"{source}: schedule.{name}: {_one_line(e)}; fix schedule.{name}.params") from None
+            raise ConfigError(f"{source}: schedule.{name}: {one_line(e)}; fix schedule.{name}.params") from None
     from strbench.metrics import PROTOCOLS
 
     if exp.metrics.protocol not in PROTOCOLS:
@@ -756,12 +580,6 @@ def _check_sweep(exp: Experiment, merged: dict, source: str) -> None:
                 line = format_validation_error(e, source, data=trial)
                 raise ConfigError(f"{source}: sweep.{axis}[{i}] = {_describe(v)}: "
                                   f"{line.removeprefix(source + ': ')}") from None
-
-
-def dump_yaml(data: Any, header: Sequence[str] = ()) -> str:
-    """YAML text of plain data, optionally under `# ` comment lines."""
-    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
-    return "".join(f"# {line}\n" for line in header) + text
 
 
 __all__ = ["Experiment", "load_experiment", "validate_dict", "parse_override", "set_path", "get_path",

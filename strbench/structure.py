@@ -57,7 +57,8 @@ VARIANT_MAPS: dict[str, tuple[str, str]] = {
     "edge2gray": ("edge", "gray"),
     "gray2edge": ("gray", "edge"),  # the method
 }
-VARIANTS = ("gray2gray", "edge2edge", "edge2gray", "gray2edge")
+VARIANTS = tuple(VARIANT_MAPS)  # the one list of variants (the config schema and the samplers derive theirs)
+DEFAULT_VARIANT = "gray2edge"  # the paper's method
 
 
 def structure_states(

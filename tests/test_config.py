@@ -2,7 +2,6 @@
 profiles / overlays / overrides, and the shipped experiments."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -188,16 +187,35 @@ def test_structure_schedule_inherits_unset_fields():
 # ------------------------------------------------------------------------------------------ drift
 
 
-def test_train_defaults_match_train_config():
-    """The experiment schema's training defaults are the TrainConfig defaults (no silent drift)."""
-    from strbench.train import TrainConfig
+def test_train_section_and_train_config_are_one_schema():
+    """The experiment's train: section and the trainer's TrainConfig are one declaration (strbench.trainset):
+    same fields, defaults and checks; train.roles.<role> takes the same types and ranges."""
+    from strbench.trainset import TrainConfig, TrainSettings
 
+    assert issubclass(C.TrainCfg, TrainSettings) and issubclass(TrainConfig, TrainSettings)
     ours = C.TrainCfg().model_dump()
-    theirs = dataclasses.asdict(TrainConfig())
-    for k, v in ours.items():
-        if k != "roles":
-            assert k in theirs, f"train.{k} is not a TrainConfig field"
-            assert v == theirs[k], f"train.{k}: schema default {v!r} != TrainConfig default {theirs[k]!r}"
+    theirs = TrainConfig().to_dict()
+    assert {k: v for k, v in ours.items() if k != "roles"} == {k: theirs[k] for k in TrainSettings.model_fields}
+    for k in C.TrainRoleCfg.model_fields:
+        assert C.TrainRoleCfg.model_fields[k].default is None
+    with pytest.raises(ConfigError, match="train.roles.texture.lr"):
+        C.load_experiment({"name": "x", "train": {"roles": {"texture": {"lr": 0}}}})
+    with pytest.raises(ConfigError, match="train.roles.painter: unknown key|train.roles"):
+        C.load_experiment({"name": "x", "train": {"roles": {"painter": {"lr": 1.0}}}})
+
+
+def test_names_declared_elsewhere_are_derived():
+    """Roles, variants, schedule kinds and presets have one declaration each; the schema's choices are those."""
+    from typing import get_args
+
+    from strbench import nets, roles, sde, structure
+
+    assert C.ROLES == roles.names() and C.VARIANTS is structure.VARIANTS
+    assert set(get_args(C.Experiment.model_fields["variant"].annotation)) == set(structure.VARIANTS)
+    assert C.Experiment.model_fields["variant"].default == structure.DEFAULT_VARIANT
+    assert set(get_args(C.SDECfg.model_fields["kind"].annotation)) == set(sde.SCHEDULES)
+    assert set(get_args(C.NetsCfg.model_fields["preset"].annotation)) == set(nets.PRESETS)
+    assert C.StructureCfg().canny_sigma == structure.DEFAULT_CANNY_SIGMA
 
 
 def test_method_settings_have_one_home():

@@ -3,7 +3,10 @@ import pytest
 import torch
 
 from strbench.errors import ConfigError
-from strbench.nets import (PRESETS, ROLES, build_net, channel_normalize, count_params, net_kwargs)
+from strbench.nets import PRESETS, build_net, channel_normalize, count_params, net_kwargs
+from strbench.roles import BUILTIN
+
+ROLES = tuple(r.name for r in BUILTIN)  # strbench's own networks
 
 
 def _randomize(net, std=0.05, seed=0):

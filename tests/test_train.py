@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from strbench import objectives as O
+from strbench import roles
 from strbench import sde as sdelib
 from strbench import train as T
 from strbench.checkpoint import load_checkpoint
@@ -82,12 +84,12 @@ def test_discriminator_loss_closed_form():
     D = lambda y, x, t: torch.zeros(y.shape[0])
     y = torch.rand(3, 3, 8, 8)
     x = torch.rand(3, 1, 8, 8)
-    loss = T.discriminator_loss(D, y, y, y, x, torch.ones(3, dtype=torch.long), lambda_tri=0.5, margin=0.7)
+    loss = O.discriminator_loss(D, y, y, y, x, torch.ones(3, dtype=torch.long), lambda_tri=0.5, margin=0.7)
     assert math.isclose(float(loss), 2 * math.log(2) + 0.5 * 0.7, rel_tol=1e-6)
     # a D that scores real +a, fake -a, anchor = real: BCE softplus(-a)*2, triplet max(0 - 2a + m, 0)
     a = 2.0
     D2 = lambda yy, xx, t: torch.full((yy.shape[0],), a if yy is y else -a)
-    loss2 = T.discriminator_loss(D2, y, y.clone(), y, x, 1, lambda_tri=1.0, margin=1.0)
+    loss2 = O.discriminator_loss(D2, y, y.clone(), y, x, 1, lambda_tri=1.0, margin=1.0)
     assert math.isclose(float(loss2), 2 * math.log1p(math.exp(-a)) + max(1.0 - 2 * a, 0), rel_tol=1e-6)
 
 
@@ -101,7 +103,7 @@ def test_texture_loss_weighting_and_targets():
     t = torch.tensor([3, 15])
     y_t = sdelib.q_sample(pair.texture, y0, mu_y, t, torch.randn_like(y0))
     x_t = sdelib.q_sample(pair.structure, x0, mu_x, t, torch.randn_like(x0))
-    s = T.TextureStates(y0=y0, mu_y=mu_y, known=known, t=t, y_t=y_t, x0=x0, mu_x=mu_x, x_t=x_t,
+    s = O.TextureStates(y0=y0, mu_y=mu_y, known=known, t=t, y_t=y_t, x0=x0, mu_x=mu_x, x_t=x_t,
                         x_prev=sdelib.optimal_reverse_state(pair.structure, x_t, x0, mu_x, t))
     net = lambda a, b, tt, cond: torch.zeros_like(a)
     pred = sdelib.reverse_mean(pair.texture, y_t, mu_y, torch.zeros_like(y0), t)
@@ -109,12 +111,12 @@ def test_texture_loss_weighting_and_targets():
         tgt = sdelib.texture_target(target, pair.texture, pair.structure, y0=y0, mu_y=mu_y, x_t=x_t, x0=x0,
                                     mu_x=mu_x, t=t, y_t=y_t)
         err = (pred - tgt).abs()
-        uni = T.texture_loss(net, pair, s, target=target, weighting="uniform")
-        off = T.texture_loss(net, pair, s, target=target, weighting="official")
+        uni = O.texture_loss(net, pair, s, target=target, weighting="uniform")
+        off = O.texture_loss(net, pair, s, target=target, weighting="official")
         assert torch.allclose(uni, err.mean())
         assert torch.allclose(off, (err * (known + 10 * (1 - known))).mean())
     with pytest.raises(ConfigError, match="weighting"):
-        T.texture_loss(net, pair, s, weighting="l2")
+        O.texture_loss(net, pair, s, weighting="l2")
 
 
 def test_irsde_loss_is_eq5_l1():
@@ -127,7 +129,7 @@ def test_irsde_loss_is_eq5_l1():
     y_t = sdelib.q_sample(pair.texture, y0, mu, t, noise)
     want = (sdelib.reverse_mean(pair.texture, y_t, mu, eps, t)
             - sdelib.optimal_reverse_state(pair.texture, y_t, y0, mu, t)).abs().mean()
-    assert torch.allclose(T.irsde_loss(net, pair.texture, y0, mu, t, noise), want)
+    assert torch.allclose(O.irsde_loss(net, pair.texture, y0, mu, t, noise), want)
 
 
 def test_lr_schedules():
@@ -147,19 +149,23 @@ def test_config_strict_and_hash():
     with pytest.raises(ConfigError, match="train.steps: expected int"):
         TrainConfig.from_dict({"steps": "3"})
     with pytest.raises(ConfigError, match="train.target"):
-        TrainConfig(target="eq99").validate("texture")
+        TrainConfig(target="eq99")
     with pytest.raises(ConfigError, match="train.variant"):
-        TrainConfig(variant="rgb2rgb").validate("structure")
+        TrainConfig(variant="rgb2rgb")
     with pytest.raises(ConfigError, match="train.sde"):
-        TrainConfig(sde={"kind": "zigzag"}).validate("irsde")
+        TrainConfig(sde={"kind": "zigzag"})
+    with pytest.raises(ConfigError, match=r"train.lr_min: must be in \[0, lr\]"):
+        TrainConfig(lr=1e-4, lr_min=1e-3)
+    with pytest.raises(ConfigError, match="unknown training role"):
+        TrainConfig().validate("painter")
     c = TrainConfig.from_dict({"steps": 5, "lr": 1, "sde": {"T": 50}})
     assert c.lr == 1.0 and isinstance(c.lr, float)
     assert TrainConfig.from_dict(c.to_dict()) == c  # round trip
     # bookkeeping does not change the hash; role-relevant fields do, irrelevant ones do not
-    assert c.hash("irsde") == dataclasses.replace(c, log_every=1, checkpoint_every=2).hash("irsde")
-    assert c.hash("irsde") != dataclasses.replace(c, lr=2.0).hash("irsde")
-    assert c.hash("irsde") == dataclasses.replace(c, target="official_code").hash("irsde")
-    assert c.hash("texture") != dataclasses.replace(c, target="official_code").hash("texture")
+    assert c.hash("irsde") == c.replace(log_every=1, checkpoint_every=2).hash("irsde")
+    assert c.hash("irsde") != c.replace(lr=2.0).hash("irsde")
+    assert c.hash("irsde") == c.replace(target="official_code").hash("irsde")
+    assert c.hash("texture") != c.replace(target="official_code").hash("texture")
     assert c.hash("irsde") != c.hash("structure")
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": (1, 2), "a": 1})
 
@@ -227,7 +233,7 @@ def test_resume_between_log_points_keeps_the_mean_of_the_whole_window(tmp_path):
 def test_checkpoint_from_another_config_is_refused(tmp_path):
     cfg = TrainConfig(steps=3, batch=2, checkpoint_every=2, log_every=1)
     _run(tmp_path, cfg, role="irsde")
-    other = dataclasses.replace(cfg, lr=5e-4)
+    other = cfg.replace(lr=5e-4)
     with pytest.raises(CheckpointError) as e:
         _run(tmp_path, other, role="irsde")
     msg = str(e.value)
@@ -242,14 +248,15 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
 def poison_losses(monkeypatch, role: str, from_step: int) -> dict:
     """Make the `role` training step's loss NaN from its `from_step`-th call on; returns {"n": calls so far}."""
     calls = {"n": 0}
-    orig = T.ROLE_STEPS[role]
+    declared = roles.get(role)
+    orig = declared.objective
 
     def poisoned(tr, model, g, out=None):
         calls["n"] += 1
         loss = orig(tr, model, g, out)
         return loss * float("nan") if calls["n"] >= from_step else loss
 
-    monkeypatch.setitem(T.ROLE_STEPS, role, poisoned)
+    monkeypatch.setitem(roles.registry(), role, dataclasses.replace(declared, objective=poisoned))
     return calls
 
 

@@ -265,6 +265,7 @@ class Resources:
     def _train(self, spec: ModelSpec, deps: dict, *, on_train, callback, stop_at: Optional[int] = None):
         """Train `spec` (resuming its partial checkpoint) and mark it complete; called under its lock.
         stop_at (model(until=...)): train only to that step, and mark nothing complete before the end."""
+        from strbench.roles import GUIDE
         from strbench.train import train_model
 
         d = self.model_dir(spec)
@@ -280,7 +281,7 @@ class Resources:
         t0 = time.time()
         try:
             net = train_model(spec.role, spec.train, ds, masks, ckpt_path=d / "model.pt", callback=callback,
-                              device=self.device, structure_net=deps.get("structure"), stop_at=stop_at)
+                              device=self.device, structure_net=deps.get(GUIDE), stop_at=stop_at)
         except StrbenchError as e:
             self.failed[spec.hash] = str(e)
             if isinstance(e, TrainingDiverged) and main:  # deterministic: every process would diverge the same way

@@ -3,8 +3,9 @@
     cells = expand(exp)          # sweep axes x cases x mask sets x bins, deduplicated, grouped by model
 
 Everything here is pure (no files, no MLflow, no torch): a :class:`Cell` holds its typed, frozen
-:class:`CellConfig`; a :class:`ModelSpec` holds the :class:`~strbench.train.TrainConfig` and the
-training data of one model. Method knowledge comes from the method registry (:mod:`strbench.methods`).
+:class:`CellConfig`; a :class:`ModelSpec` holds the :class:`~strbench.trainset.TrainConfig` and the
+training data of one model. Method knowledge comes from the method registry (:mod:`strbench.methods`), role
+knowledge (nets.unet, structure guidance) from the role registry (:mod:`strbench.roles`).
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ class ModelSpec:
 
     role: str
     hash: str  # = TrainConfig.hash(role), also the checkpoint's config_hash; pretrained: see pretrained_hash
-    train: Any  # strbench.train.TrainConfig (treated as read-only; for a pretrained model only its net counts)
+    train: Any  # strbench.trainset.TrainConfig (frozen; for a pretrained model only its net counts)
     data: TrainData
     needs: tuple[str, ...] = ()  # hashes of models that must exist first (structure net for guidance "net")
     source: Optional[str] = None  # pretrained: a weights file, "random:SEED", "" (not set yet); None: trained
@@ -108,7 +109,7 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, role: str, d: Mapping) -> "ModelSpec":
-        from strbench.train import TrainConfig
+        from strbench.trainset import TrainConfig
 
         return cls(role=role, hash=d["hash"], train=TrainConfig.from_dict(thaw(d["train"])),
                    data=TrainData.model_validate(thaw(d["data"]), strict=False), needs=tuple(d.get("needs") or ()),
@@ -266,8 +267,9 @@ STANDARD_AXES = ("case", "method", "mask_set", "mask_bin", "variant", "seed", "n
 
 
 def model_specs(exp: Experiment, roles: Iterable[str]) -> dict[str, ModelSpec]:
-    """TrainConfig and training data of each role (with its dependencies); validated by strbench.train."""
-    from strbench.train import TrainConfig
+    """TrainConfig and training data of each role (with its dependencies); validated by strbench.trainset."""
+    from strbench import roles as role_registry
+    from strbench.trainset import TrainConfig
 
     ds, tr, nets = exp.dataset, exp.train, exp.nets
     data = {
@@ -283,17 +285,18 @@ def model_specs(exp: Experiment, roles: Iterable[str]) -> dict[str, ModelSpec]:
     def spec(role: str) -> ModelSpec:
         if role in out:
             return out[role]
+        declared = role_registry.get(role)
         needs: tuple = ()
         data_r = dict(data)
-        if role in ("texture", "discriminator") and tr.guidance == "net":
-            needs = (spec("structure").hash,)
+        if declared.guided and tr.guidance == "net":  # guided by the trained structure net
+            needs = (spec(role_registry.GUIDE).hash,)
             data_r["structure_model"] = needs[0]
         fields = tr.model_dump(exclude={"roles"})
         override = tr.roles.get(role)
         if override is not None:
             fields.update({k: v for k, v in override.model_dump().items() if v is not None})
         net = dict(nets.roles.get(role) or {})
-        if role != "discriminator":
+        if declared.unet:
             net = {**nets.unet, **net}
         if nets.arch != "strbench":
             net = {"arch": nets.arch, **net}

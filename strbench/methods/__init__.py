@@ -4,7 +4,8 @@
     methods.get("repaint").make(jump_length=5)      # its settings (defaults from its own module)
     methods.names()                                 # ('biharmonic', 'irsde', 'repaint', 'strdiffusion')
 
-A method is one module exposing a :class:`~strbench.methods.base.Method` and one line under
+A method is one module exposing a :class:`~strbench.methods.base.Method` (with, when it brings a network of
+its own, the :class:`strbench.roles.Role` of that network in ``networks=``) and one line under
 ``[project.entry-points."strbench.methods"]`` in ``pyproject.toml`` (``name = "package.module:METHOD"``);
 an installed package of someone else's can register its own methods the same way. The paper's method
 lives in :mod:`strbench.methods.strdiffusion`, the comparison methods in ``baselines/``.
@@ -15,11 +16,11 @@ import functools
 from importlib.metadata import entry_points
 
 from strbench.errors import ConfigError
-from strbench.methods.base import ROLES, Method, MethodSettings, Models, SampleContext
+from strbench.methods.base import Method, MethodSettings, Models, SampleContext
 
 GROUP = "strbench.methods"
 
-__all__ = ["GROUP", "ROLES", "Method", "MethodSettings", "Models", "SampleContext", "registry", "get", "names",
+__all__ = ["GROUP", "Method", "MethodSettings", "Models", "SampleContext", "registry", "get", "names",
            "default_cases", "floors"]
 
 

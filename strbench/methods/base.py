@@ -13,14 +13,15 @@ and inputs as a plain dict. It returns the raw y_0 (not composited) and extra in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from strbench.errors import ConfigError
 
-ROLES = ("irsde", "structure", "texture", "discriminator")  # the trainable networks (strbench.train roles)
+if TYPE_CHECKING:
+    from strbench.roles import Role
 
 
 class MethodSettings(BaseModel):
@@ -36,14 +37,38 @@ class MethodSettings(BaseModel):
         return self.model_dump(exclude={"method"})
 
 
-@dataclass
-class Models:
-    """The networks a method may use: noise nets ``net(x_t, mu, t, cond=None)``, ``D(y, x, t)``."""
+class Models(Mapping[str, Callable]):
+    """The networks a method may use, by role (:mod:`strbench.roles`): ``models.texture`` or
+    ``models["texture"]``; a role not given is None. Noise nets ``net(x_t, mu, t, cond=None)``, ``D(y, x, t)``."""
 
-    texture: Optional[Callable] = None  # structure-guided texture net (cond = x_{t-1})
-    structure: Optional[Callable] = None  # structure net of the chosen variant
-    discriminator: Optional[Callable] = None  # D(y, x, t) -> logits (B,)
-    irsde: Optional[Callable] = None  # plain IR-SDE net (IR-SDE, RePaint*, ablation A)
+    def __init__(self, **nets: Optional[Callable]):
+        from strbench import roles
+
+        unknown = sorted(set(nets) - set(roles.names()))
+        if unknown:
+            raise ConfigError(f"Models: unknown role(s) {unknown}; choose from {list(roles.names())}")
+        self._nets = {k: v for k, v in nets.items() if v is not None}
+
+    def __getattr__(self, role: str) -> Optional[Callable]:
+        if role.startswith("_"):
+            raise AttributeError(role)
+        from strbench import roles
+
+        if role not in self._nets and role not in roles.registry():
+            raise AttributeError(f"Models has no role {role!r}; registered roles: {list(roles.names())}")
+        return self._nets.get(role)
+
+    def __getitem__(self, role: str) -> Callable:
+        return self._nets[role]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._nets)
+
+    def __len__(self) -> int:
+        return len(self._nets)
+
+    def __repr__(self) -> str:
+        return f"Models({', '.join(self._nets)})"
 
 
 @dataclass
@@ -64,7 +89,7 @@ class SampleContext:
             hook(key)
 
     def need(self, *names: str, why: str) -> None:
-        missing = [n for n in names if getattr(self.models, n) is None]
+        missing = [n for n in names if self.models.get(n) is None]
         if missing:
             raise ConfigError(f"{why} needs the model(s) {missing} (Models.{', Models.'.join(missing)})")
 
@@ -89,7 +114,7 @@ class Method:
     name: str  # registry key = ``method:`` in the YAML
     settings: type[MethodSettings]  # the only place its settings and their defaults live
     run: Callable[..., tuple]  # run(ctx, image, known, s) -> (y0, info)
-    roles: Callable[[MethodSettings], tuple[str, ...]]  # trained networks it needs (strbench.train roles)
+    roles: Callable[[MethodSettings], tuple[str, ...]]  # trained networks it needs (strbench.roles names)
     summary: str = ""  # one line for listings and docs
     default_case: Optional[str] = None  # case name in an experiment with no `methods:` (None: not a default)
     floor: bool = False  # a no-learning reference added to every experiment (experiment key `floors`)
@@ -99,11 +124,15 @@ class Method:
     # settings that are also training settings (same name under train:): a case that leaves one unset takes
     # the training value, a case that sets another value is refused (e.g. StrDiffusion's disc_time)
     train_settings: tuple[str, ...] = ()
+    # networks it brings (roles of its own, registered with it: strbench.roles.registry learns them here)
+    networks: tuple["Role", ...] = ()
 
     def make(self, **values) -> MethodSettings:
         """Settings from keyword values (``method`` filled in)."""
         return self.settings(method=self.name, **values)
 
     def structure_guided(self, settings: MethodSettings) -> bool:
-        """Whether its cells depend on the structure variant (it runs a structure network)."""
-        return "structure" in self.roles(settings)
+        """Whether its cells depend on the structure variant (a network it runs is trained on structure maps)."""
+        from strbench import roles
+
+        return any(roles.get(r).uses_structure for r in self.roles(settings))

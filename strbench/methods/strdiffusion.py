@@ -27,6 +27,7 @@ from strbench.methods.base import Method, MethodSettings, SampleContext
 from strbench.resampling import repaint_loop
 from strbench.sde import masked_mean
 from strbench.steps import Stepper, time_table
+from strbench.structure import DEFAULT_CANNY_SIGMA, DEFAULT_VARIANT
 
 ABLATIONS = ("A", "B", "C", "D")  # Table 2: A IR-SDE+RePaint, B no discriminator, C no resampling, D full
 MODES = ("paper", "official")
@@ -320,5 +321,5 @@ METHOD = Method(
     name="strdiffusion", settings=StrDiffusionSettings, run=run, roles=roles,
     summary="StrDiffusion (CVPR 2024): structure-guided texture diffusion with adaptive resampling (Alg. 1)",
     default_case="StrDiffusion", tags=_tags, check=check_inputs, train_settings=("disc_time",),
-    inputs={"variant": "gray2edge", "canny_sigma": 3.0, "x0": None, "mu_x": None},
+    inputs={"variant": DEFAULT_VARIANT, "canny_sigma": DEFAULT_CANNY_SIGMA, "x0": None, "mu_x": None},
 )

@@ -1,31 +1,35 @@
 """Networks: U-Net noise predictors (IR-SDE, structure, structure-guided texture) and the discriminator.
 
-``build_net(role, preset, arch="strbench", **overrides)`` is the only factory; roles, presets and archs are
-registries. ``arch="strbench"``: strbench's own networks (PRESETS, below); ``arch="authors"``: the released
-StrDiffusion / IR-SDE networks, key for key (:mod:`strbench.nets.authors`, AUTHORS_PRESETS; their files load with
+``build_net(role, preset, arch="strbench", **overrides)`` is the only factory: a role (:mod:`strbench.roles`)
+names its network per arch (a :class:`Net` here, an ``AuthorsNet`` in :mod:`strbench.nets.authors`).
+``arch="strbench"``: strbench's own networks (PRESETS, below); ``arch="authors"``: the released StrDiffusion /
+IR-SDE networks, key for key (:mod:`strbench.nets.authors`, AUTHORS_PRESETS; their files load with
 :func:`strbench.nets.pretrained.load_pretrained`). Either arch is called the same way:
 a noise net ``net(x_t, mu, t, cond=None) -> eps_hat``; the discriminator ``D(y, x, t) -> (B,)``.
 """
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
 
 from torch import nn
 
 from strbench.errors import ConfigError
-from strbench.nets.authors import AUTHORS_PRESETS, authors_net_kwargs, build_authors_net
+from strbench.nets.authors import AUTHORS_PRESETS
 from strbench.nets.discriminator import Discriminator
 from strbench.nets.texture import SpatialAdaptiveNorm, StructureGuidedNet, channel_normalize
 from strbench.nets.unet import UNet
 
-__all__ = ["ARCHS", "AUTHORS_PRESETS", "PRESETS", "ROLES", "build_net", "count_params", "net_kwargs", "UNet",
-           "StructureGuidedNet", "SpatialAdaptiveNorm", "channel_normalize", "Discriminator"]
+__all__ = ["ARCHS", "AUTHORS_PRESETS", "DEFAULT_PRESET", "DISCRIMINATOR", "Net", "PRESETS", "TEXTURE_NET", "UNET_GRAY",
+           "UNET_RGB", "build_net", "count_params", "net_kwargs", "UNet", "StructureGuidedNet", "SpatialAdaptiveNorm",
+           "channel_normalize", "Discriminator"]
 
-# Per preset: the default image size and the keyword arguments of each role's network.
+# Per preset: the default image size and the keyword arguments of each network (by section).
 #   tiny : trains in minutes on 2 CPU cores at 32-64 px
 #   small: a modest GPU / long CPU runs at 64-128 px
 #   paper: the paper's U-Net (DDPM U-Net without group norm and attention; nf 64, depth 4), 256 px
+DEFAULT_PRESET = "tiny"
 PRESETS: dict[str, dict] = {
     "tiny": {
         "size": 32,
@@ -52,6 +56,37 @@ _TEXTURE_KEYS = ("cond_hidden", "cond_resize")
 _DISC_KEYS = ("nf", "ch_mult", "norm")
 
 
+@dataclass(frozen=True)
+class Net:
+    """A network of strbench's arch: ``make(kwargs)`` = ``build(kwargs)``, its kwargs merged from the preset's
+    `sections` in order (or `defaults`, the same at every preset) and overridable by the keys in `keys`. A role
+    (:mod:`strbench.roles`) names one per arch."""
+
+    build: Callable[[dict], nn.Module]
+    sections: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+    defaults: Optional[Mapping[str, Any]] = None
+
+    def kwargs(self, preset: str = DEFAULT_PRESET, *, role: str = "", **overrides) -> dict:
+        """The resolved keyword arguments (preset merged with overrides)."""
+        if preset not in PRESETS:
+            raise ConfigError(f"net preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        unknown = sorted(set(overrides) - set(self.keys))
+        if unknown:
+            raise ConfigError(f"net overrides for role {role!r}: unknown key(s) {unknown}; allowed: {list(self.keys)}")
+        kw: dict = copy.deepcopy(dict(self.defaults or {}))
+        for s in self.sections:
+            kw.update(copy.deepcopy(PRESETS[preset][s]))
+        kw.update(overrides)
+        if "ch_mult" in kw:
+            kw["ch_mult"] = tuple(kw["ch_mult"])
+        return kw
+
+    def make(self, kwargs: dict) -> nn.Module:
+        """The network of resolved kwargs (from :meth:`kwargs`)."""
+        return self.build(dict(kwargs))
+
+
 def _unet(channels: int) -> Callable[[dict], nn.Module]:
     return lambda kw: UNet(channels=channels, **kw)
 
@@ -65,14 +100,10 @@ def _discriminator(kw: dict) -> nn.Module:
     return Discriminator(texture_ch=3, structure_ch=1, **kw)
 
 
-# role -> (builder, preset sections merged in order, allowed override keys)
-ROLES: dict[str, tuple[Callable[[dict], nn.Module], tuple[str, ...], tuple[str, ...]]] = {
-    "irsde": (_unet(3), ("unet",), _UNET_KEYS),
-    "structure": (_unet(1), ("unet",), _UNET_KEYS),
-    "texture": (_texture, ("unet", "texture"), _UNET_KEYS + _TEXTURE_KEYS),
-    "discriminator": (_discriminator, ("discriminator",), _DISC_KEYS),
-}
-
+UNET_RGB = Net(_unet(3), ("unet",), _UNET_KEYS)  # noise net on images (IR-SDE)
+UNET_GRAY = Net(_unet(1), ("unet",), _UNET_KEYS)  # noise net on 1-channel structure maps
+TEXTURE_NET = Net(_texture, ("unet", "texture"), _UNET_KEYS + _TEXTURE_KEYS)  # structure-guided noise net
+DISCRIMINATOR = Net(_discriminator, ("discriminator",), _DISC_KEYS)  # D(y, x, t) -> logits
 
 ARCHS = ("strbench", "authors")
 
@@ -82,42 +113,31 @@ def _check_arch(arch: str) -> None:
         raise ConfigError(f"net arch: unknown arch {arch!r}; choose one of {list(ARCHS)}")
 
 
-def net_kwargs(role: str, preset: str = "tiny", arch: str = "strbench", **overrides) -> dict:
+def _factory(role: str, arch: str):
+    from strbench import roles
+
+    _check_arch(arch)
+    r = roles.get(role, what="network role")
+    if arch not in r.nets:
+        raise ConfigError(f"net arch: role {role!r} has no {arch!r} network; use arch {' or '.join(map(repr, r.nets))}")
+    return r.nets[arch]
+
+
+def net_kwargs(role: str, preset: str = DEFAULT_PRESET, arch: str = "strbench", **overrides) -> dict:
     """The resolved keyword arguments of a role's network (preset merged with overrides).
 
     arch "authors": ``{"arch": "authors", nf, depth}`` (U-Nets) or ``{"arch": "authors", ngf, t_emb_dim}`` (D),
     so the resolved dict names its arch (and round-trips through ``build_net(role, preset, **kw)``)."""
-    _check_arch(arch)
-    if arch == "authors":
-        return authors_net_kwargs(role, preset, **overrides)
-    if role not in ROLES:
-        raise ConfigError(f"unknown network role {role!r}; choose one of {sorted(ROLES)}")
-    if preset not in PRESETS:
-        raise ConfigError(f"net preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    _, sections, allowed = ROLES[role]
-    unknown = sorted(set(overrides) - set(allowed))
-    if unknown:
-        raise ConfigError(f"net overrides for role {role!r}: unknown key(s) {unknown}; allowed: {list(allowed)}")
-    kw: dict = {}
-    for s in sections:
-        kw.update(copy.deepcopy(PRESETS[preset][s]))
-    kw.update(overrides)
-    if "ch_mult" in kw:
-        kw["ch_mult"] = tuple(kw["ch_mult"])
-    return kw
+    return _factory(role, arch).kwargs(preset, role=role, **overrides)
 
 
-def build_net(role: str, preset: str = "tiny", arch: str = "strbench", **overrides) -> nn.Module:
-    """Network of `role` (irsde | structure | texture | discriminator) from a preset plus overrides.
+def build_net(role: str, preset: str = DEFAULT_PRESET, arch: str = "strbench", **overrides) -> nn.Module:
+    """Network of `role` (a registered role, :mod:`strbench.roles`) from a preset plus overrides.
 
     arch "strbench" (default): strbench's networks, overrides of PRESETS; arch "authors": the released networks,
     overrides ``nf, depth`` (U-Nets) or ``ngf, t_emb_dim`` (discriminator) of AUTHORS_PRESETS."""
-    _check_arch(arch)
-    if arch == "authors":
-        return build_authors_net(role, preset, **overrides)
-    builder = ROLES[role][0] if role in ROLES else None
-    kw = net_kwargs(role, preset, **overrides)
-    return builder(kw)
+    f = _factory(role, arch)
+    return f.make(f.kwargs(preset, role=role, **overrides))
 
 
 def count_params(net: nn.Module, trainable_only: bool = True) -> int:

@@ -12,6 +12,7 @@ Sizes: U-Nets ``nf`` (even, >= 4), ``depth`` (>= 1); discriminator ``ngf``, ``t_
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
@@ -21,10 +22,10 @@ from strbench.nets.authors.discriminator import AuthorsDiscriminator, fir_downsa
 from strbench.nets.authors.spade import SPADE, SPADEBlock, positional_norm
 from strbench.nets.authors.unet import AuthorsUNet
 
-__all__ = ["AUTHORS_PRESETS", "AUTHORS_ROLES", "AuthorsDiscriminator", "AuthorsUNet", "SPADE", "SPADEBlock",
-           "authors_net_kwargs", "build_authors_net", "fir_downsample", "minibatch_stddev", "positional_norm"]
+__all__ = ["AUTHORS_PRESETS", "AuthorsDiscriminator", "AuthorsNet", "AuthorsUNet", "DISCRIMINATOR", "IRSDE", "SPADE",
+           "SPADEBlock", "STRUCTURE", "TEXTURE", "fir_downsample", "minibatch_stddev", "positional_norm"]
 
-# Per preset: default image size and each role's sizes.
+# Per preset: default image size and each released network's sizes (by section).
 #   tiny : the reference fixtures' sizes (U-Nets nf 8, depth 2; D ngf 8, t_emb_dim 32), CPU minutes
 #   small: a modest GPU at 64-128 px
 #   paper: the released checkpoints (texture 163.3 M, structure 137.1 M, IR-SDE 34.8 M, D 12.7 M parameters)
@@ -49,37 +50,39 @@ AUTHORS_PRESETS: dict[str, dict] = {
 _UNET_KEYS = ("nf", "depth")
 _DISC_KEYS = ("ngf", "t_emb_dim")
 
-# role -> (builder of the resolved sizes, allowed size keys)
-AUTHORS_ROLES: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
-    "texture": (lambda nf, depth: AuthorsUNet(3, 3, nf, depth, guided=True), _UNET_KEYS),
-    "structure": (lambda nf, depth: AuthorsUNet(1, 1, nf, depth), _UNET_KEYS),
-    "irsde": (lambda nf, depth: AuthorsUNet(3, 3, nf, depth), _UNET_KEYS),
-    "discriminator": (lambda ngf, t_emb_dim: AuthorsDiscriminator(3, 1, ngf, t_emb_dim), _DISC_KEYS),
-}
+
+@dataclass(frozen=True)
+class AuthorsNet:
+    """One released network: ``build(**sizes)``, its sizes under `section` of each AUTHORS_PRESETS preset,
+    overridable by `keys` (integers); the resolved kwargs name their arch (``{"arch": "authors", ...}``)."""
+
+    build: Callable[..., nn.Module]
+    section: str
+    keys: tuple[str, ...]
+
+    def kwargs(self, preset: str = "tiny", *, role: str = "", **overrides) -> dict:
+        """Resolved sizes: ``{"arch": "authors", **preset sizes, **overrides}``."""
+        if preset not in AUTHORS_PRESETS:
+            raise ConfigError(f"net preset (arch authors): unknown preset {preset!r}; "
+                              f"choose one of {sorted(AUTHORS_PRESETS)}")
+        unknown = sorted(set(overrides) - set(self.keys))
+        if unknown:
+            raise ConfigError(f"net overrides for role {role!r} (arch authors): unknown key(s) {unknown}; "
+                              f"allowed: {list(self.keys)}")
+        kw = {"arch": "authors", **copy.deepcopy(AUTHORS_PRESETS[preset][self.section]), **overrides}
+        for k in self.keys:
+            if isinstance(kw[k], bool) or not isinstance(kw[k], int):
+                raise ConfigError(f"net overrides for role {role!r} (arch authors): {k} must be an integer, "
+                                  f"got {kw[k]!r}")
+        return kw
+
+    def make(self, kwargs: dict) -> nn.Module:
+        """The network of resolved kwargs (from :meth:`kwargs`)."""
+        return self.build(**{k: v for k, v in kwargs.items() if k != "arch"})
 
 
-def authors_net_kwargs(role: str, preset: str = "tiny", **overrides) -> dict:
-    """Resolved sizes of an authors network: ``{"arch": "authors", **preset sizes, **overrides}``."""
-    if role not in AUTHORS_ROLES:
-        raise ConfigError(f"unknown network role {role!r}; choose one of {sorted(AUTHORS_ROLES)}")
-    if preset not in AUTHORS_PRESETS:
-        raise ConfigError(f"net preset (arch authors): unknown preset {preset!r}; "
-                          f"choose one of {sorted(AUTHORS_PRESETS)}")
-    allowed = AUTHORS_ROLES[role][1]
-    unknown = sorted(set(overrides) - set(allowed))
-    if unknown:
-        raise ConfigError(f"net overrides for role {role!r} (arch authors): unknown key(s) {unknown}; "
-                          f"allowed: {list(allowed)}")
-    kw = {"arch": "authors", **copy.deepcopy(AUTHORS_PRESETS[preset][role]), **overrides}
-    for k in allowed:
-        if isinstance(kw[k], bool) or not isinstance(kw[k], int):
-            raise ConfigError(f"net overrides for role {role!r} (arch authors): {k} must be an integer, "
-                              f"got {kw[k]!r}")
-    return kw
-
-
-def build_authors_net(role: str, preset: str = "tiny", **overrides) -> nn.Module:
-    """The authors' network of `role` at a preset's sizes plus overrides (see :func:`authors_net_kwargs`)."""
-    kw = authors_net_kwargs(role, preset, **overrides)
-    kw.pop("arch")
-    return AUTHORS_ROLES[role][0](**kw)
+TEXTURE = AuthorsNet(lambda nf, depth: AuthorsUNet(3, 3, nf, depth, guided=True), "texture", _UNET_KEYS)
+STRUCTURE = AuthorsNet(lambda nf, depth: AuthorsUNet(1, 1, nf, depth), "structure", _UNET_KEYS)
+IRSDE = AuthorsNet(lambda nf, depth: AuthorsUNet(3, 3, nf, depth), "irsde", _UNET_KEYS)
+DISCRIMINATOR = AuthorsNet(lambda ngf, t_emb_dim: AuthorsDiscriminator(3, 1, ngf, t_emb_dim), "discriminator",
+                           _DISC_KEYS)
