@@ -24,7 +24,7 @@ import json, sys
 from pathlib import Path
 
 from strbench import config, experiment, report, roles
-from test_runner import tiny
+from helpers import tiny
 
 tmp = Path(sys.argv[1])
 out = {"roles": list(roles.names())}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from strbench.errors import StrbenchError
+from strbench.structure import VARIANTS
 
 REFERENCE_PATH = Path(__file__).resolve().parents[2] / "reports" / "paper_reference.yaml"
 
@@ -55,7 +56,7 @@ FRONTIER_HINT = run_hint(FRONTIER_EXPERIMENT)
 CLAIM_SOURCES = {"table1": 1, "table2": 2}  # strbench.paired.Claim.source -> the table its runs come from
 
 CASE_ORDER = ("IR-SDE", "RePaint*", "StrDiffusion", "A", "B", "C", "D")
-VARIANT_ORDER = ("gray2gray", "edge2edge", "edge2gray", "gray2edge")
+VARIANT_ORDER = VARIANTS  # the paper's order of Fig. 8's legend = the declared order
 DATASET_NAMES = {"builtin": "built-in", "psv": "Paris StreetView", "places2": "Places2", "celeba": "CelebA",
                  "folder": "image folder"}
 METHOD_NAMES = {"irsde": "IR-SDE", "repaint": "RePaint*", "strdiffusion": "StrDiffusion"}
