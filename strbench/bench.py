@@ -77,7 +77,8 @@ def bench_train(device: str = "auto", size: Optional[int] = None, batch: Optiona
                 block: int = 10, amp: bool = False, quiet: bool = False) -> dict:
     """Full training step vs bare forward+backward+step per role, and parameter counts per preset."""
     from strbench.nets import PRESETS, ROLES, build_net, count_params
-    from strbench.train import TrainConfig, Trainer, resolve_device
+    from strbench.dist import resolve_device
+    from strbench.train import TrainConfig, Trainer
 
     if preset not in PRESETS:
         raise ConfigError(f"bench --preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -130,7 +131,7 @@ def bench_sample(device: str = "auto", size: Optional[int] = None, batch: Option
     from strbench.nets import PRESETS, build_net
     from strbench.sample import Models, sample
     from strbench.sde import make_sde_pair
-    from strbench.train import resolve_device
+    from strbench.dist import resolve_device
 
     if preset not in PRESETS:
         raise ConfigError(f"bench --preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -235,7 +236,8 @@ def bench_data(device: str = "auto", size: Optional[int] = None, batch: Optional
     from strbench import stream
     from strbench.data import ImageFolderDataset
     from strbench.nets import PRESETS
-    from strbench.train import TrainConfig, Trainer, resolve_device
+    from strbench.dist import resolve_device
+    from strbench.train import TrainConfig, Trainer
 
     preset = preset or "paper"
     if preset not in PRESETS:

@@ -103,7 +103,10 @@ def _cmd_run(a) -> int:
         argv += (["--set-from", a.set_from] if a.set_from else []) + (["--profile", a.profile] if a.profile else [])
         if a.nproc:
             argv += ["--nproc", str(a.nproc)]
-        return launch(exp, cells, argv, launcher=a.launcher, slurm=a.slurm, say=print)
+        done = launch(exp, cells, argv, launcher=a.launcher, slurm=a.slurm, progress=ConsoleProgress(a.quiet))
+        for job_id, err in done.failed:
+            print(f"strbench: job {job_id} failed: {err} (its log: {done.logs / str(job_id)})", file=sys.stderr)
+        return 0 if done.ok else 1
     summary = experiment.run_experiment(exp, progress=ConsoleProgress(a.quiet), only=only)
     uri = exp.tracking.uri
     if int(os.environ.get("RANK", "0")) == 0:  # the final summary (also with -q), once under torchrun
@@ -207,6 +210,9 @@ class ConsoleProgress:
             self.say(cell_summary(d["i"], d["n"], d["cell"], d["metrics"], d["seconds"]))
         elif kind == "cell_failed":
             self.say(f"[{d['i']}/{d['n']}] {d['cell'].label}: FAILED ({d['error']})")
+        elif kind == "jobs_submitted":
+            self.say(f"{d['experiment']}: submitted {len(d['job_ids'])} job(s) ({d['launcher']}), one per group of "
+                     f"cells sharing models: {', '.join(d['job_ids'])}; logs in {d['logs']}")
 
 
 def format_plan(st) -> str:
@@ -214,9 +220,7 @@ def format_plan(st) -> str:
     exp, mine, all_cells = st.exp, st.mine, st.all_cells
     status = {m.hash: s for m, s, _ in st.models}
     lines = [f"{exp.name}" + (f" (profile {exp.profile})" if exp.profile else "") +
-             f": {len(mine)} cells" + (f" of {len(all_cells)} (" + (f"shard {exp.shard.index}/{exp.shard.count}"
-                                                                     if exp.shard.count > 1 else "--cells") + ")"
-                                        if len(mine) != len(all_cells) else "") +
+             f": {len(mine)} cells" + (f" of {len(all_cells)} (--cells)" if len(mine) != len(all_cells) else "") +
              f", {len(status)} models; tracking {exp.tracking.uri}{st.note}; cache {exp.cache_dir}",
              "", "models:"]
     for m, s, users in st.models:
