@@ -77,8 +77,9 @@ def bench_train(device: str = "auto", size: Optional[int] = None, batch: Optiona
     """Full training step vs bare forward+backward+step per role (default: every registered role), and
     parameter counts per preset."""
     from strbench import roles as role_registry
+    from strbench.dist import resolve_device
     from strbench.nets import PRESETS, build_net, count_params
-    from strbench.train import TrainConfig, Trainer, resolve_device
+    from strbench.train import TrainConfig, Trainer
 
     ROLES = role_registry.names()
     roles = ROLES if roles is None else tuple(roles)
@@ -135,7 +136,7 @@ def bench_sample(device: str = "auto", size: Optional[int] = None, batch: Option
     from strbench.nets import PRESETS, build_net
     from strbench.sample import Models, sample
     from strbench.sde import make_sde_pair
-    from strbench.train import resolve_device
+    from strbench.dist import resolve_device
 
     if preset not in PRESETS:
         raise ConfigError(f"bench --preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -239,7 +240,8 @@ def bench_data(device: str = "auto", size: Optional[int] = None, batch: Optional
     from strbench import stream
     from strbench.data import ImageFolderDataset
     from strbench.nets import PRESETS
-    from strbench.train import TrainConfig, Trainer, resolve_device
+    from strbench.dist import resolve_device
+    from strbench.train import TrainConfig, Trainer
 
     preset = preset or "paper"
     if preset not in PRESETS:

@@ -54,7 +54,7 @@ def bench_gpu(device: str = "auto", size: Optional[int] = None, batch: Optional[
               preset: str = "paper", repeats: Optional[int] = None, *, torchrun: bool = True,
               quiet: bool = False) -> list[dict]:
     from strbench.nets import build_net, count_params
-    from strbench.train import resolve_device
+    from strbench.dist import resolve_device
 
     dev = resolve_device(device)
     size = size or (256 if dev.type == "cuda" else 32)
@@ -125,7 +125,8 @@ def _ddp_child() -> None:
 
     from strbench.data import builtin_dataset
     from strbench.masks import random_masks
-    from strbench.train import TrainConfig, current_dist, train_model
+    from strbench.dist import current_dist
+    from strbench.train import TrainConfig, train_model
 
     cfg = TrainConfig(steps=3, batch=2, net={"nf": 8, "ch_mult": [1, 2]}, sde={"T": 4}, checkpoint_every=3,
                       log_every=1, world_size=int(os.environ.get("WORLD_SIZE", "1")), workers=0)

@@ -34,7 +34,7 @@ ROLES = roles_registry.names()  # the registered roles: strbench's and those of 
 SCHEDULE_KINDS = tuple(SCHEDULES)
 DATASET_TYPES = ("builtin", "folder", "psv", "celeba", "places2")
 UNSWEEPABLE = ("methods", "masks.bins", "masks.sets", "sweep", "profiles", "name", "default_profile", "tracking",
-               "cache_dir", "device", "shard", "description")
+               "cache_dir", "device", "description")
 
 Role = Literal[ROLES]
 Variant = Literal[VARIANTS]
@@ -231,19 +231,6 @@ class TrackingCfg(Strict):
     experiment: Optional[str] = None  # MLflow experiment name; None -> the experiment's `name`
 
 
-class ShardCfg(Strict):
-    """Run only the cells with index % count == index (several machines, one tracking server)."""
-
-    index: int = Field(0, ge=0)
-    count: int = Field(1, ge=1)
-
-    @model_validator(mode="after")
-    def _in_range(self):
-        if self.index >= self.count:
-            raise ValueError(f"shard index {self.index} must be < count {self.count}")
-        return self
-
-
 class ClaimsCfg(Strict):
     """Several processes on one experiment (strbench.experiment.claims): a cell claim whose heartbeat is older
     than `grace_s` belongs to a process that stopped, and is taken over. null: the environment
@@ -288,7 +275,6 @@ class Experiment(Strict):
     floors: bool = True  # add the registered no-learning reference methods (e.g. biharmonic) as cases
     cache_dir: str = ".strbench"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    shard: ShardCfg = ShardCfg()
     claims: ClaimsCfg = ClaimsCfg()
 
     _source: str = PrivateAttr(default="<dict>")
@@ -329,9 +315,8 @@ class Experiment(Strict):
 
     def rerunnable(self) -> dict:
         """The experiment as it ran (profile, --set overrides and overlay applied; no profiles left): a config
-        that `strbench validate` and `strbench run` accept as is and that expands to the same cells (hashes).
-        `shard` is left out: it chose this process's part, the config is the whole experiment's."""
-        return {k: v for k, v in self.resolved().items() if k not in ("profiles", "default_profile", "shard")}
+        that `strbench validate` and `strbench run` accept as is and that expands to the same cells (hashes)."""
+        return {k: v for k, v in self.resolved().items() if k not in ("profiles", "default_profile")}
 
     def cases(self) -> dict[str, MethodSettings]:
         """case -> method settings: `methods`, plus each registered floor method not already run (when
@@ -461,6 +446,10 @@ def format_validation_error(err: ValidationError, source: str, provenance: Mappi
 def validate_dict(data: Mapping, *, source: str = "<dict>", provenance: Mapping[str, str] | None = None
                   ) -> Experiment:
     """Validate a merged mapping into an Experiment, or raise one ConfigError line."""
+    if isinstance(data, Mapping) and "shard" in data:
+        raise ConfigError(f"{source}: shard: retired; remove it and start the same `strbench run` in another "
+                          "process or on another machine (one tracking store, one cache_dir): the claims split "
+                          "the cells")
     try:
         exp = Experiment.model_validate(data)
     except ValidationError as e:

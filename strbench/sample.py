@@ -1,15 +1,16 @@
 """Sampling: one signature for every registered method.
 
-    sample(method, models, image, known, *, sdes, generator, callback=None, noise_sampler=None, **settings)
+    sample(method, models, image, known, *, sdes, generator=None, noise_sampler=None, callback=None, **settings)
         -> SampleResult
 
 ``method`` is a name of the method registry (:mod:`strbench.methods`: ``irsde``, ``repaint``,
 ``strdiffusion``, ``biharmonic``, ...); ``settings`` are its settings model's fields plus its declared
 inputs (e.g. StrDiffusion's ``variant``, ``canny_sigma``, precomputed ``x0``/``mu_x``). Every method:
 - is batched and runs under ``torch.no_grad()``; it never reads or writes files;
-- draws all its noise through ``noise_sampler(like) -> Tensor`` (default: standard normal draws from
-  ``generator``, a ``torch.Generator`` on the input's device), so a seed fixes the output bit for bit on
-  a given device, and a test can drive a loop with zero or scripted noise (k-diffusion's hook);
+- draws all its noise through one source, given as exactly one of ``generator`` (a ``torch.Generator``
+  on the input's device: standard normal draws from it) or ``noise_sampler(like) -> Tensor`` (e.g.
+  :class:`strbench.steps.PerImageNoise`, or zero / scripted noise in a test: k-diffusion's hook), so a seed
+  fixes the output bit for bit on a given device;
 - returns the composited output ``gt * known + clamp(y_0, 0, 1) * (1 - known)`` (known pixels are
   the ground truth exactly);
 - counts network evaluations per image: ``SampleResult.nfe`` = noise-network evaluations +
@@ -86,7 +87,7 @@ def resolve_settings(method: str, settings: dict) -> dict:
     return m.check({**model.effective(), **inputs})
 
 
-def _check_inputs(image: Tensor, known: Tensor, generator) -> None:
+def _check_inputs(image: Tensor, known: Tensor) -> None:
     if not isinstance(image, Tensor) or image.ndim != 4 or image.shape[1] != 3:
         raise ValueError(f"image must be a (B, 3, H, W) tensor, got {getattr(image, 'shape', type(image))}")
     if not isinstance(known, Tensor) or known.shape != (image.shape[0], 1, *image.shape[-2:]):
@@ -94,23 +95,38 @@ def _check_inputs(image: Tensor, known: Tensor, generator) -> None:
                          f"got {getattr(known, 'shape', type(known))}")
     if known.device != image.device:
         raise ValueError(f"image is on {image.device} but known on {known.device}")
+
+
+def _noise_source(image: Tensor, generator, noise_sampler) -> NoiseSampler:
+    """The one source of the sampling noise: a noise sampler, or standard normal draws from a generator."""
+    if (generator is None) == (noise_sampler is None):
+        raise ValueError("sample: give exactly one noise source, generator= (a torch.Generator on the image's "
+                         "device) or noise_sampler= (like -> Tensor), "
+                         + ("not both" if generator is not None else "got neither"))
+    if noise_sampler is not None:
+        if not callable(noise_sampler):
+            raise ValueError(f"noise_sampler must be callable (like -> Tensor), got {type(noise_sampler).__name__}")
+        return noise_sampler
     if not isinstance(generator, torch.Generator):
         raise ValueError("generator must be a torch.Generator (all sampling noise is drawn from it)")
     g, d = generator.device, image.device
     if g.type != d.type or (g.index is not None and d.index is not None and g.index != d.index):
         raise ValueError(f"generator is on {g} but the image on {d}: create it with "
                          f"torch.Generator(device=image.device)")
+    return generator_noise(generator)
 
 
 def sample(method: str, models: Models, image: Tensor, known: Tensor, *, sdes: SDEPair,
-           generator: torch.Generator, callback: Optional[Callable[[dict], None]] = None,
-           noise_sampler: Optional[NoiseSampler] = None, **settings: Any) -> SampleResult:
-    """Inpaint `image` where `known` == 0 with `method`; see the module docstring for the contract."""
+           generator: Optional[torch.Generator] = None, noise_sampler: Optional[NoiseSampler] = None,
+           callback: Optional[Callable[[dict], None]] = None, **settings: Any) -> SampleResult:
+    """Inpaint `image` where `known` == 0 with `method`; the noise comes from exactly one of `generator` and
+    `noise_sampler`. See the module docstring for the contract."""
     s = resolve_settings(method, settings)
-    _check_inputs(image, known, generator)
+    _check_inputs(image, known)
+    noise = _noise_source(image, generator, noise_sampler)
     known = (known > 0.5).to(image.dtype)
     counter: dict[str, int] = {}
-    ctx = SampleContext(models=models, sdes=sdes, noise=noise_sampler or generator_noise(generator),
+    ctx = SampleContext(models=models, sdes=sdes, noise=noise,
                         callback=callback, counter=counter)
     with torch.no_grad():
         y0, info = registry.get(method).run(ctx, image, known, s)

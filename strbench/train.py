@@ -14,8 +14,6 @@ import copy
 import dataclasses
 import json
 import math
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -28,6 +26,7 @@ from strbench import roles
 from strbench import sde as sdelib
 from strbench import stream
 from strbench.checkpoint import FORMAT, load_checkpoint, load_resumable, save_checkpoint
+from strbench.dist import DistInfo, barrier, current_dist, init_distributed, resolve_device
 from strbench.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from strbench.nets import build_net
 from strbench.objectives import Batch
@@ -35,85 +34,14 @@ from strbench.sde import SDE, SDEPair
 from strbench.trainset import TrainConfig, lr_at
 
 # --------------------------------------------------------------------------------------------
-# devices
+# devices (resolve_device, ranks and the process group: strbench.dist)
 # --------------------------------------------------------------------------------------------
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ConfigError(f"device: {e}; use auto, cpu or cuda[:N]") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {device!r} requested but CUDA is not available; use auto or cpu")
-    return dev
 
 
 def sde_to(sde: SDE, device: torch.device) -> SDE:
     """Copy of the SDE with its per-level arrays on `device` (no host->device copy per step)."""
     return dataclasses.replace(sde, **{f.name: getattr(sde, f.name).to(device) for f in dataclasses.fields(sde)
                                        if isinstance(getattr(sde, f.name), Tensor)})
-
-
-# --------------------------------------------------------------------------------------------
-# processes: torchrun's environment, the process group
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """This process's place in a torchrun launch (world_size 1, rank 0 without one)."""
-
-    world_size: int = 1
-    rank: int = 0
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def dist_env(env: Optional[dict] = None) -> DistInfo:
-    """DistInfo from torchrun's variables WORLD_SIZE, RANK, LOCAL_RANK (absent: one process)."""
-    env = os.environ if env is None else env
-    try:
-        world = int(env.get("WORLD_SIZE", "1"))
-        rank, local = int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", env.get("RANK", "0")))
-    except ValueError:
-        raise ConfigError(f"WORLD_SIZE/RANK/LOCAL_RANK must be integers, got {env.get('WORLD_SIZE')!r}/"
-                          f"{env.get('RANK')!r}/{env.get('LOCAL_RANK')!r}; launch with torchrun") from None
-    if world < 1 or not 0 <= rank < world:
-        raise ConfigError(f"RANK {rank} is not in [0, WORLD_SIZE {world}); launch with torchrun")
-    return DistInfo(world, rank, local)
-
-
-def current_dist() -> DistInfo:
-    """The initialised process group's world size and rank, else a single process."""
-    if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_world_size(), dist.get_rank(), dist_env().local_rank)
-    return DistInfo()
-
-
-def init_distributed(device: str | torch.device = "auto") -> tuple[DistInfo, torch.device]:
-    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on CUDA, gloo on CPU) once, and
-    give this rank its device (cuda:LOCAL_RANK). Otherwise (world 1, resolved device)."""
-    info = dist_env()
-    dev = resolve_device(device)
-    if info.world_size == 1:
-        return DistInfo(), dev
-    if dev.type == "cuda":
-        dev = torch.device("cuda", info.local_rank if dev.index is None else dev.index)
-        torch.cuda.set_device(dev)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return current_dist(), dev
-
-
-def _barrier(info: DistInfo) -> None:
-    if info.world_size > 1:
-        dist.barrier()
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,7 +339,7 @@ def train_model(role: str, cfg: TrainConfig, dataset, masks, *, ckpt_path: str |
                 if info.is_main:
                     save_checkpoint(ckpt_path, {**tr.state_dict(), "log": {"history": history, "synced": synced}},
                                     keep_previous=True)
-                _barrier(info)
+                barrier(info)
                 last_good = saved = step
             if do_log and callback is not None and info.is_main:
                 _, mean, lr = history[-1]
@@ -423,7 +351,7 @@ def train_model(role: str, cfg: TrainConfig, dataset, masks, *, ckpt_path: str |
             if info.is_main:
                 save_checkpoint(ckpt_path, {**tr.state_dict(), "log": {"history": history, "synced": synced}},
                                 keep_previous=True)
-            _barrier(info)
+            barrier(info)
     finally:
         tr.close()
     return tr.inference_model().eval()

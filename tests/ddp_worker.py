@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+from strbench import dist as D  # noqa: E402
 from strbench import train as T  # noqa: E402
 
 
@@ -45,7 +46,7 @@ class Interrupt(Exception):
 
 def main(out: Path, role: str, batch: int, steps: int) -> None:
     torch.set_num_threads(1)
-    info, _ = T.init_distributed("cpu")
+    info, _ = D.init_distributed("cpu")
     imgs, masks = ddp_data()
     cfg = ddp_config(batch, steps, info.world_size)
     losses: dict = {"full": [], "resumed": []}

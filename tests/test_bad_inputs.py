@@ -445,7 +445,7 @@ simple("bad schedule parameter", lambda: base(schedule={"texture": {"T": 3, "kin
                                                                     "params": {"power": -1.0}}}),
        needles=["schedule.texture"])
 simple("unknown metric protocol", lambda: base(**{"metrics.protocol": "lama"}), needles=["metrics.protocol", "'lama'"])
-simple("shard index >= count", lambda: base(shard={"index": 2, "count": 2}), needles=["shard", "must be < count 2"])
+simple("shard (retired)", lambda: base(shard={"index": 1, "count": 2}), needles=["shard: retired", "claims split the cells"])
 simple("unknown net override", lambda: base(nets={"unet": {"nff": 8}}), needles=["nff"])
 simple("image size not a multiple of the net's downsampling",
        lambda: base(**{"dataset.size": 10}, nets={"unet": {"nf": 8, "ch_mult": [1, 2, 2]}}), needles=["dataset.size: 10 is not a multiple of 4", "nets.unet"])

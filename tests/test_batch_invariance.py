@@ -32,7 +32,7 @@ def run(setup, method, settings, splits):
     models, img, known, sdes = setup
     out = []
     for a, b in splits:
-        r = sample(method, models, img[a:b], known[a:b], sdes=sdes, generator=torch.Generator(),
+        r = sample(method, models, img[a:b], known[a:b], sdes=sdes,
                    noise_sampler=PerImageNoise(3, range(a, b), "cpu"), **settings)
         out.append(r.output)
     return torch.cat(out)
@@ -55,3 +55,13 @@ def test_the_seed_and_the_position_matter(setup):
     b = PerImageNoise(3, [1, 0], "cpu")(img[:2])
     c = PerImageNoise(4, [0, 1], "cpu")(img[:2])
     assert torch.equal(a[0], b[1]) and not torch.equal(a[0], a[1]) and not torch.equal(a, c)
+
+
+def test_one_noise_source(setup):
+    """sample() takes a generator or a noise sampler: exactly one (no dummy generator beside a noise sampler)."""
+    models, img, known, sdes = setup
+    with pytest.raises(ValueError, match="exactly one noise source.*neither"):
+        sample("irsde", models, img, known, sdes=sdes)
+    with pytest.raises(ValueError, match="exactly one noise source.*not both"):
+        sample("irsde", models, img, known, sdes=sdes, generator=torch.Generator(),
+               noise_sampler=PerImageNoise(3, range(4), "cpu"))

@@ -182,7 +182,7 @@ def _case(B, T):
 
 def _official(rec, img, known, x0, mu_x, T, noise, **kw):
     return sample("strdiffusion", rec.models(), img, known, sdes=S.make_sde_pair({"T": T}),
-                  generator=torch.Generator(), callback=rec.callback, noise_sampler=noise, mode="official",
+                  callback=rec.callback, noise_sampler=noise, mode="official",
                   x0=x0, mu_x=mu_x, **kw)
 
 

@@ -1,9 +1,10 @@
 """Experiments (strbench.experiment): expansion into frozen hashed cells, model hashes (what changes a model and what does not),
-sharding, resource checks before tracking, the model cache and resuming a half-trained model."""
+splitting work, resource checks before tracking, the model cache and resuming a half-trained model."""
 from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
@@ -135,8 +136,7 @@ def test_eval_only_change_keeps_model_hashes_but_changes_cells(tmp_path, overrid
 
 
 @pytest.mark.parametrize("override", ["train.log_every=2", "train.checkpoint_every=3", "device=auto",
-                                      "tracking.uri=sqlite:///other.db", "cache_dir=elsewhere", "description=x",
-                                      "shard.count=2"])
+                                      "tracking.uri=sqlite:///other.db", "cache_dir=elsewhere", "description=x"])
 def test_bookkeeping_changes_nothing(tmp_path, override):
     a, b = cells_of(tiny(tmp_path)), cells_of(tiny(tmp_path), override)
     assert [c.hash for c in a] == [c.hash for c in b] and model_hashes(a) == model_hashes(b)
@@ -160,19 +160,43 @@ def test_guidance_net_makes_texture_depend_on_the_structure_model(tmp_path):
     assert a["texture"] != b["texture"]  # the structure net it learned from changed
 
 
-# ------------------------------------------------------------------------------------------ sharding
+# ------------------------------------------------------------------------------------------ splitting work
 
 
-def test_shards_partition_the_cells(tmp_path):
-    d = tiny(tmp_path, sweep={"seed": [0, 1, 2]})
-    cells = cells_of(d)
-    parts = [experiment.shard_cells(cells, i, 3) for i in range(3)]
-    assert sorted(c.hash for p in parts for c in p) == sorted(c.hash for c in cells)
-    for p in parts:  # whole model groups stay on one shard
-        groups = {tuple(m.hash for m in c.models) for c in p}
-        for q in parts:
-            if q is not p:
-                assert not groups & {tuple(m.hash for m in c.models) for c in q}
+def test_shard_is_retired_with_one_line_saying_what_to_do(tmp_path):
+    with pytest.raises(ConfigError, match="shard: retired; .*start the same `strbench run` in another process.*claims"):
+        cells_of(tiny(tmp_path), "shard.count=2")
+
+
+def test_cells_option_selects_by_hash_prefix(tmp_path):
+    from strbench.experiment.run import select_cells
+
+    exp = C.load_experiment(tiny(tmp_path))
+    cells = experiment.expand(exp)
+    assert select_cells(exp, cells) == cells
+    assert select_cells(exp, cells, [cells[1].short[:8]]) == [cells[1]]
+    with pytest.raises(ConfigError, match="--cells: no cell ffffffffffff"):
+        select_cells(exp, cells, ["ffffffffffff"])
+
+
+def test_planning_takes_the_world_size_and_weights_digest_and_reads_neither(tmp_path, monkeypatch):
+    from strbench.experiment import plan
+
+    exp = C.load_experiment(tiny(tmp_path))
+    one = model_hashes(plan.expand(exp))
+    monkeypatch.setenv("WORLD_SIZE", "2")  # the planner does not read it: its caller passes it
+    assert model_hashes(plan.expand(exp)) == one
+    two = model_hashes(plan.expand(exp, world_size=2))
+    assert two != one and model_hashes(experiment.expand(exp)) == two  # experiment.expand reads this launch's
+    f = tmp_path / "irsde.pth"
+    f.write_bytes(b"weights")
+    pre = C.load_experiment(tiny(tmp_path, models={"irsde": str(f)}))
+    with pytest.raises(ConfigError, match="models.irsde: a weights file enters the model hash by its sha256"):
+        plan.expand(pre)
+    seen = []
+    cells = plan.expand(pre, digest=lambda path, key: seen.append((path, key)) or "ab" * 32)
+    assert seen and seen[0][0] == str(f) and seen[0][1].endswith("models.irsde")
+    assert {m.sha256 for c in cells for m in c.models if m.pretrained} == {"ab" * 32}
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -322,3 +346,26 @@ def test_folder_masks_and_folder_dataset(tmp_path):
     assert ((test.ratios > 0.1) & (test.ratios <= 0.3)).all()
     ds = res.dataset(cells[0].config.dataset, "test")
     assert len(ds) == 3 and tuple(ds[0].shape) == (3, 16, 16)
+
+
+def test_a_cells_path_to_the_sampler_does_not_climb_back_up():
+    """plan -> checks/cache -> evaluate -> sample: no module imports one above it (evaluate -> run, plan -> run),
+    and the planner reads no environment (the world size is passed in)."""
+    import ast
+
+    root = Path(experiment.__file__).parent
+
+    def imports(name: str) -> set:
+        out = set()
+        for node in ast.walk(ast.parse((root / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                out |= {a.name for a in node.names}
+        return out
+
+    above = {f"strbench.experiment.{m}" for m in ("run", "objective", "launch")}
+    for name in ("plan", "checks", "cache", "evaluate"):
+        assert not imports(name) & above, name
+    assert "os" not in imports("plan") and "strbench.dist" not in imports("plan")
+    assert not imports("evaluate") & {"strbench.config.Experiment", "strbench.experiment.checks"}

@@ -68,6 +68,9 @@ class ConsoleProgress:
             self.say(cell_summary(d["i"], d["n"], d["cell"], d["metrics"], d["seconds"]))
         elif kind == "cell_failed":
             self.say(f"[{d['i']}/{d['n']}] {d['cell'].label}: FAILED ({d['error']})")
+        elif kind == "jobs_submitted":
+            self.say(f"{d['experiment']}: submitted {len(d['job_ids'])} job(s) ({d['launcher']}), one per group of "
+                     f"cells sharing models: {', '.join(d['job_ids'])}; logs in {d['logs']}")
 
 
 def format_plan(st) -> str:
@@ -75,9 +78,7 @@ def format_plan(st) -> str:
     exp, mine, all_cells = st.exp, st.mine, st.all_cells
     status = {m.hash: s for m, s, _ in st.models}
     lines = [f"{exp.name}" + (f" (profile {exp.profile})" if exp.profile else "") +
-             f": {len(mine)} cells" + (f" of {len(all_cells)} (" + (f"shard {exp.shard.index}/{exp.shard.count}"
-                                                                     if exp.shard.count > 1 else "--cells") + ")"
-                                        if len(mine) != len(all_cells) else "") +
+             f": {len(mine)} cells" + (f" of {len(all_cells)} (--cells)" if len(mine) != len(all_cells) else "") +
              f", {len(status)} models; tracking {exp.tracking.uri}{st.note}; cache {exp.cache_dir}",
              "", "models:"]
     for m, s, users in st.models:

@@ -79,7 +79,10 @@ def _cmd_run(a) -> int:
         argv += (["--set-from", a.set_from] if a.set_from else []) + (["--profile", a.profile] if a.profile else [])
         if a.nproc:
             argv += ["--nproc", str(a.nproc)]
-        return launch(exp, cells, argv, launcher=a.launcher, slurm=a.slurm, say=print)
+        done = launch(exp, cells, argv, launcher=a.launcher, slurm=a.slurm, progress=console.ConsoleProgress(a.quiet))
+        for job_id, err in done.failed:
+            print(f"strbench: job {job_id} failed: {err} (its log: {done.logs / str(job_id)})", file=sys.stderr)
+        return 0 if done.ok else 1
     summary = experiment.run_experiment(exp, progress=console.ConsoleProgress(a.quiet), only=only)
     uri = exp.tracking.uri
     if int(os.environ.get("RANK", "0")) == 0:  # the final summary (also with -q), once under torchrun

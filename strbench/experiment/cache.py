@@ -49,7 +49,7 @@ class Resources:
     `progress` receives a ``waiting`` event when another process is training a model this one needs."""
 
     def __init__(self, cache_dir: str | os.PathLike, device: str = "auto", progress: Progress = SILENT):
-        from strbench.train import resolve_device
+        from strbench.dist import resolve_device
 
         self.root = Path(cache_dir)
         self.device = resolve_device(device)
@@ -196,7 +196,7 @@ class Resources:
         one short broadcast per second, so a long wait never trips a collective's timeout."""
         from filelock import FileLock, Timeout
 
-        from strbench.train import dist_env
+        from strbench.dist import dist_env
 
         path = self.model_dir(spec) / "train.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +215,7 @@ class Resources:
             return
         import torch.distributed as dist
 
-        from strbench.train import init_distributed
+        from strbench.dist import init_distributed
 
         info, _ = init_distributed(self.device)
         got, told = [False], False
@@ -237,13 +237,13 @@ class Resources:
 
     def _rank0_says(self, fn: Callable[[], Any]) -> Any:
         """fn() here; under torchrun rank 0's fn(), the same on every rank (one view of the cache decides)."""
-        from strbench.train import dist_env
+        from strbench.dist import dist_env
 
         if dist_env().world_size == 1:
             return fn()
         import torch.distributed as dist
 
-        from strbench.train import init_distributed
+        from strbench.dist import init_distributed
 
         info, _ = init_distributed(self.device)
         out = [fn() if info.is_main else None]

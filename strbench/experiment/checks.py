@@ -1,21 +1,50 @@
 """Pre-flight checks of what a run will read, before any tracking store, run or cache entry exists.
 
-``check_resources`` (settings and folders: cheap) and ``preflight`` (it and the contents: the images the
-cells will sample, the mask folder as the run bins it, the FID weights file, pretrained weights files, the
-tracking store) both raise one line naming the file, the key and the fix, and create nothing. ``strbench
-run``, ``--dry-run`` and ``validate`` run ``preflight``.
+``expand`` plans the cells (:func:`strbench.experiment.plan.expand`, pure) with what planning needs from
+this machine: the launch's world size (torchrun's WORLD_SIZE) and the sha256 of pretrained weights files,
+read here. ``check_resources`` (settings and folders: cheap) and ``preflight`` (it and the contents: the
+images the cells will sample, the mask folder as the run bins it, the FID weights file, pretrained weights
+files, the tracking store) both raise one line naming the file, the key and the fix, and create nothing.
+``strbench run``, ``--dry-run`` and ``validate`` run ``preflight``.
 """
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
+from typing import Optional
 
+from strbench import dist
 from strbench.config import Experiment
 from strbench.errors import ConfigError, DataError, StrbenchError, WeightsError
-from strbench.experiment import claims
+from strbench.experiment import claims, plan
 from strbench.experiment.plan import Cell, unique_models
 
 TRAIN_SAMPLE = 64  # training images decoded by the pre-flight (evenly spaced); the loader names any other bad file
+
+
+def expand(exp: Experiment, *, world_size: Optional[int] = None) -> list[Cell]:
+    """The experiment's cells (plan.expand) for this launch: world_size defaults to torchrun's WORLD_SIZE (1
+    without torchrun), and pretrained weights files enter their model's hash by their sha256 (weights_digest)."""
+    ws = dist.world_size() if world_size is None else world_size
+    return plan.expand(exp, world_size=ws, digest=weights_digest)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    from strbench.fid_weights import file_sha256
+
+    return file_sha256(path)
+
+
+def weights_digest(path: str, key: str) -> str:
+    """sha256 of a weights file (memoised per path, size and mtime); a missing file is one ConfigError line."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{key}: file {p} not found; give the path of the released checkpoint (a state_dict "
+                          "file), or random:SEED for random weights")
+    st = p.stat()
+    return _file_digest(str(p.resolve()), st.st_size, st.st_mtime_ns)
 
 
 def check_resources(exp: Experiment, cells: list[Cell]) -> None:

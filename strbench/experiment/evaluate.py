@@ -1,7 +1,15 @@
 """Evaluating one cell: train what is missing (through the cache), sample the cell's images, score them,
 and write its artifacts (cell.yaml, per_image.csv, protocol.json, outputs/, samples_tiles.png, trajectory.png,
 kl_trajectory.csv) to a work folder; the labelled samples grid comes back as an image (CellResult.images).
-No MLflow here: :mod:`strbench.experiment.run` logs the result (and the re-runnable config.yaml).
+
+    inputs = cell_inputs(c, res, split)                 # networks, SDEs, images and masks (CellInputs)
+    sampled = sample_cell(c, inputs)                    # this rank's batches, gathered from all ranks (Sampled)
+    scores = score_cell(c, inputs, sampled)             # PSNR/SSIM per image, means, FID/KID, tags (Scores)
+    files, images = write_artifacts(workdir, c, inputs, sampled, scores)
+
+``evaluate_cell`` runs these steps. The sampler gets what the plan resolved (``c.settings``, ``c.schedule``);
+nothing here reads the Experiment. No MLflow here: :mod:`strbench.experiment.run` logs the result (and the
+re-runnable config.yaml).
 """
 from __future__ import annotations
 
@@ -10,13 +18,20 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from strbench.config import dump_yaml
+from strbench.dist import DistInfo, current_dist, gather
 from strbench.errors import DataError
 from strbench.experiment.cache import Resources
 from strbench.experiment.plan import CellConfig, ModelSpec, thaw
 from strbench.experiment.progress import SILENT, Bar, Progress
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from strbench.sample import Models
+    from strbench.sde import SDEPair
 
 
 @dataclass
@@ -37,29 +52,88 @@ def pick_indices(m: int, n: int) -> list[int]:
     return [i % m for i in range(n)]
 
 
-def _pick_images(ds, n: int) -> tuple[list[int], Any]:
+# ------------------------------------------------------------------------------------------------
+# the steps: inputs -> sample -> score -> artifacts (evaluate_cell runs them in this order)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CellInputs:
+    """What a cell samples from: its networks, SDEs, evaluation images and masks (on the CPU), their ids."""
+
+    models: "Models"
+    sdes: "SDEPair"
+    images: "Tensor"  # (n, 3, H, W) float in [0, 1]
+    known: "Tensor"  # (n, 1, H, W) float, 1 = known
+    image_ids: list  # position i -> index of the image in the split
+    mask_ids: list  # position i -> the mask's file stem (or m<i>)
+    device: Any  # torch.device the sampler runs on
+
+    @property
+    def n(self) -> int:
+        return int(self.known.shape[0])
+
+
+@dataclass
+class SampledBatch:
+    """One sampled batch of a cell (tensors on the CPU)."""
+
+    b: int  # batch index: images b*batch .. b*batch + len(output) - 1
+    start: int  # position of its first image
+    output: "Tensor"  # (k, 3, H, W) composited outputs
+    structure: Optional["Tensor"]  # (k, 1, H, W) the structure states at t = 0, for structure-guided methods
+    nfe: int  # network evaluations of the batch (per image x images)
+    seconds: float
+    kl: list  # (t, region, KL, images) per recorded level
+
+    @property
+    def stop(self) -> int:
+        return self.start + int(self.output.shape[0])
+
+
+@dataclass
+class Sampled:
+    """Every batch of a cell, all ranks' in batch order, and the first image's trajectory frames."""
+
+    batches: list  # SampledBatch
+    frames: Optional[dict] = None  # level -> (texture, structure or None) of image 0 (rank 0 samples batch 0)
+
+    @property
+    def outputs(self):
+        import torch
+
+        return torch.cat([b.output for b in self.batches])
+
+
+@dataclass
+class Scores:
+    metrics: dict
+    per_image: Any  # pandas DataFrame: image_id, mask_id, hole_ratio, psnr, ssim
+    protocol: dict  # strbench.metrics.protocol_record of the pixel metrics
+    tags: dict
+
+
+def cell_inputs(c: CellConfig, res: Resources, split: str = "test", *,
+                on_train: Optional[Callable[[ModelSpec], Any]] = None,
+                train_callback: Optional[Callable[[dict], Any]] = None) -> CellInputs:
+    """The cell's networks (trained through the cache when missing), SDEs, and its images and masks of `split`."""
     import torch
 
+    from strbench.sample import Models
+    from strbench.sde import make_sde_pair
+
+    by_hash = {m.hash: m for m in c.models.values()}
+    nets = {r: res.model(s, by_hash, on_train=on_train, callback=train_callback) for r, s in c.models.items()}
+    mask_set = res.eval_masks(c.mask, c.dataset.size, split)
+    known = mask_set.masks.float()
+    n = known.shape[0]
+    mask_ids = [Path(f).stem for f in mask_set.files] if mask_set.files else [f"m{i}" for i in range(len(mask_set))]
+    ds = res.dataset(c.dataset, split)
     idx = pick_indices(len(ds), n)
-    return idx, torch.stack([ds[i] for i in idx]).float()
-
-
-def _ranks() -> tuple[int, int]:
-    """(world size, rank) of an initialised torchrun process group, else (1, 0)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
-
-
-def _gather(records: list) -> list:
-    """All ranks' per-batch records (tensors on the CPU), sorted by batch index."""
-    import torch.distributed as dist
-
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, records)
-    return sorted((r for p in parts for r in p), key=lambda r: r["b"])
+    images = torch.stack([ds[i] for i in idx]).float()
+    sdes = make_sde_pair(dict(c.schedule["texture"]), dict(c.schedule["structure"]))
+    return CellInputs(models=Models(**nets), sdes=sdes, images=images, known=known, image_ids=idx,
+                      mask_ids=mask_ids[:n], device=res.device)
 
 
 class _Recorder:
@@ -69,7 +143,7 @@ class _Recorder:
         self.T, self.kl, self.gt, self.known, self.bar, self.base = T, kl, gt, known, bar, done_levels
         # the sampler reports states from level T-1 down to 0
         self.frame_levels = sorted({round((T - 1) * (1 - i / (frames - 1))) for i in range(frames)}, reverse=True)
-        self.frames: dict[int, tuple] = {}
+        self.frames: Optional[dict[int, tuple]] = {}
         self.kl_rows: dict[int, dict] = {}
         self.min_t = T
 
@@ -91,106 +165,92 @@ class _Recorder:
             self.kl_rows[t] = {k: v for k, v in r.items()}
 
 
-def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progress: Progress = SILENT,
-                  workdir: Optional[Path] = None,
-                  on_train: Optional[Callable[[ModelSpec], Any]] = None,
-                  train_callback: Optional[Callable[[dict], Any]] = None) -> CellResult:
-    """Train what is missing, sample the cell's images of `split`, score them; artifacts go to workdir."""
-    import numpy as np
-    import pandas as pd
+def sample_cell(c: CellConfig, inp: CellInputs, *, progress: Progress = SILENT,
+                ranks: Optional[DistInfo] = None) -> Sampled:
+    """Sample the cell's images in batches of sample.batch with the settings the plan resolved (c.settings,
+    c.schedule); image j's noise comes from (seed, j, step). Under torchrun the batches are dealt to the
+    ranks and every rank gets every batch back, in batch order (as one process would have them)."""
     import torch
 
-    from strbench import metrics as M
-    from strbench.sample import Models, sample
-    from strbench.sde import make_sde_pair
+    from strbench.sample import sample
     from strbench.steps import PerImageNoise
 
-    by_hash = {m.hash: m for m in c.models.values()}
-    nets = {r: res.model(s, by_hash, on_train=on_train, callback=train_callback) for r, s in c.models.items()}
-    models = Models(**nets)
-    size = c.dataset.size
-    mask_set = res.eval_masks(c.mask, size, split)
-    known_all = mask_set.masks.float()
-    mask_ids = [Path(f).stem for f in mask_set.files] if mask_set.files else [f"m{i}" for i in range(len(mask_set))]
-    n = known_all.shape[0]
-    ds = res.dataset(c.dataset, split)
-    image_ids, images = _pick_images(ds, n)
-    sdes = make_sde_pair(dict(c.schedule["texture"]), dict(c.schedule["structure"]))
-    T = sdes.texture.T
-    mcfg = c.metrics
-    batch = c.sample.batch
-    dev = res.device
-    world, rank = _ranks()
-    records = []  # per sampled batch: b, outputs, structure, per-image rows, nfe, seconds, KL rows
-    frames = None
-    n_batches = math.ceil(n / batch)
-    mine = [b for b in range(n_batches) if b % world == rank]  # under torchrun: batches dealt to the ranks
+    ranks = ranks or current_dist()
+    T, mcfg, batch, dev, n = inp.sdes.texture.T, c.metrics, c.sample.batch, inp.device, inp.n
+    mine = [b for b in range(math.ceil(n / batch)) if b % ranks.world_size == ranks.rank]
+    kl = {"every": mcfg.trajectory_every, "bins": mcfg.kl_bins} if mcfg.trajectories else None
+    batches, frames = [], None
     bar = progress.bar("sample", len(mine) * T, f"sample {c.case} {c.mask.label}")
     try:
         for j, b in enumerate(mine):
             sl = slice(b * batch, min((b + 1) * batch, n))
-            img, known = images[sl].to(dev), known_all[sl].to(dev)
-            kl = {"every": mcfg.trajectory_every, "bins": mcfg.kl_bins} if mcfg.trajectories else None
+            img, known = inp.images[sl].to(dev), inp.known[sl].to(dev)
             rec = _Recorder(T, mcfg.strip_frames, kl, img, known, bar, j * T)
             if b > 0:
                 rec.frames = None
-            gen = torch.Generator(device=dev)  # unused: every draw comes from the per-image noise
             noise = PerImageNoise(int(c.seed), range(sl.start, sl.stop), dev)  # (seed, image position, step)
             t0 = time.perf_counter()
-            out = sample(c.method.method, models, img, known, sdes=sdes, generator=gen, callback=rec,
-                         noise_sampler=noise, **thaw(c.settings))
+            out = sample(c.method.method, inp.models, img, known, sdes=inp.sdes, noise_sampler=noise, callback=rec,
+                         **thaw(c.settings))
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             st = out.info.get("structure")
-            output = out.output.detach().float().cpu()
-            records.append({"b": b, "out": output, "struct": None if st is None else st.detach().float().cpu(),
-                            "df": M.image_metrics(output, images[sl], known_all[sl], protocol=mcfg.protocol),
-                            "nfe": out.nfe * (sl.stop - sl.start), "sec": time.perf_counter() - t0,
-                            "kl": [(t, region, kv, sl.stop - sl.start) for t, v in rec.kl_rows.items()
-                                   for region, kv in v.items() if kv is not None]})
+            k = sl.stop - sl.start
+            batches.append(SampledBatch(
+                b=b, start=sl.start, output=out.output.detach().float().cpu(),
+                structure=None if st is None else st.detach().float().cpu(), nfe=out.nfe * k,
+                seconds=time.perf_counter() - t0,
+                kl=[(t, region, kv, k) for t, v in rec.kl_rows.items() for region, kv in v.items() if kv is not None]))
             if b == 0:
                 frames = rec.frames
             bar.update_to((j + 1) * T)
     finally:
         bar.close()
-    if world > 1:  # every rank gets every batch's results, in batch order (as one process would have them)
-        records = _gather(records)
-    outputs = [r["out"] for r in records]
-    structures = [r["struct"] for r in records]
-    rows = [r["df"] for r in records]
-    nfe_total = sum(r["nfe"] for r in records)
-    sample_sec = sum(r["sec"] for r in records)
-    kl_acc: dict[tuple, list] = {}
-    for r in records:
-        for t, region, kv, cnt in r["kl"]:
-            kl_acc.setdefault((t, region), []).append((kv, cnt))
-    pred = torch.cat(outputs)
+    if ranks.world_size > 1:
+        batches = sorted((r for part in gather(batches) for r in part), key=lambda r: r.b)
+    return Sampled(batches=batches, frames=frames)
+
+
+def score_cell(c: CellConfig, inp: CellInputs, sampled: Sampled, *, inception: bool = True) -> Scores:
+    """Per-image PSNR/SSIM (batch by batch, as sampled), their means and bootstrap intervals, the cost per
+    image, and FID/KID over all outputs when `inception` (rank 0 alone: it alone logs)."""
+    import numpy as np
+    import pandas as pd
+
+    from strbench import metrics as M
+
+    mcfg, n = c.metrics, inp.n
+    rows = [M.image_metrics(r.output, inp.images[r.start:r.stop], inp.known[r.start:r.stop], protocol=mcfg.protocol)
+            for r in sampled.batches]
     df = pd.concat(rows, ignore_index=True)
-    protocol = M.protocol_record(mcfg.protocol, size, size, n)
-    df.insert(0, "image_id", image_ids)
-    df.insert(1, "mask_id", mask_ids[:n])
+    protocol = M.protocol_record(mcfg.protocol, c.dataset.size, c.dataset.size, n)
+    df.insert(0, "image_id", inp.image_ids)
+    df.insert(1, "mask_id", inp.mask_ids)
     df = df[["image_id", "mask_id", "hole_ratio", "psnr", "ssim"]]
     metrics: dict[str, float] = {"psnr": float(np.mean(df["psnr"])), "ssim": float(np.mean(df["ssim"])),
-                                 "n_images": float(n), "nfe_per_image": nfe_total / n,
-                                 "sec_per_image": sample_sec / n, "hole_ratio": float(np.mean(df["hole_ratio"]))}
+                                 "n_images": float(n), "nfe_per_image": sum(r.nfe for r in sampled.batches) / n,
+                                 "sec_per_image": sum(r.seconds for r in sampled.batches) / n,
+                                 "hole_ratio": float(np.mean(df["hole_ratio"]))}
     if mcfg.bootstrap > 0:
         for k in ("psnr", "ssim"):
             lo, hi = M.bootstrap_ci(df[k].to_numpy(), n=mcfg.bootstrap, seed=int(c.seed))
             if math.isfinite(lo):
                 metrics[f"{k}_ci_low"], metrics[f"{k}_ci_high"] = lo, hi
+    which = tuple(k for k in ("fid", "kid") if getattr(mcfg, k)) if inception else ()
+    inc = M.inception_metrics(sampled.outputs.to(inp.device), inp.images.to(inp.device),
+                              weights_path=mcfg.fid_weights, which=which) if which else {}
+    metrics.update({k: float(r.value) for k, r in inc.items() if r.value is not None})
+    return Scores(metrics=metrics, per_image=df, protocol=protocol, tags=score_tags(protocol, inc, which, metrics))
+
+
+def score_tags(protocol: dict, inception: dict, which: tuple, metrics: dict) -> dict:
+    """The cell's protocol tags and, for FID/KID not computed, why (off in the config, or the metric's reason)."""
     tags = {"strbench.metric_protocol": json.dumps(protocol, sort_keys=True, default=str)}
-    which = tuple(k for k in ("fid", "kid") if getattr(mcfg, k))
     missing = []
-    if which and rank != 0:  # Inception features of the gathered outputs: rank 0 alone (it alone logs)
-        which = ()
-    if which:
-        inc = M.inception_metrics(pred.to(dev), images.to(dev), weights_path=mcfg.fid_weights, which=which)
-        for k, r in inc.items():
-            if r.value is None:
-                missing.append(f"{k}: {r.reason}")
-            else:
-                metrics[k] = float(r.value)
-            tags[f"strbench.{k}_protocol"] = json.dumps(r.protocol, sort_keys=True, default=str)
+    for k, r in inception.items():
+        if r.value is None:
+            missing.append(f"{k}: {r.reason}")
+        tags[f"strbench.{k}_protocol"] = json.dumps(r.protocol, sort_keys=True, default=str)
     for k in ("fid", "kid"):
         if k not in which:
             missing.append(f"{k}: off in the config (metrics.{k}: false)")
@@ -198,11 +258,31 @@ def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progres
         tags["strbench.fid_missing"] = "; ".join(m for m in missing if m.startswith("fid"))
     if "kid" not in metrics:
         tags["strbench.kid_missing"] = "; ".join(m for m in missing if m.startswith("kid"))
-    result = CellResult(metrics=metrics, per_image=df, tags=tags)
+    return tags
+
+
+def evaluate_cell(c: CellConfig, res: Resources, *, split: str = "test", progress: Progress = SILENT,
+                  workdir: Optional[Path] = None,
+                  on_train: Optional[Callable[[ModelSpec], Any]] = None,
+                  train_callback: Optional[Callable[[dict], Any]] = None) -> CellResult:
+    """Train what is missing, sample the cell's images of `split`, score them; artifacts go to workdir."""
+    ranks = current_dist()
+    inp = cell_inputs(c, res, split, on_train=on_train, train_callback=train_callback)
+    sampled = sample_cell(c, inp, progress=progress, ranks=ranks)
+    scores = score_cell(c, inp, sampled, inception=ranks.is_main)
+    result = CellResult(metrics=scores.metrics, per_image=scores.per_image, tags=scores.tags)
     if workdir is not None:
-        result.artifacts, result.images = _write_artifacts(workdir, c, images, known_all, pred, structures, frames,
-                                                           kl_acc, df, T, protocol)
+        result.artifacts, result.images = write_artifacts(workdir, c, inp, sampled, scores)
     return result
+
+
+def _kl_rows(sampled: Sampled) -> dict:
+    """(t, region) -> [(KL, images)] over every batch."""
+    acc: dict[tuple, list] = {}
+    for r in sampled.batches:
+        for t, region, kv, cnt in r.kl:
+            acc.setdefault((t, region), []).append((kv, cnt))
+    return acc
 
 
 def _tile(x, size: int):
@@ -214,12 +294,16 @@ def _tile(x, size: int):
     return F.interpolate(x.clamp(0, 1), scale_factor=scale, mode="nearest") if scale > 1 else x.clamp(0, 1)
 
 
-def _write_artifacts(d: Path, c: CellConfig, images, known, pred, structures, frames, kl_acc, df, T,
-                     protocol) -> tuple[dict, dict]:
+def write_artifacts(d: Path, c: CellConfig, inp: CellInputs, sampled: Sampled, scores: Scores) -> tuple[dict, dict]:
+    """The cell's files in `d` (cell.yaml, per_image.csv, outputs/, protocol.json, samples_tiles.png,
+    trajectory.png, kl_trajectory.csv) and its labelled samples grid: ({name: file}, {name: PIL image})."""
     import pandas as pd
     import torch
     from torchvision.utils import save_image
 
+    images, known, pred, df, protocol = inp.images, inp.known, sampled.outputs, scores.per_image, scores.protocol
+    structures, frames, kl_acc = [r.structure for r in sampled.batches], sampled.frames, _kl_rows(sampled)
+    T = inp.sdes.texture.T
     d.mkdir(parents=True, exist_ok=True)
     files = {}
     size = images.shape[-1]

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from strbench.errors import ConfigError
+from strbench.experiment.progress import SILENT, Progress
 
 LAUNCHERS = ("local", "slurm", "submitit-local")
 SLURM_DEFAULTS = {"partition": None, "gpus_per_node": 1, "timeout_min": 240, "cpus_per_task": 8, "mem_gb": 64,
@@ -58,10 +60,25 @@ def slurm_parameters(opts: Mapping[str, Any]) -> dict:
     return params
 
 
+@dataclass
+class Launched:
+    """What `launch` did: the submitted jobs and, when it waited, which of them failed."""
+
+    launcher: str
+    job_ids: list  # one per group of cells sharing models
+    logs: Path  # <cache_dir>/jobs: one folder per job id
+    waited: bool = False
+    failed: list = field(default_factory=list)  # (job id, its error's last line); a job's log has the traceback
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
 def launch(exp, cells: list, argv: list[str], *, launcher: str, slurm: Mapping[str, Any], wait: bool = True,
-           say=print) -> int:
-    """Submit one job per model group (`strbench run <argv> --cells ...`); wait for them (`wait`) and return 0
-    when every job succeeded."""
+           progress: Progress = SILENT) -> Launched:
+    """Submit one job per model group (`strbench run <argv> --cells ...`) and, with `wait`, wait for them.
+    Events: ``jobs_submitted`` (experiment, launcher, job_ids, logs) once the jobs are submitted."""
     if launcher not in ("slurm", "submitit-local"):
         raise ConfigError(f"--launcher {launcher!r}: choose one of {', '.join(LAUNCHERS)}")
     try:
@@ -88,18 +105,20 @@ def launch(exp, cells: list, argv: list[str], *, launcher: str, slurm: Mapping[s
         if launcher == "slurm" and g > 1:
             job_argv += ["--nproc", str(g)]
         jobs.append(executor.submit(_with_env, env_keep, job_argv))
-    say(f"{exp.name}: submitted {len(jobs)} job(s) ({launcher}), one per group of cells sharing models: "
-        f"{', '.join(j.job_id for j in jobs)}; logs in {folder.parent}")
+    done = Launched(launcher=launcher, job_ids=[j.job_id for j in jobs], logs=folder.parent)
+    progress.event("jobs_submitted", experiment=exp.name, launcher=launcher, job_ids=done.job_ids, logs=done.logs)
     if not wait:
-        return 0
-    codes = []
+        return done
+    done.waited = True
     for j in jobs:
         try:
-            codes.append(j.result())
+            code = j.result()
+            err = None if code == 0 else f"exit status {code}"
         except Exception as e:  # a job that crashed: its own log has the traceback
-            say(f"job {j.job_id} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}")
-            codes.append(1)
-    return 0 if all(c == 0 for c in codes) else 1
+            err = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        if err is not None:
+            done.failed.append((j.job_id, err))
+    return done
 
 
 def _with_env(env: Mapping[str, str], argv: list[str]) -> int:

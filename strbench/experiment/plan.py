@@ -2,20 +2,21 @@
 
     cells = expand(exp)          # sweep axes x cases x mask sets x bins, deduplicated, grouped by model
 
-Everything here is pure (no files, no MLflow, no torch): a :class:`Cell` holds its typed, frozen
+Everything here is pure (no files, no MLflow, no environment): a :class:`Cell` holds its typed, frozen
 :class:`CellConfig`; a :class:`ModelSpec` holds the :class:`~strbench.trainset.TrainConfig` and the
 training data of one model. Method knowledge comes from the method registry (:mod:`strbench.methods`), role
 knowledge (nets.unet, structure guidance) from the role registry (:mod:`strbench.roles`).
+What comes from this machine is passed in: the launch's world size and a ``digest(path, key) -> sha256``
+of pretrained weights files (``strbench.experiment.expand`` = :func:`strbench.experiment.checks.expand`
+reads both).
 """
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from pydantic import field_serializer, field_validator
 
@@ -134,21 +135,12 @@ def pretrained_hash(role: str, net: Mapping, sha256: Optional[str], seed: Option
     return config_hash({"role": role, "net": dict(net), "weights": {"sha256": sha256} if sha256 else {"random": seed}})
 
 
-@functools.lru_cache(maxsize=64)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    from strbench.fid_weights import file_sha256
-
-    return file_sha256(path)
+Digest = Callable[[str, str], str]  # (weights file, its config key) -> sha256 hex; a missing file: ConfigError
 
 
-def weights_digest(path: str, *, key: str) -> str:
-    """sha256 of a weights file (memoised per path, size and mtime); a missing file is one ConfigError line."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ConfigError(f"{key}: file {p} not found; give the path of the released checkpoint (a state_dict "
-                          "file), or random:SEED for random weights")
-    st = p.stat()
-    return _file_digest(str(p.resolve()), st.st_size, st.st_mtime_ns)
+def _no_digest(path: str, key: str) -> str:
+    raise ConfigError(f"{key}: a weights file enters the model hash by its sha256: plan with "
+                      "strbench.experiment.expand (it reads the file), or pass digest= to plan.expand")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -266,8 +258,10 @@ STANDARD_AXES = ("case", "method", "mask_set", "mask_bin", "variant", "seed", "n
 # ------------------------------------------------------------------------------------------------
 
 
-def model_specs(exp: Experiment, roles: Iterable[str]) -> dict[str, ModelSpec]:
-    """TrainConfig and training data of each role (with its dependencies); validated by strbench.trainset."""
+def model_specs(exp: Experiment, roles: Iterable[str], *, world_size: int = 1,
+                digest: Digest = _no_digest) -> dict[str, ModelSpec]:
+    """TrainConfig and training data of each role (with its dependencies); validated by strbench.trainset.
+    world_size: ranks of the launch (the global batch is part of the hash); digest: sha256 of a weights file."""
     from strbench import roles as role_registry
     from strbench.trainset import TrainConfig
 
@@ -305,7 +299,7 @@ def model_specs(exp: Experiment, roles: Iterable[str]) -> dict[str, ModelSpec]:
         if source is not None:
             needs, data_r = (), dict(data)  # loaded, not trained: depends on no other model
         tc = {**fields, "seed": exp.seed, "preset": nets.preset, "net": net, **sdes, "variant": exp.variant,
-              "canny_sigma": exp.structure.canny_sigma, "data_id": config_hash(data_r), "world_size": world_size()}
+              "canny_sigma": exp.structure.canny_sigma, "data_id": config_hash(data_r), "world_size": world_size}
         try:
             cfg = TrainConfig.from_dict(copy.deepcopy(tc), path="train")
             cfg.validate(role)
@@ -320,7 +314,7 @@ def model_specs(exp: Experiment, roles: Iterable[str]) -> dict[str, ModelSpec]:
                 seed = random_seed_of(source)
             except ConfigError as e:
                 raise ConfigError(f"{key}: {str(e).removeprefix('models: ')}") from None
-            sha = None if seed is not None or source == "" else weights_digest(source, key=key)
+            sha = None if seed is not None or source == "" else digest(source, key)
             out[role] = ModelSpec(role=role, hash=pretrained_hash(role, cfg.identity(role)["config"]["net"], sha, seed),
                                   train=cfg, data=TrainData.model_validate(data_r), source=source, sha256=sha)
         return out[role]
@@ -328,14 +322,6 @@ def model_specs(exp: Experiment, roles: Iterable[str]) -> dict[str, ModelSpec]:
     for r in roles:
         spec(r)
     return out
-
-
-def world_size() -> int:
-    """Ranks of this launch (torchrun's WORLD_SIZE; 1 without one): train.batch is per rank, and the global
-    batch (batch x world_size) is part of a model's hash."""
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 def sampler_settings(exp: Experiment, method: cfgmod.MethodSettings) -> dict:
@@ -392,9 +378,10 @@ def _combos(exp: Experiment):
         yield values, rexp
 
 
-def expand(exp: Experiment) -> list[Cell]:
+def expand(exp: Experiment, *, world_size: int = 1, digest: Digest = _no_digest) -> list[Cell]:
     """All cells of the experiment: sweep axes x cases x mask sets x bins, deduplicated (e.g. IR-SDE does
-    not depend on the structure variant), in a stable order grouped by model."""
+    not depend on the structure variant), in a stable order grouped by model. world_size: ranks of the launch
+    (torchrun's; train.batch is per rank); digest(path, key): sha256 of a pretrained weights file."""
     from strbench.masks import bin_label
     from strbench.sample import resolve_settings
 
@@ -403,7 +390,8 @@ def expand(exp: Experiment) -> list[Cell]:
     seen: set[str] = set()
     for values, rexp in _combos(exp):
         for case, method in rexp.cases().items():
-            specs = model_specs(rexp, registry.get(method.method).roles(method))
+            specs = model_specs(rexp, registry.get(method.method).roles(method), world_size=world_size,
+                                digest=digest)
             try:
                 resolve_settings(method.method, sampler_settings(rexp, method))
             except ConfigError as e:
@@ -434,17 +422,6 @@ def model_groups(cells: Iterable[Cell]) -> dict[tuple, list[Cell]]:
     for c in cells:
         groups.setdefault(tuple(m.hash for m in c.models), []).append(c)
     return groups
-
-
-def shard_cells(cells: list[Cell], index: int, count: int) -> list[Cell]:
-    """Cells of one shard: whole model groups go to one shard (models are trained once per machine)
-    when there are at least `count` groups, else cells are dealt round-robin."""
-    if count <= 1:
-        return list(cells)
-    groups = {key: i for i, key in enumerate(model_groups(cells))}
-    if len(groups) >= count:
-        return [c for c in cells if groups[tuple(m.hash for m in c.models)] % count == index]
-    return [c for c in cells if c.index % count == index]
 
 
 def unique_models(cells: Iterable[Cell]) -> list[ModelSpec]:

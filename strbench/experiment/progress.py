@@ -27,6 +27,7 @@ class Progress:
       ``training``       spec (ModelSpec), label (the cell that needs it)
       ``cell_finished``  i, n, cell, metrics, seconds
       ``cell_failed``    i, n, cell, error
+      ``jobs_submitted`` experiment, launcher, job_ids, logs (strbench.experiment.launch)
     """
 
     def bar(self, kind: str, total: int, desc: str) -> Bar:

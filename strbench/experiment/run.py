@@ -2,7 +2,8 @@
 
     summary = run_experiment(exp)                 # what `strbench run` does
     status = plan_status(exp)                     # what `strbench run --dry-run` shows
-    metrics = evaluate(exp, split="val")          # what `strbench tune` does per trial (no MLflow)
+
+(tune's per-trial evaluation, no MLflow: :mod:`strbench.experiment.objective`.)
 
 Only :mod:`strbench.tracking` talks to MLflow. Everything is validated (schema, every cell's training and
 sampling settings, dataset and mask folders, weights files) before tracking is opened, so bad input never
@@ -11,7 +12,6 @@ creates an MLflow run or database. Progress goes to a :class:`~strbench.experime
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import sys
 import tempfile
@@ -19,21 +19,18 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional
 
 from strbench import config as cfgmod
+from strbench import dist
 from strbench.config import Experiment
 from strbench.errors import ConfigError
 from strbench.experiment import claims
 from strbench.experiment.cache import Resources, model_status
-from strbench.experiment.checks import preflight
+from strbench.experiment.checks import expand, preflight
 from strbench.experiment.evaluate import evaluate_cell
-from strbench.experiment.plan import (Cell, CellConfig, ModelSpec, expand, experiment_hash, shard_cells,
-                                      unique_models)
+from strbench.experiment.plan import Cell, ModelSpec, experiment_hash, unique_models
 from strbench.experiment.progress import SILENT, Progress
-
-ReportFn = Callable[[int, dict], None]  # evaluate(report=...): (training step, metrics) at each stage
-
 
 @dataclass
 class RunSummary:
@@ -263,14 +260,12 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
     """Train what is missing (model cache), sample, score and log every cell not yet FINISHED in MLflow.
     Failed cells are collected (run FAILED, error tag), not raised; Ctrl-C/SIGTERM marks the current
     runs KILLED and re-raises KeyboardInterrupt."""
-    from strbench.train import init_distributed
-
     t_start = time.time()
     all_cells = cells if cells is not None else expand(exp)
     preflight(exp, all_cells)
     mine = select_cells(exp, all_cells, only)
     summary = RunSummary(experiment=exp.experiment_name, n_cells=len(mine))
-    ranks, _ = init_distributed(exp.device)  # under torchrun: join the process group (NCCL on CUDA, gloo on CPU)
+    ranks, _ = dist.init_distributed(exp.device)  # under torchrun: join the process group (NCCL on CUDA, gloo on CPU)
     if not ranks.is_main:  # ranks > 0 train and sample their share of each cell rank 0 runs; no MLflow
         return _follow_rank0(exp, mine, summary)
 
@@ -390,36 +385,28 @@ def log_parent_summary(tracker, parent: str, cells: list[Cell]) -> dict:
 
 
 def select_cells(exp: Experiment, all_cells: list[Cell], only: Optional[Iterable[str]] = None) -> list[Cell]:
-    """This process's cells: its shard of the experiment, and of those the ones whose hash starts with one of
-    `only` (--cells; a launcher job's cells). The parent run stays the whole experiment's."""
-    mine = shard_cells(all_cells, exp.shard.index, exp.shard.count)
-    if only is not None:
-        want = set(only)
-        unknown = sorted(h for h in want if not any(c.hash.startswith(h) for c in all_cells))
-        if unknown:
-            raise ConfigError(f"{exp.source}: --cells: no cell {unknown[0]} in this experiment (see --dry-run)")
-        mine = [c for c in mine if any(c.hash.startswith(h) for h in want)]
-    return mine
+    """This process's cells: the experiment's, or those whose hash starts with one of `only` (--cells; a
+    launcher job's cells). Which process runs which of them is settled cell by cell by the claims; the parent
+    run stays the whole experiment's."""
+    if only is None:
+        return list(all_cells)
+    want = set(only)
+    unknown = sorted(h for h in want if not any(c.hash.startswith(h) for c in all_cells))
+    if unknown:
+        raise ConfigError(f"{exp.source}: --cells: no cell {unknown[0]} in this experiment (see --dry-run)")
+    return [c for c in all_cells if any(c.hash.startswith(h) for h in want)]
 
 
-def _tell_ranks(ranks, cell_hash: Optional[str]) -> Optional[str]:
+def _tell_ranks(ranks: dist.DistInfo, cell_hash: Optional[str]) -> Optional[str]:
     """Under torchrun: rank 0's next cell (None: no more), given to every rank just before it runs; rank 0
     decides cell by cell (claims), so all ranks run the same cells in the same order."""
-    if ranks.world_size == 1:
-        return cell_hash
-    import torch.distributed as dist
-
-    box = [cell_hash]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return cell_hash if ranks.world_size == 1 else dist.broadcast(cell_hash)
 
 
 def _follow_rank0(exp: Experiment, mine: list, summary: RunSummary) -> RunSummary:
     """A rank > 0 under torchrun: for each cell rank 0 runs, train (DDP) and sample this rank's batches; rank 0
     gathers the outputs and alone scores FID, writes artifacts and talks to MLflow."""
-    from strbench.train import current_dist
-
-    ranks = current_dist()
+    ranks = dist.current_dist()
     by_hash = {c.hash: c for c in mine}
     res = Resources(exp.cache_dir, exp.device)
     while (h := _tell_ranks(ranks, None)) is not None:
@@ -493,119 +480,6 @@ def validate(config: str | Mapping, overrides: Iterable[str] = (), overlay: Opti
     checks = preflight(exp, cells)
     return Validation(exp=exp, cells=cells, models=unique_models(cells),
                       other_profiles=[p for p in exp.profiles if p != exp.profile], checks=checks)
-
-
-# ------------------------------------------------------------------------------------------------
-# tune's entry point
-# ------------------------------------------------------------------------------------------------
-
-
-def evaluate(target: Any, *, split: str = "val", report: Optional[ReportFn] = None, stages: Sequence[float] = (),
-             preflight: bool = True, progress: Progress = SILENT) -> dict:
-    """Train (through the cache) and evaluate on the `split` images and masks ('val' for tuning: the
-    validation photos and masks drawn with masks.val_seed); no MLflow. Accepts an Experiment (every
-    cell of a learned method, floors left out: they are references, not part of an objective; metrics
-    are averaged over cells), a Cell, a CellConfig, a cell config mapping (a cell run's cell.yaml) or an
-    experiment mapping (a cell run's config.yaml). The result has ``train_steps``: the largest ``train.steps`` of the models (the
-    training step of the final value; 0 when every model is pretrained).
-
-    stages: fractions of training in (0, 1), increasing (strbench tune's ``study.report_at``), for a
-    learning curve. At each fraction f every model not yet complete in the cache is trained to
-    ceil(f x its train.steps) steps (a resumable checkpoint, Resources.model(until=...)), all cells are
-    evaluated with the models as trained so far, and ``report(step, metrics)`` receives the averaged
-    metrics (as returned at the end), ``step`` = the largest training-step count among the models trained
-    in stages. Models those models need are trained fully first; models complete already are used as
-    they are. A stage that would not get past the previous one, or would finish training, is skipped;
-    when every model is complete (e.g. cached by an earlier trial) `report` is never called. Then the
-    models are trained fully (resuming, so the final weights are those of training straight through) and
-    the final metrics are returned, not reported. Without stages `report` is never called.
-
-    preflight: False checks only the settings and folders (check_resources), not the contents (images, mask
-    folder, FID weights file); strbench tune runs the full pre-flight once per study, not per trial."""
-    from strbench import methods
-    from strbench.experiment import checks
-
-    if split not in ("val", "test"):
-        raise ConfigError(f"evaluate: split must be 'val' or 'test', got {split!r}")
-    stages = [float(f) for f in stages]
-    if any(not 0 < f < 1 for f in stages) or any(b <= a for a, b in zip(stages, stages[1:])):
-        raise ConfigError(f"evaluate: stages must be increasing fractions of training in (0, 1), got {stages}")
-    cache_dir, device = ".strbench", "auto"
-    if isinstance(target, Experiment):
-        cells = expand(target)
-        if preflight:
-            checks.preflight(target, cells, tracking=False, splits=(split,))
-        else:
-            checks.check_resources(target, cells)
-        configs = [c.config for c in cells if not methods.get(c.config.method.method).floor]
-        cache_dir, device = target.cache_dir, target.device
-    elif isinstance(target, Cell):
-        configs = [target.config]
-    elif isinstance(target, CellConfig):
-        configs = [target]
-    elif isinstance(target, Mapping) and "models" in target and "method" in target:
-        configs = [CellConfig.from_mapping(target)]
-    elif isinstance(target, Mapping):
-        return evaluate(cfgmod.load_experiment(target), split=split, report=report, stages=stages,
-                        preflight=preflight, progress=progress)
-    else:
-        raise TypeError("evaluate() takes an Experiment, a Cell, a CellConfig or a cell config mapping")
-    res = Resources(cache_dir, device, progress=progress)
-    models = {m.hash: m for cc in configs for m in cc.models.values()}
-    trained = [m for m in models.values() if not m.pretrained]
-    final_step = max((m.train.steps for m in trained), default=0)
-    needed = {h for m in models.values() for h in m.needs}  # trained fully before the models that need them
-    staged = [m for m in trained if m.hash not in needed and res.model_status(m) != "cached"]
-    last = 0
-    for frac in stages if staged else ():
-        until = {m.hash: min(math.ceil(frac * m.train.steps), m.train.steps) for m in staged}
-        if all(k >= models[h].train.steps for h, k in until.items()):
-            break  # this stage would finish training: the final evaluation does it
-        view = _TrainedUntil(res, until)
-        for m in staged:
-            view.model(m, models)
-        step = max(res.trained_steps(m) or 0 for m in staged)
-        if step <= last or step >= final_step:  # trained further elsewhere meanwhile: nothing new to show
-            continue
-        metrics = _evaluate_configs(configs, view, split, progress)
-        last = step
-        if report is not None:
-            report(step, metrics)
-    out = _evaluate_configs(configs, res, split, progress)
-    out["train_steps"] = float(final_step)
-    return out
-
-
-class _TrainedUntil:
-    """The Resources that evaluate_cell sees at one stage of evaluate(): model() trains each model of
-    `until` (hash -> step) only to that step; everything else is the underlying Resources'."""
-
-    def __init__(self, res: Resources, until: Mapping[str, int]):
-        self._res, self._until, self._nets = res, dict(until), {}
-
-    def model(self, spec: ModelSpec, others: Mapping[str, ModelSpec] = {}, **kw):
-        if spec.hash not in self._nets:
-            self._nets[spec.hash] = self._res.model(spec, others, until=self._until.get(spec.hash), **kw)
-        return self._nets[spec.hash]
-
-    def __getattr__(self, name: str):
-        return getattr(self._res, name)
-
-
-def _evaluate_configs(configs: list, res, split: str, progress: Progress) -> dict:
-    """Every cell config evaluated on `split`; metrics averaged over the cells (n_images summed)."""
-    per_cell = [evaluate_cell(cc, res, split=split, progress=progress).metrics for cc in configs]
-    out: dict[str, Any] = {}
-    for k in sorted({k for m in per_cell for k in m}):
-        vals = [m[k] for m in per_cell if k in m]
-        if k == "n_images":
-            out[k] = float(sum(vals))
-        elif len(vals) == len(per_cell):
-            out[k] = float(sum(vals) / len(vals))
-    out["n_cells"] = len(per_cell)
-    if len(per_cell) > 1:
-        out["cells"] = per_cell
-    return out
 
 
 def tracking_is_local(uri: str) -> bool:

@@ -37,7 +37,7 @@ if _DIR:
     _sample = strbench.sample.sample
 
     @functools.wraps(_sample)
-    def sample(method, models, image, known, *, sdes, generator, callback=None, **kw):
+    def sample(method, models, image, known, *, sdes, callback=None, **kw):
         """Mark once the reverse process of this batch is half way down (level <= T // 2)."""
         half, seen = sdes.texture.T // 2, []
 
@@ -48,7 +48,7 @@ if _DIR:
             if callback is not None:
                 callback(d)
 
-        return _sample(method, models, image, known, sdes=sdes, generator=generator, callback=cb, **kw)
+        return _sample(method, models, image, known, sdes=sdes, callback=cb, **kw)
 
     strbench.sample.sample = sample
     _before(strbench.metrics, "inception_features", "features")
