@@ -1,6 +1,6 @@
 """IR-SDE inpainting (Luo et al. 2023): reverse-time Euler-Maruyama on the mean-reverting SDE.
 
-mu = masked image (holes filled with 0, SPEC section 3), y_T = mu + lambda * noise, then for
+mu = masked image (holes filled with 0, docs/SCIENCE.md#holes), y_T = mu + lambda * noise, then for
 t = T..1: y_{t-1} = reverse step of y_t with eps_hat = net(y_t, mu, t) (Eq. 2; ``ode=True`` uses the
 probability-flow ODE instead). The closed forms live in :mod:`strbench.sde`, their per-level form in
 :class:`strbench.steps.Stepper`. Registered as ``irsde`` (pyproject entry point ``strbench.methods``).

@@ -1,6 +1,6 @@
 """RePaint* (Lugmayr et al. 2022): RePaint's resampling schedule driving the trained IR-SDE model.
 
-No public code exists for RePaint* (SPEC section 3); strbench builds it from two pieces it already has:
+No public code exists for RePaint* (docs/SCIENCE.md#repaint); strbench builds it from two pieces it already has:
 RePaint's jump schedule and loop (:mod:`strbench.resampling`, shared with StrDiffusion's ablation A)
 and the IR-SDE network. Registered as ``repaint`` (pyproject entry point ``strbench.methods``).
 """

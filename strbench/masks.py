@@ -1,6 +1,6 @@
 """Inpainting masks: one convention, a seeded irregular-mask generator, hole-ratio bins, mask sets.
 
-Convention (SPEC section 4): in memory a mask is ``known`` = 1 on known pixels and 0 in holes (the
+Convention (docs/SCIENCE.md#masks): in memory a mask is ``known`` = 1 on known pixels and 0 in holes (the
 paper's M); ``hole_ratio = 1 - mean(known)``. On disk strbench writes masks as 8-bit grayscale PNGs
 with **white (255) = hole, black (0) = known** (how EdgeConnect and many later papers read Liu et
 al.'s NVIDIA irregular masks). A user's folder is read with an explicit ``polarity``
@@ -43,7 +43,7 @@ DEFAULT_BINS: tuple[tuple[float, float], ...] = tuple(
 
 
 def hole_ratio(known: torch.Tensor) -> torch.Tensor:
-    """Hole ratio per mask, Tensor[B] float64: 1 - mean(known) over (1, H, W) (SPEC section 4).
+    """Hole ratio per mask, Tensor[B] float64: 1 - mean(known) over (1, H, W) (docs/SCIENCE.md#masks).
 
     Computed as sum(1 - known) / (H W) so that a binary mask gives the correctly rounded holes / pixels
     (1 - 0.7 would be 0.30000000000000004 and land in the wrong half-open bin).

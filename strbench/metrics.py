@@ -1,4 +1,4 @@
-"""Image metrics, each returned with the protocol that produced it (STYLE point 11).
+"""Image metrics, each returned with the protocol that produced it (docs/SCIENCE.md#metrics).
 
 - PSNR / SSIM: scikit-image on uint8 composited images, round(clip(x, 0, 1) * 255), no crop.
   Protocols (`PROTOCOLS`): `pennet` (SSIM win 51, as the authors cite PEN-Net's metric), `skimage_default`

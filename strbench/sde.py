@@ -107,7 +107,7 @@ class SDE:
 
 def make_sde(T: int = 100, kind: str = "cosine", lam: float = 30 / 255, eps: float = 0.005,
              **params) -> SDE:
-    """Build the SDE arrays (SPEC section 1; defaults are the authors')."""
+    """Build the SDE arrays (docs/SCIENCE.md#sde; defaults are the authors')."""
     if lam <= 0:
         raise ValueError(f"lam must be > 0, got {lam}")
     if not 0.0 < eps < 1.0:
@@ -158,7 +158,7 @@ def _prev(t: TimeLike) -> TimeLike:
 
 
 def masked_mean(image: Tensor, known: Tensor) -> Tensor:
-    """mu = image * known: the SDE's mean state, the degraded image with holes filled with 0 (SPEC section 3)."""
+    """mu = image * known: the SDE's mean state, the degraded image with holes filled with 0 (docs/SCIENCE.md#holes)."""
     return image * known
 
 
@@ -299,7 +299,7 @@ TEXTURE_TARGETS: dict[str, Callable[..., Tensor]] = {
 
 def texture_target(name: str, sde_y: SDE, sde_x: SDE, *, y0: Tensor, mu_y: Tensor, x_t: Tensor,
                    x0: Tensor, mu_x: Tensor, t: TimeLike, y_t: Tensor | None = None) -> Tensor:
-    """The regression target of the texture net (Eq. 13), by name (SPEC section 2)."""
+    """The regression target of the texture net (Eq. 13), by name (docs/SCIENCE.md#texture-target)."""
     if name not in TEXTURE_TARGETS:
         raise ValueError(f"unknown texture target {name!r}; choose one of {sorted(TEXTURE_TARGETS)}")
     return TEXTURE_TARGETS[name](sde_y, sde_x, y0=y0, mu_y=mu_y, x_t=x_t, x0=x0, mu_x=mu_x, t=t, y_t=y_t)

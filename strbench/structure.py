@@ -1,6 +1,6 @@
 """Structure maps (gray, edge) and the four structure variants of StrDiffusion (Sec. 3.4.1).
 
-SPEC section 2: gray = skimage ``color.rgb2gray``; edge = skimage ``feature.canny`` of the gray map
+docs/SCIENCE.md#structure-maps: gray = skimage ``color.rgb2gray``; edge = skimage ``feature.canny`` of the gray map
 (sigma 3.0 in the authors' training code, 2.0 in their test code). Both are 1-channel maps in [0, 1].
 A variant names (x_0, mu_x): the clean structure the structure SDE starts from, and the mean it
 reverts to, which only sees the known region (``mu_x = map * known``).
@@ -19,7 +19,7 @@ from skimage.feature import canny
 
 # skimage.color.rgb2gray: Y = 0.2125 R + 0.7154 G + 0.0721 B (ITU-R BT.709 luminance).
 RGB2GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)
-DEFAULT_CANNY_SIGMA = 3.0  # authors' training code; their test code uses 2.0 (SPEC section 2)
+DEFAULT_CANNY_SIGMA = 3.0  # authors' training code; their test code uses 2.0 (docs/SCIENCE.md#canny-sigma)
 
 
 def _check_image(image: torch.Tensor) -> None:
@@ -29,14 +29,14 @@ def _check_image(image: torch.Tensor) -> None:
 
 
 def gray(image: torch.Tensor) -> torch.Tensor:
-    """Gray map (B, 1, H, W) = skimage rgb2gray of each RGB image (SPEC section 2)."""
+    """Gray map (B, 1, H, W) = skimage rgb2gray of each RGB image (docs/SCIENCE.md#structure-maps)."""
     _check_image(image)
     w = torch.tensor(RGB2GRAY_WEIGHTS, dtype=torch.float64, device=image.device).view(1, 3, 1, 1)
     return (image.to(torch.float64) * w).sum(dim=1, keepdim=True).to(image.dtype)
 
 
 def edge(image: torch.Tensor, sigma: float = DEFAULT_CANNY_SIGMA) -> torch.Tensor:
-    """Edge map (B, 1, H, W) in {0, 1} = skimage canny(rgb2gray(image), sigma) (SPEC section 2)."""
+    """Edge map (B, 1, H, W) in {0, 1} = skimage canny(rgb2gray(image), sigma) (docs/SCIENCE.md#structure-maps)."""
     if not sigma > 0:
         raise ValueError(f"canny sigma must be > 0; got {sigma}")
     g = gray(image).detach().to("cpu", torch.float64).numpy()

@@ -1,4 +1,4 @@
-"""Masks: convention, generator bins, polarity, mask sets and the folder loader (SPEC section 4)."""
+"""Masks: convention, generator bins, polarity, mask sets and the folder loader (docs/SCIENCE.md#masks)."""
 import json
 
 import numpy as np

@@ -1,7 +1,7 @@
-"""StrDiffusion ``mode: official`` against the authors' test loop (SPEC section 2; issue 11 item 3).
+"""StrDiffusion ``mode: official`` against the authors' test loop (docs/SCIENCE.md#sampler-official; issue 11 item 3).
 
 ``authors_loop`` below is an independent, single-image re-implementation of that loop written from the
-SPEC description with plain loops and the raw SDE arrays (no Stepper): early stage t in [int(0.4 T), T],
+description in docs/SCIENCE.md#sampler-official with plain loops and the raw SDE arrays (no Stepper): early stage t in [int(0.4 T), T],
 one known-structure draw at level t-1 per outer step pasted before every structure step, threshold
 D(y_{t-1} known, x_{t-1}, t) at every early level, candidates from the original y_t after an
 Euler-Maruyama re-noising with the lower level's theta/sigma (Eq. 17 as printed), averaging below u_min,

@@ -1,4 +1,4 @@
-"""Structure maps and variants (SPEC section 2, paper Sec. 3.4.1)."""
+"""Structure maps and variants (docs/SCIENCE.md#structure-maps, #variants, paper Sec. 3.4.1)."""
 import numpy as np
 import pytest
 import torch

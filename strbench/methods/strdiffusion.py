@@ -33,7 +33,7 @@ ABLATIONS = ("A", "B", "C", "D")  # Table 2: A IR-SDE+RePaint, B no discriminato
 MODES = ("paper", "official")
 
 # official mode only: the released test loop's hard-coded values (its comments: T=400 6/3/5/5,
-# T=100 25/4/2/2, faster 10/2/1/2; SPEC section 2)
+# T=100 25/4/2/2, faster 10/2/1/2; docs/SCIENCE.md#sampler-official)
 _OFFICIAL_ONLY = {"u_min": 3, "jump": 5, "re": 5, "stage_end": 0.4, "late_structure": "texture_mean"}
 _ABLATION_A_ONLY = {"jump_length": 10, "jump_n_sample": 10}  # ablation A: RePaint's schedule
 _MODE_DEFAULTS = {
@@ -220,7 +220,7 @@ def _paper_loop(r: _StrDiffusion, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]
 
 
 def _official_loop(r: _StrDiffusion, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """The authors' test loop (their ``reverse_sde``; SPEC section 2), per image of the batch.
+    """The authors' test loop (their ``reverse_sde``; docs/SCIENCE.md#sampler-official), per image of the batch.
 
     Early stage t in [int(stage_end T), T]: one forward sample k of the known structure at level t-1
     (x_0 = x0 known, mu = mu_x) is drawn per outer step and pasted into the known region before the

@@ -1,4 +1,4 @@
-"""U-Net noise predictor eps(x_t, mu, t) of IR-SDE / StrDiffusion (SPEC section 2).
+"""U-Net noise predictor eps(x_t, mu, t) of IR-SDE / StrDiffusion (docs/SCIENCE.md#texture-net).
 
 DDPM-style U-Net as used by the paper: input cat(x_t - mu, mu), sinusoidal time embedding + MLP,
 residual blocks with a time scale/shift (FiLM). The paper removes group norm and self-attention

@@ -1,7 +1,7 @@
 """``arch: authors``: the networks of the released StrDiffusion and IR-SDE checkpoints, key for key.
 
-Each module's own ``state_dict()`` has exactly the authors' keys and shapes (``shared/reference/authors-nets/
-keys_*.tsv``), so their files load with ``load_state_dict(..., strict=True)`` and no remapping
+Each module's own ``state_dict()`` has exactly the authors' keys and shapes (docs/SCIENCE.md#authors-nets;
+tests/test_authors_nets.py checks the key tables), so their files load with ``load_state_dict(..., strict=True)`` and no remapping
 (:func:`strbench.nets.pretrained.load_pretrained`). They are called with strbench's signatures:
 noise nets ``net(x_t, mu, t, cond=None) -> eps_hat``, the discriminator ``D(y, x, t) -> (B,)``.
 

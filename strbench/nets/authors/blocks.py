@@ -1,6 +1,6 @@
 """Building blocks of the authors' U-Net (StrDiffusion ``ConditionalUNets`` = IR-SDE ``ConditionalUNet``).
 
-Written from the layer-by-layer description in ``shared/reference/authors-nets/arch_structure.md`` (section 2);
+Written from the authors' layer-by-layer structure (docs/SCIENCE.md#authors-nets);
 module and attribute names are the authors' so that ``state_dict()`` keys match their released files.
 No normalisation inside the residual blocks; linear attention is always 4 heads x 32.
 """

@@ -1,6 +1,6 @@
 """The authors' discriminator (StrDiffusion ``Discriminator(nc=4, ngf, t_emb_dim)``, DDGAN style).
 
-Written from arch_discriminator.md.
+See docs/SCIENCE.md#authors-nets.
 
 D(y, x, t) -> logits (B,), strbench's call; the authors' order is ``forward(t, x_t=y, S=x)``. Input cat(y, x),
 a 1x1 start conv, four down blocks (time bias after the first conv, FIR downsampling of both the branch and the

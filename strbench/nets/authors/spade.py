@@ -1,4 +1,4 @@
-"""The texture net's structure guides: one ``SPADEBlock(C)`` per encoder level (arch_texture.md section 3).
+"""The texture net's structure guides: one ``SPADEBlock(C)`` per encoder level (docs/SCIENCE.md#authors-nets).
 
 ``x + conv_1(lrelu(SPADE_1(conv_0(lrelu(SPADE_0(x, S))), S)))`` with spectral-norm 3x3 convolutions
 (``torch.nn.utils.spectral_norm``: keys ``weight_orig`` + buffers ``weight_u``, ``weight_v``; in eval mode the

@@ -1,7 +1,7 @@
 """The authors' U-Net noise predictor, plain (structure net, IR-SDE) or with SPADE guides (texture net).
 
-Plain: StrDiffusion ``ConditionalUNets`` = IR-SDE ``ConditionalUNet`` (arch_structure.md, arch_irsde_inpainting.md).
-Guided: StrDiffusion ``ConditionalUNet`` (arch_texture.md): the same tree plus ``downs[i][4] = SPADEBlock(dim_out(i))``
+Plain: StrDiffusion ``ConditionalUNets`` = IR-SDE ``ConditionalUNet`` (docs/SCIENCE.md#authors-nets).
+Guided: StrDiffusion ``ConditionalUNet``: the same tree plus ``downs[i][4] = SPADEBlock(dim_out(i))``
 applied right after each encoder level's down/out conv, driven by the 1-channel structure map S.
 
 strbench's call ``net(x_t, mu, t, cond=None) -> eps_hat`` maps onto the authors'
