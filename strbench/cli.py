@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 
+from strbench.contract import DEFAULT_URI
 from strbench.errors import StrbenchError
 
 
@@ -288,7 +289,7 @@ def _add_ls(sub):
     p.add_argument("target", nargs="?", default=None, metavar="EXPERIMENT|YAML",
                    help="an MLflow experiment name, or an experiment YAML")
     p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: the YAML's tracking.uri, else sqlite:///mlflow.db)")
+                   help=f"MLflow tracking URI (default: the YAML's tracking.uri, else {DEFAULT_URI})")
     p.add_argument("--profile", default=None, help="with a YAML: the profile to plan (e.g. cpu, paper)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="with a YAML: override a key")
     p.add_argument("--set-from", default=None, metavar="YAML", help="with a YAML: apply an overlay file")
@@ -469,7 +470,7 @@ def _cmd_bench(a) -> int:
 def _add_rescore(sub):
     p = sub.add_parser("rescore", help="compute metrics again from the saved outputs of finished cells (no sampling)")
     p.add_argument("--experiment", required=True, help="MLflow experiment name")
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    p.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default {DEFAULT_URI})")
     p.add_argument("--run", default=None, help="one cell run id (default: every finished cell run)")
     p.add_argument("--cache-dir", default=".strbench", help="where the run's generated mask sets are (cache_dir)")
     p.add_argument("--protocol", default=None, help="PSNR/SSIM protocol (default: the run's own)")

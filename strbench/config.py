@@ -19,6 +19,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from strbench import methods as methods_registry
+from strbench.contract import DEFAULT_ARTIFACTS, DEFAULT_URI
 from strbench.errors import ConfigError
 from strbench.methods.base import MethodSettings
 
@@ -244,8 +245,8 @@ class MetricsCfg(Strict):
 
 
 class TrackingCfg(Strict):
-    uri: str = "sqlite:///mlflow.db"
-    artifact_location: str = "./mlartifacts"  # for new experiments on a local (sqlite/file) backend
+    uri: str = DEFAULT_URI
+    artifact_location: str = DEFAULT_ARTIFACTS  # for new experiments on a local (sqlite/file) backend
     experiment: Optional[str] = None  # MLflow experiment name; None -> the experiment's `name`
 
 
