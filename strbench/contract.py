@@ -21,6 +21,9 @@ PARAM_COLUMN = "params."
 # MLflow's own names that strbench sets
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # MLflow 3.x UI: the model-training view, not GenAI
+# MLflow 3.17's UI picks its view from the URL's workflowType (else its GenAI | Model training switch, kept in
+# the browser; GenAI by default), not from the experiment tag: links strbench writes carry this query
+UI_VIEW_QUERY = "workflowType=machine_learning"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 NOTE_TAG = "mlflow.note.content"  # a run's description (Markdown in the UI)
@@ -122,6 +125,12 @@ class Artifact:
     SAMPLES, SAMPLES_TILES = "samples.png", "samples_tiles.png"
     TRAJECTORY, TRAJECTORY_LEVELS, KL_TRAJECTORY = "trajectory.png", "trajectory_levels.json", "kl_trajectory.csv"
     ERROR = "error.txt"  # a failed cell's traceback
+
+
+def ui_link(experiment_id: str, run_id: str = "") -> str:
+    """The MLflow UI's address of an experiment (its runs) or of one run, relative to the UI's root, opening in
+    the model-training view: ``#/experiments/<id>/runs[/<run id>]?workflowType=machine_learning``."""
+    return f"#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "") + "?" + UI_VIEW_QUERY
 
 
 def missing_tag(metric: str) -> str:

@@ -9,8 +9,8 @@ from typing import Iterable, Optional
 
 from strbench.contract import CELL_HASH_TAG, CELLS_TAG, LAST_INVOKED_TAG, ROLE_TAG, SHORT_HASH, Kind, column
 from strbench.errors import DataError
-from strbench.tracking.store import (_all_pages, _mlflow, _store_error, absolute_uri, role_filter, tracking_exists,
-                                     uri_or_default)
+from strbench.tracking.store import (_all_pages, _mlflow, _store_error, absolute_uri, role_filter, tag_filter,
+                                     tracking_exists, uri_or_default)
 
 
 def _find_experiment(tracking_uri: Optional[str], experiment: str):
@@ -153,7 +153,7 @@ def search_strbench_runs(tracking_uri: Optional[str], experiment_ids: Iterable[s
     mlflow = _mlflow()
     try:
         mlflow.set_tracking_uri(absolute_uri(uri))
-        return mlflow.search_runs(experiment_ids=ids, filter_string=f"tags.`{ROLE_TAG}` LIKE '%'",
+        return mlflow.search_runs(experiment_ids=ids, filter_string=tag_filter(ROLE_TAG, "%", "LIKE"),
                                   output_format="pandas").reset_index(drop=True)
     except Exception as e:  # noqa: BLE001
         raise _read_error(uri, e) from None

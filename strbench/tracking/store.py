@@ -134,9 +134,15 @@ def _store_error(uri: str, e: Exception, *, verb: str, fix: str, key: str = "") 
                      f"{first[:300]}); {fix}")
 
 
+def tag_filter(tag: str, value: str, op: str = "=") -> str:
+    """An MLflow search filter on one tag (``tags.`strbench.cell_hash` = 'ab...'``; quotes in `value` escaped)."""
+    esc = str(value).replace("'", "\\'")
+    return f"tags.`{tag}` {op} '{esc}'"
+
+
 def role_filter(kind: str) -> str:
     """The MLflow search filter of the runs of one kind (contract.Kind)."""
-    return f"tags.`{ROLE_TAG}` = '{kind}'"
+    return tag_filter(ROLE_TAG, kind)
 
 
 def uri_or_default(uri: Optional[str]) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Optional
 from strbench.contract import (HOST_TAG, PARENT_RUN_TAG, PID_TAG, RETRY_OF_TAG, ROLE_TAG, STUDY_TAG,
                                TRIAL_NUMBER_TAG, TRIAL_STATE_TAG, VAL_PREFIX, Kind)
 from strbench.tracking.readers import _find_experiment
-from strbench.tracking.store import TAG_MAX, clean_key, role_filter
+from strbench.tracking.store import TAG_MAX, clean_key, role_filter, tag_filter
 from strbench.tracking.writer import Tracker
 
 TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}  # Optuna state -> run status
@@ -46,9 +46,8 @@ class StudyRuns:
                     return run_id
             except Exception:  # removed from this backend: find or create another
                 pass
-        esc = self.study.replace("'", "\\'")
         with self.tracker.store_lock():  # workers starting together share one parent
-            runs = self.tracker._search(f"{role_filter(Kind.STUDY)} and tags.`{STUDY_TAG}` = '{esc}'")
+            runs = self.tracker._search(f"{role_filter(Kind.STUDY)} and {tag_filter(STUDY_TAG, self.study)}")
             if runs:
                 run_id = sorted(runs, key=lambda r: r.info.start_time or 0)[0].info.run_id
                 client.update_run(run_id, status="RUNNING")
@@ -102,11 +101,10 @@ def search_study_runs(tracking_uri: Optional[str], experiment: str, study_name: 
     if found is None:
         return pd.DataFrame(), pd.DataFrame()
     mlflow, exp = found
-    esc = study_name.replace("'", "\\'")
 
     def runs(role: str):
         return mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="pandas",
-                                  filter_string=f"{role_filter(role)} and tags.`{STUDY_TAG}` = '{esc}'")
+                                  filter_string=f"{role_filter(role)} and {tag_filter(STUDY_TAG, study_name)}")
 
     return runs(Kind.STUDY), runs(Kind.TRIAL)
 

@@ -11,9 +11,10 @@ from typing import Any, Iterable, Mapping, Optional
 
 from strbench.contract import (CELL_HASH_TAG, CELLS_TAG, ERROR_TAG, EXPERIMENT_HASH_TAG, HEARTBEAT_TAG, HOST_TAG,
                                LAST_INVOKED_TAG, MODEL_HASH_TAG, MODEL_ROLE_TAG, NOTE_TAG, PARENT_RUN_TAG, PID_TAG,
-                               ROLE_TAG, SHORT_HASH, TRAINING_RUN_PREFIX, Kind)
+                               ROLE_TAG, SHORT_HASH, TRAINING_RUN_PREFIX, Kind, ui_link)
 from strbench.tracking.store import (PARAM_MAX, TAG_MAX, _all_pages, _file_lock, _mlflow, _store_error, absolute_uri,
-                                     clean_key, is_local, local_lock_path, open_experiment, role_filter, sqlite_path)
+                                     clean_key, is_local, local_lock_path, open_experiment, role_filter, sqlite_path,
+                                     tag_filter)
 
 def _heartbeat_ms(run) -> float:
     """The last sign of life of a run: its heartbeat tag, else its start time (runs of older versions)."""
@@ -99,12 +100,12 @@ class Tracker:
 
     def is_finished(self, cell_hash: str) -> bool:
         """A FINISHED cell run with this hash exists (asked again just before a claimed cell runs)."""
-        return bool(self._search(f"{role_filter(Kind.CELL)} and tags.`{CELL_HASH_TAG}` = '{cell_hash}' "
+        return bool(self._search(f"{role_filter(Kind.CELL)} and {tag_filter(CELL_HASH_TAG, cell_hash)} "
                                  "and attributes.status = 'FINISHED'"))
 
     def failed_since(self, cell_hash: str, since: float) -> bool:
         """A FAILED run of this cell started at or after `since` (time.time()), other than one marked stale."""
-        runs = self._search(f"{role_filter(Kind.CELL)} and tags.`{CELL_HASH_TAG}` = '{cell_hash}' "
+        runs = self._search(f"{role_filter(Kind.CELL)} and {tag_filter(CELL_HASH_TAG, cell_hash)} "
                             f"and attributes.status = 'FAILED' and attributes.start_time >= {int(since * 1000)}")
         return any(not r.data.tags.get(ERROR_TAG, "").startswith("stale:") for r in runs)
 
@@ -154,7 +155,7 @@ class Tracker:
 
     def _parent_run(self, experiment_hash: str, *, run_name: str, tags: Mapping[str, Any],
                     params: Mapping[str, Any], cell_hashes: list[str], artifacts: Optional[str]) -> str:
-        runs = self._search(f"{role_filter(Kind.EXPERIMENT)} and tags.`{EXPERIMENT_HASH_TAG}` = '{experiment_hash}'")
+        runs = self._search(f"{role_filter(Kind.EXPERIMENT)} and {tag_filter(EXPERIMENT_HASH_TAG, experiment_hash)}")
         now = str(int(time.time() * 1000))
         if runs:
             run_id = sorted(runs, key=lambda r: r.info.start_time or 0)[0].info.run_id
@@ -176,7 +177,7 @@ class Tracker:
     def close_parent(self, experiment_hash: str) -> list[str]:
         """Mark the experiment's parent run(s) FINISHED where still open: a run killed after its last cell
         left it RUNNING (call only when every cell is FINISHED and none runs elsewhere). Returns their ids."""
-        runs = self._search(f"{role_filter(Kind.EXPERIMENT)} and tags.`{EXPERIMENT_HASH_TAG}` = '{experiment_hash}'")
+        runs = self._search(f"{role_filter(Kind.EXPERIMENT)} and {tag_filter(EXPERIMENT_HASH_TAG, experiment_hash)}")
         open_ = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
         for run_id in open_:
             self.client.set_terminated(run_id, "FINISHED")
@@ -214,7 +215,7 @@ class Tracker:
         from mlflow.entities import ViewType
 
         ids = [e.experiment_id for e in _all_pages(self.client.search_experiments, view_type=ViewType.ACTIVE_ONLY)]
-        runs = self._search(f"{role_filter(Kind.TRAINING)} and tags.`{MODEL_HASH_TAG}` = '{model_hash}' "
+        runs = self._search(f"{role_filter(Kind.TRAINING)} and {tag_filter(MODEL_HASH_TAG, model_hash)} "
                             f"and attributes.status = '{status}'", ids)
         return sorted(runs, key=lambda r: r.info.start_time or 0)
 
@@ -241,7 +242,7 @@ class Tracker:
             exp_id, rid = found
             tags[TRAINING_RUN_PREFIX + role] = rid
             lines.append(f"- {role} model `{model_hash[:12]}`: [training run {rid[:8]}]"
-                         f"(#/experiments/{exp_id}/runs/{rid}) (loss curves: train/loss, train/lr)")
+                         f"({ui_link(exp_id, rid)}) (loss curves: train/loss, train/lr)")
         if lines:
             tags[NOTE_TAG] = "Models used by this cell:\n\n" + "\n".join(lines)
         self.set_tags(run_id, tags)
