@@ -1,12 +1,15 @@
-"""The tracking contract: every name strbench writes to MLflow and reads back, declared once.
+"""The tracking contract: every name strbench writes to MLflow (and to Optuna's study storage) and reads back,
+declared once: tag names, run kinds, the columns of ``mlflow.search_runs``, artifact paths, the default store.
 
 The writer (:mod:`strbench.tracking`, the experiment runner, tuning) and every reader (reports, selection,
-``strbench ls``, rescore) use these names; none spells a tag as a string of its own. Pure: no mlflow import.
+``strbench ls``, rescore) use these names; none spells a tag as a string of its own (tests/test_contract.py).
+Pure: no mlflow import.
 
 Layout: one MLflow experiment per strbench experiment name, tagged ``mlflow.experimentKind`` =
-``custom_model_development`` (MLflow 3's UI then opens it in its model-training view); runs carry
-``strbench.role`` = one of :class:`Kind`: the experiment's parent run, one nested run per cell, one per model
-training, one per tuning study and one per trial.
+``custom_model_development`` (MLflow's own mark of a model-training experiment, as opposed to a GenAI one;
+MLflow 3.17's UI shows the view named in its URL, see UI_VIEW_QUERY); runs carry ``strbench.role`` = one of
+:class:`Kind`: the experiment's parent run, one nested run per cell, one per model training, one per tuning
+study and one per trial.
 """
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ PARAM_COLUMN = "params."
 
 # MLflow's own names that strbench sets
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"  # MLflow 3.x UI: the model-training view, not GenAI
+EXPERIMENT_KIND = "custom_model_development"  # a model-training experiment, not a GenAI one
 # MLflow 3.17's UI picks its view from the URL's workflowType (else its GenAI | Model training switch, kept in
-# the browser; GenAI by default), not from the experiment tag: links strbench writes carry this query
+# the browser, GenAI by default), not from the experiment tag (checked in a browser): links strbench writes
+# carry this query so they open in the model-training view
 UI_VIEW_QUERY = "workflowType=machine_learning"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
