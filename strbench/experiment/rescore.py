@@ -41,9 +41,10 @@ def rescore_run(tracking_uri: str, run: dict, *, cache_dir: str = ".strbench", p
     run_id = run["run_id"]
     with tempfile.TemporaryDirectory(prefix="strbench-rescore-") as td:
         try:
-            cfg = yaml.safe_load(tracking.download_artifacts(tracking_uri, run_id, Artifact.CELL_CONFIG, td).read_text())
+            cfg_file = tracking.download_artifacts(tracking_uri, run_id, Artifact.CELL_CONFIG, td)
         except Exception:  # noqa: BLE001 - a run of an earlier version: its config.yaml was the cell config
-            cfg = yaml.safe_load(tracking.download_artifacts(tracking_uri, run_id, Artifact.RERUNNABLE, td).read_text())
+            cfg_file = tracking.download_artifacts(tracking_uri, run_id, Artifact.RERUNNABLE, td)
+        cfg = yaml.safe_load(cfg_file.read_text())
         per = tracking.read_csv_artifact(tracking_uri, run_id, Artifact.PER_IMAGE)
         try:
             out_dir = tracking.download_artifacts(tracking_uri, run_id, Artifact.OUTPUTS, td)
