@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 
 from strbench import methods as methods_registry
 from strbench import roles as roles_registry
+from strbench.contract import DEFAULT_ARTIFACTS, DEFAULT_URI
 from strbench.errors import ConfigError
 from strbench.methods.base import MethodSettings
 from strbench.nets import ARCHS, DEFAULT_PRESET, PRESETS
@@ -226,8 +227,8 @@ class MetricsCfg(Strict):
 
 
 class TrackingCfg(Strict):
-    uri: str = "sqlite:///mlflow.db"
-    artifact_location: str = "./mlartifacts"  # for new experiments on a local (sqlite/file) backend
+    uri: str = DEFAULT_URI
+    artifact_location: str = DEFAULT_ARTIFACTS  # for new experiments on a local (sqlite/file) backend
     experiment: Optional[str] = None  # MLflow experiment name; None -> the experiment's `name`
 
 

@@ -1,12 +1,15 @@
-"""The tracking contract: every name strbench writes to MLflow and reads back, declared once.
+"""The tracking contract: every name strbench writes to MLflow (and to Optuna's study storage) and reads back,
+declared once: tag names, run kinds, the columns of ``mlflow.search_runs``, artifact paths, the default store.
 
 The writer (:mod:`strbench.tracking`, the experiment runner, tuning) and every reader (reports, selection,
-``strbench ls``, rescore) use these names; none spells a tag as a string of its own. Pure: no mlflow import.
+``strbench ls``, rescore) use these names; none spells a tag as a string of its own (tests/test_contract.py).
+Pure: no mlflow import.
 
 Layout: one MLflow experiment per strbench experiment name, tagged ``mlflow.experimentKind`` =
-``custom_model_development`` (MLflow 3's UI then opens it in its model-training view); runs carry
-``strbench.role`` = one of :class:`Kind`: the experiment's parent run, one nested run per cell, one per model
-training, one per tuning study and one per trial.
+``custom_model_development`` (MLflow's own mark of a model-training experiment, as opposed to a GenAI one;
+MLflow 3.17's UI shows the view named in its URL, see UI_VIEW_QUERY); runs carry ``strbench.role`` = one of
+:class:`Kind`: the experiment's parent run, one nested run per cell, one per model training, one per tuning
+study and one per trial.
 """
 from __future__ import annotations
 
@@ -20,9 +23,14 @@ PARAM_COLUMN = "params."
 
 # MLflow's own names that strbench sets
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"  # MLflow 3.x UI: the model-training view, not GenAI
+EXPERIMENT_KIND = "custom_model_development"  # a model-training experiment, not a GenAI one
+# MLflow 3.17's UI picks its view from the URL's workflowType (else its GenAI | Model training switch, kept in
+# the browser, GenAI by default), not from the experiment tag (checked in a browser): links strbench writes
+# carry this query so they open in the model-training view
+UI_VIEW_QUERY = "workflowType=machine_learning"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+NOTE_TAG = "mlflow.note.content"  # a run's description (Markdown in the UI)
 
 
 class Kind:
@@ -33,6 +41,7 @@ class Kind:
     TRAINING = "training"
     STUDY = "study"
     TRIAL = "trial"
+    ALL = (EXPERIMENT, CELL, TRAINING, STUDY, TRIAL)
 
 
 def tag(name: str) -> str:
@@ -45,6 +54,16 @@ def column(tag_name: str) -> str:
     return COLUMN + tag_name
 
 
+def metric_column(metric: str) -> str:
+    """The pandas column of a metric in ``mlflow.search_runs`` output (``metrics.psnr``)."""
+    return METRIC_COLUMN + metric
+
+
+def param_column(param: str) -> str:
+    """The pandas column of a parameter in ``mlflow.search_runs`` output."""
+    return PARAM_COLUMN + param
+
+
 # every run
 ROLE_TAG = tag("role")
 HOST_TAG, PID_TAG, ERROR_TAG = tag("host"), tag("pid"), tag("error")  # host, pid: for people only
@@ -54,7 +73,8 @@ VERSION_TAG, GIT_COMMIT_TAG = tag("version"), tag("git_commit")
 # parent (experiment) runs
 EXPERIMENT_TAG = tag("experiment")
 EXPERIMENT_HASH_TAG = tag("experiment_hash")
-CELLS_TAG = tag("cells")  # short hashes of the parent's cells, comma-joined
+CELLS_TAG = tag("cells")  # the parent's cells: their hashes' first SHORT_HASH characters, comma-joined
+SHORT_HASH = 12
 LAST_INVOKED_TAG = tag("last_invoked")
 PROFILE_TAG = tag("profile")
 CONFIG_PATH_TAG = tag("config_path")
@@ -72,6 +92,8 @@ MODEL_PREFIX = tag("model.")  # strbench.model.<role> = model hash
 PRETRAINED_PREFIX = tag("pretrained.")  # strbench.pretrained.<role> = source (+ sha256)
 AXIS_PREFIX = tag("axis.")  # strbench.axis.<key> = swept value
 TRAINING_RUN_PREFIX = tag("training_run.")  # strbench.training_run.<role> = run id of the model's training
+# a method's own tags (Method.tags: strbench.<key>); StrDiffusion's:
+ABLATION_TAG, MODE_TAG = tag("ablation"), tag("mode")
 
 # training runs
 MODEL_HASH_TAG, MODEL_ROLE_TAG = tag("model_hash"), tag("model_role")
@@ -82,7 +104,37 @@ RESUMED_AT_TAG = tag("resumed_at")
 # studies and trials (strbench tune)
 STUDY_TAG, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG = tag("study"), tag("trial_number"), tag("trial_state")
 RETRY_OF_TAG = tag("retry_of")
-STORAGE_TAG, BASE_TAG = tag("storage"), tag("base")
+STORAGE_TAG, BASE_TAG = tag("storage"), tag("base")  # on a study's run: its Optuna storage (redacted), base YAML
+VAL_PREFIX = "val_"  # trial metrics are measured on the validation split: val_psnr, ..., best_val_<objective>
+
+# Optuna's study storage (strbench tune): the user attrs strbench writes and reads back
+SPEC_ATTR = tag("spec")  # study: what defines the search (workers must agree)
+PARENT_RUN_ATTR = tag("mlflow_parent_run")  # study: the MLflow parent run id
+OVERLAY_ATTR = tag("overlay")  # trial: the exact overlay the trial ran
+METRICS_ATTR = tag("metrics")  # trial: all validation metrics of the trial
+ERROR_ATTR = tag("error")  # trial: why an evaluated trial failed (e.g. training diverged)
+HEARTBEAT_ATTR = "strbench:heartbeat"  # trial system attr of a journal storage: unix time of the last beat
+
+
+class Artifact:
+    """Artifact paths of runs that one module writes and another reads back."""
+
+    CELL_CONFIG = "cell.yaml"  # a cell's resolved settings (what evaluate and rescore read)
+    RERUNNABLE = "config.yaml"  # a cell's re-runnable experiment (before cell.yaml: the cell config itself)
+    EXPERIMENT_CONFIG = "experiment.yaml"  # on the parent run
+    SUMMARY = "summary.csv"  # on the parent run
+    PER_IMAGE = "per_image.csv"
+    OUTPUTS = "outputs"  # every composited output, lossless PNG
+    PROTOCOL = "protocol.json"
+    SAMPLES, SAMPLES_TILES = "samples.png", "samples_tiles.png"
+    TRAJECTORY, TRAJECTORY_LEVELS, KL_TRAJECTORY = "trajectory.png", "trajectory_levels.json", "kl_trajectory.csv"
+    ERROR = "error.txt"  # a failed cell's traceback
+
+
+def ui_link(experiment_id: str, run_id: str = "") -> str:
+    """The MLflow UI's address of an experiment (its runs) or of one run, relative to the UI's root, opening in
+    the model-training view: ``#/experiments/<id>/runs[/<run id>]?workflowType=machine_learning``."""
+    return f"#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "") + "?" + UI_VIEW_QUERY
 
 
 def missing_tag(metric: str) -> str:

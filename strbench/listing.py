@@ -21,13 +21,14 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
+from strbench import contract
+from strbench.contract import column, metric_column
 from strbench.errors import StrbenchError
 from strbench.selection import as_str as _str
 from strbench.selection import column as _col
 
 FINISHED, NOT_RUN = "finished", "not run"
 STATES = ("finished", "failed", "running", "killed")  # MLflow statuses of cell runs, lower-cased
-TAG, MET = "tags.", "metrics."
 ERROR_WIDTH = 100  # characters of a failed run's error tag kept in the listing
 
 OVERVIEW_COLUMNS = ["experiment", "parents", "profiles", "cells", "finished", "failed", "running", "stale", "killed",
@@ -93,7 +94,7 @@ def cell_states(cells: pd.DataFrame, *, now: Optional[float] = None, grace_s: fl
     `now`, time.time())."""
     metrics = key_metrics()
     cols = [c for c in CELL_COLUMNS if c != "experiment"] + metrics
-    hcol = TAG + "strbench.cell_hash"
+    hcol = column(contract.CELL_HASH_TAG)
     if cells.empty or hcol not in cells.columns:
         return pd.DataFrame(columns=cols)
     now_ms = (time.time() if now is None else now) * 1000
@@ -106,18 +107,18 @@ def cell_states(cells: pd.DataFrame, *, now: Optional[float] = None, grace_s: fl
         finished = runs[runs["status"] == "FINISHED"]
         run = (finished if len(finished) else runs).iloc[0]
         state = FINISHED if len(finished) else statuses[0]
-        beat = _ms(run.get(TAG + "strbench.heartbeat")) or _ms(run.get("start_time"))
+        beat = _ms(run.get(column(contract.HEARTBEAT_TAG))) or _ms(run.get("start_time"))
         stale = state == "running" and beat is not None and (now_ms - beat) / 1000 > grace_s
-        rec = {"index": _int(run.get(TAG + "strbench.cell_index")), "cell": str(h)[:12], "cell_hash": h,
-               "label": _str(run.get(TAG + "mlflow.runName")) or _label_from_tags(run), "state": state,
+        rec = {"index": _int(run.get(column(contract.CELL_INDEX_TAG))), "cell": str(h)[:12], "cell_hash": h,
+               "label": _str(run.get(column(contract.RUN_NAME_TAG))) or _label_from_tags(run), "state": state,
                "stale": bool(stale), "last_heartbeat": _stamp(beat) if state == "running" else None,
                "runs": len(runs), "history": ",".join(statuses),
-               "error": shorten_error(run.get(TAG + "strbench.error")) if state != FINISHED else "",
-               "run_id": run["run_id"], "parent_run_id": _str(run.get(TAG + "mlflow.parentRunId")),
+               "error": shorten_error(run.get(column(contract.ERROR_TAG))) if state != FINISHED else "",
+               "run_id": run["run_id"], "parent_run_id": _str(run.get(column(contract.PARENT_RUN_TAG))),
                "started": _stamp(_ms(run.get("start_time"))), "ended": _stamp(_ms(run.get("end_time"))),
                "artifact_uri": _str(run.get("artifact_uri"))}
         for m in metrics:
-            rec[m] = _num(run.get(MET + m)) if state == FINISHED else None
+            rec[m] = _num(run.get(metric_column(m))) if state == FINISHED else None
         out.append(rec)
     return pd.DataFrame(out, columns=cols)
 
@@ -138,8 +139,8 @@ def _num(x) -> Optional[float]:
 
 
 def _label_from_tags(run: pd.Series) -> str:
-    parts = [_str(run.get(TAG + f"strbench.{k}")) for k in ("case", "mask_set", "mask_bin")]
-    seed = _str(run.get(TAG + "strbench.seed"))
+    parts = [_str(run.get(column(t))) for t in (contract.CASE_TAG, contract.MASK_SET_TAG, contract.MASK_BIN_TAG)]
+    seed = _str(run.get(column(contract.SEED_TAG)))
     return " ".join(p for p in parts if p) + (f" seed={seed}" if seed else "")
 
 
@@ -147,19 +148,20 @@ def summarise(runs: pd.DataFrame, *, now: Optional[float] = None, grace_s: float
     """Counts of one experiment's strbench runs (every role, every status): parents, their profiles, distinct
     cells per state (`stale`: of the running ones, those without a heartbeat for longer than `grace_s`), finished
     model trainings (training runs), tuning studies and trials, and the last activity (latest start, end or heartbeat)."""
-    role = _col(runs, TAG + "strbench.role").map(_str)
-    states = cell_states(runs[role == "cell"], now=now, grace_s=grace_s)
-    parents = runs[role == "experiment"]
-    profiles = sorted({_str(p) for p in _col(parents, TAG + "strbench.profile")} - {""})
-    studies = {_str(s) for s in _col(runs[role.isin(["study", "trial"])], TAG + "strbench.study")} - {""}
+    role = _col(runs, column(contract.ROLE_TAG)).map(_str)
+    states = cell_states(runs[role == contract.Kind.CELL], now=now, grace_s=grace_s)
+    parents = runs[role == contract.Kind.EXPERIMENT]
+    profiles = sorted({_str(p) for p in _col(parents, column(contract.PROFILE_TAG))} - {""})
+    tuning = runs[role.isin([contract.Kind.STUDY, contract.Kind.TRIAL])]
+    studies = {_str(s) for s in _col(tuning, column(contract.STUDY_TAG))} - {""}
     times = [t for c in ("start_time", "end_time") for t in (_ms(x) for x in _col(runs, c)) if t is not None]
-    times += [t for t in (_ms(x) for x in _col(runs, TAG + "strbench.heartbeat")) if t is not None]
+    times += [t for t in (_ms(x) for x in _col(runs, column(contract.HEARTBEAT_TAG))) if t is not None]
     counts = states["state"].value_counts()
     return {"parents": len(parents), "profiles": ",".join(profiles), "cells": len(states),
             **{s: int(counts.get(s, 0)) for s in STATES}, "stale": int(states["stale"].sum()),
-            "trainings": int(((role == "training") & (_col(runs, "status").map(_str) == "FINISHED")).sum()),
+            "trainings": int(((role == contract.Kind.TRAINING) & (_col(runs, "status").map(_str) == "FINISHED")).sum()),
             "studies": len(studies),
-            "trials": int((role == "trial").sum()), "last_activity": _stamp(max(times)) if times else None}
+            "trials": int((role == contract.Kind.TRIAL).sum()), "last_activity": _stamp(max(times)) if times else None}
 
 
 # ------------------------------------------------------------------------------------------------ readers
@@ -222,11 +224,11 @@ def _parents_frame(parents: pd.DataFrame) -> pd.DataFrame:
     cols = ["run_id", "name", "profile", "status", "last_invoked"]
     if parents.empty:
         return pd.DataFrame(columns=cols)
-    out = pd.DataFrame({"run_id": parents["run_id"], "name": _col(parents, TAG + "mlflow.runName").map(_str),
-                        "profile": _col(parents, TAG + "strbench.profile").map(_str),
+    out = pd.DataFrame({"run_id": parents["run_id"], "name": _col(parents, column(contract.RUN_NAME_TAG)).map(_str),
+                        "profile": _col(parents, column(contract.PROFILE_TAG)).map(_str),
                         "status": parents["status"].map(lambda s: _str(s).lower()),
                         "last_invoked": [_stamp(_ms(v) or _ms(s)) for v, s in
-                                         zip(_col(parents, TAG + "strbench.last_invoked"), parents["start_time"])]})
+                                         zip(_col(parents, column(contract.LAST_INVOKED_TAG)), parents["start_time"])]})
     return out.sort_values("last_invoked", ascending=False, kind="stable").reset_index(drop=True)
 
 
@@ -343,7 +345,7 @@ def is_config_path(target: str) -> bool:
 def ls(target: Optional[str] = None, *, tracking_uri: Optional[str] = None, profile: Optional[str] = None,
        overrides: Iterable[str] = (), overlay: Optional[str] = None):
     """What `strbench ls` shows: an Overview without a target, else a CellListing (a YAML's planned cells, or an
-    experiment's cells in the store). `tracking_uri` None: the YAML's tracking.uri, else sqlite:///mlflow.db."""
+    experiment's cells in the store). `tracking_uri` None: the YAML's tracking.uri, else contract.DEFAULT_URI."""
     from strbench import config
 
     if target is not None and is_config_path(target):
@@ -355,7 +357,7 @@ def ls(target: Optional[str] = None, *, tracking_uri: Optional[str] = None, prof
     if profile or list(overrides) or overlay:
         raise StrbenchError("--profile, --set and --set-from apply to an experiment YAML: give its path "
                             "(strbench ls experiments/X.yaml --profile P)")
-    uri = tracking_uri or _tracking().DEFAULT_URI
+    uri = tracking_uri or contract.DEFAULT_URI
     return overview(uri) if target is None else store_cells(uri, target)
 
 

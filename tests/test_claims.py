@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from strbench import tracking
+from strbench import contract, tracking
 from strbench.errors import ConfigError
 from strbench.experiment import claims
 from helpers import migrated_db, runs, tiny
@@ -129,11 +129,11 @@ def test_the_heartbeat_thread_keeps_a_claim_and_its_run_alive(tmp_path):
     with claim:
         run = claim.watch(t).start_cell(parent, "c1", run_name="c1", tags={}, params={})
         tags = t.client.get_run(run).data.tags
-        first = float(tags[tracking.HEARTBEAT_TAG])
-        assert tags[tracking.CLAIM_TAG] == claim.token and b.read("c1").run_id == run
+        first = float(tags[contract.HEARTBEAT_TAG])
+        assert tags[contract.CLAIM_TAG] == claim.token and b.read("c1").run_id == run
         time.sleep(1.5)  # longer than the grace: only the heartbeat keeps the claim
         assert b.claim("c1")[0] is None
-        assert float(t.client.get_run(run).data.tags[tracking.HEARTBEAT_TAG]) > first
+        assert float(t.client.get_run(run).data.tags[contract.HEARTBEAT_TAG]) > first
         assert t.fail_stale_runs(["c1"], grace_s=1.2) == ([], ["c1"])
     assert b.read("c1") is None  # released on exit
 
@@ -150,7 +150,7 @@ def test_a_run_whose_claim_was_taken_over_does_not_end_finished(tmp_path):
     assert b.claim("c1")[0] is not None  # taken over (e.g. this process was suspended for minutes)
     watched.end(run, "FINISHED")
     r = t.client.get_run(run)
-    assert r.info.status == "FAILED" and "claim lost" in r.data.tags[tracking.ERROR_TAG]
+    assert r.info.status == "FAILED" and "claim lost" in r.data.tags[contract.ERROR_TAG]
 
 
 def test_claim_cell_takes_over_a_stale_claim_and_fails_its_running_run(tmp_path):
@@ -161,13 +161,13 @@ def test_claim_cell_takes_over_a_stale_claim_and_fails_its_running_run(tmp_path)
     # a holder that died mid-cell: its claim file and RUNNING run both stopped beating 90 s ago
     dead, _ = b.claim("c1", "cell one")
     run = dead.watch(t).start_cell(parent, "c1", run_name="c1", tags={}, params={})
-    t.set_tags(run, {tracking.HEARTBEAT_TAG: int((time.time() - 90) * 1000)})
+    t.set_tags(run, {contract.HEARTBEAT_TAG: int((time.time() - 90) * 1000)})
     age_claim(b, "c1", 90)
     live, _ = b.claim("c2")  # a live holder
     turn = claims.claim_cell(b, t, "c1", "cell one")
     assert turn.claim is not None and turn.stale == 1
     r = t.client.get_run(run)
-    assert r.info.status == "FAILED" and "heartbeat" in r.data.tags[tracking.ERROR_TAG]
+    assert r.info.status == "FAILED" and "heartbeat" in r.data.tags[contract.ERROR_TAG]
     assert b.read("c1").token == turn.claim.token
     turn.claim.release()
     skipped = claims.claim_cell(b, t, "c2")
@@ -178,7 +178,7 @@ def test_claim_cell_takes_over_a_stale_claim_and_fails_its_running_run(tmp_path)
     turn = claims.claim_cell(b, t, "c3")
     assert turn.claim is None and turn.finished_elsewhere and b.read("c3") is None
     # a RUNNING run beating now in MLflow without a claim here (a process not sharing this cache folder)
-    t.start_cell(parent, "c4", run_name="c4", tags={tracking.HEARTBEAT_TAG: int(time.time() * 1000)}, params={})
+    t.start_cell(parent, "c4", run_name="c4", tags={contract.HEARTBEAT_TAG: int(time.time() * 1000)}, params={})
     turn = claims.claim_cell(b, t, "c4")
     assert turn.claim is None and "live heartbeat" in turn.why and b.read("c4") is None
     # failed in another process of this sweep (started after us): not retried here; a later sweep retries it

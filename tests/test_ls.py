@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from strbench import cli, listing, tracking
+from strbench import cli, contract, listing, tracking
 from strbench import config as C
 from strbench import experiment
 from helpers import migrated_db, tiny
@@ -58,7 +58,7 @@ def store(tmp_path_factory):
     time.sleep(0.01)
     ids = {"finished": cell_run(cells[0], "FINISHED", metrics={"psnr": 21.5, "ssim": 0.81, "n_images": 2})}
     ids["failed"] = cell_run(cells[1], "FAILED", error=ERROR)
-    ids["running"] = cell_run(cells[2], "RUNNING", tags={tracking.HEARTBEAT_TAG: int((time.time() - 3600) * 1000)})
+    ids["running"] = cell_run(cells[2], "RUNNING", tags={contract.HEARTBEAT_TAG: int((time.time() - 3600) * 1000)})
     ids["killed"] = cell_run(cells[3], "KILLED", error="interrupted", label="IR-SDE 60-70% seed=0", h="e" * 64)
     spec = cells[0].models[0]
     tr.end(tr.start_training(parent, spec.hash, spec.role, params={}, tags={}), "KILLED")  # not counted

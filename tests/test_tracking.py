@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from strbench import tracking
+from strbench import contract, tracking
 from helpers import migrated_db
 
 
@@ -68,21 +68,21 @@ def test_finished_cells_and_stale_runs_by_heartbeat(tmp_path, uri):
     t.end(done, "FINISHED")
     failed = t.start_cell(parent, "b", run_name="b", tags={}, params={})
     t.end(failed, "FAILED", error="boom\nline two")
-    assert t.client.get_run(failed).data.tags[tracking.ERROR_TAG] == "boom line two"
+    assert t.client.get_run(failed).data.tags[contract.ERROR_TAG] == "boom line two"
     assert t.is_finished("a") and not t.is_finished("b")
     # RUNNING runs: one whose heartbeat stopped 100 s ago, one beating now. Host and pid do not matter: the
     # stale one claims to be this very process, the live one a pid that cannot exist on another host.
     now_ms = time.time() * 1000
     stale = t.start_cell(parent, "b", run_name="b", params={},
-                         tags={tracking.HEARTBEAT_TAG: int(now_ms - 100_000), tracking.PID_TAG: os.getpid()})
+                         tags={contract.HEARTBEAT_TAG: int(now_ms - 100_000), contract.PID_TAG: os.getpid()})
     live = t.start_cell(parent, "c", run_name="c", params={},
-                        tags={tracking.HEARTBEAT_TAG: int(now_ms), tracking.HOST_TAG: "another-host",
-                              tracking.PID_TAG: dead_pid()})
+                        tags={contract.HEARTBEAT_TAG: int(now_ms), contract.HOST_TAG: "another-host",
+                              contract.PID_TAG: dead_pid()})
     assert t.finished_cells() == {"a": done}
     marked, alive = t.fail_stale_runs(["a", "b", "c"], grace_s=60)
     assert marked == ["b"] and alive == ["c"]
     assert t.client.get_run(stale).info.status == "FAILED"
-    assert "no heartbeat for 100 s" in t.client.get_run(stale).data.tags[tracking.ERROR_TAG]
+    assert "no heartbeat for 100 s" in t.client.get_run(stale).data.tags[contract.ERROR_TAG]
     assert t.client.get_run(live).info.status == "RUNNING"
     assert t.fail_stale_runs(["c"], grace_s=60, now=time.time() + 30) == ([], ["c"])  # still within the grace
     assert t.fail_stale_runs(["c"], grace_s=60, now=time.time() + 61) == (["c"], [])  # a minute without a beat
@@ -112,7 +112,7 @@ def test_a_fresh_store_is_created_once_by_processes_starting_together(tmp_path):
     uri = f"sqlite:///{tmp_path}/new/mlflow.db"
     a, b = _create_together(uri)
     assert a == b and len(a.split()) == 2
-    parents = tracking.Tracker(uri, "exp")._search(f"tags.`{tracking.ROLE_TAG}` = 'experiment'")
+    parents = tracking.Tracker(uri, "exp")._search(f"tags.`{contract.ROLE_TAG}` = 'experiment'")
     assert len(parents) == 1 and (tmp_path / "new" / "mlflow.db.lock").exists()
 
 

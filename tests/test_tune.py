@@ -392,6 +392,7 @@ def test_mlflow_parent_run_per_study_and_one_nested_run_per_trial(tmp_path, mlfl
     status = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}  # pruning is a normal end
     by_number = {int(r["tags.strbench.trial_number"]): r for _, r in runs.iterrows()}
     client = tracking.Tracker(uri, "tune-test").client
+    assert client.get_experiment_by_name("tune-test").tags.get("mlflow.experimentKind") == "custom_model_development"
     for t in study.trials:
         r = by_number[t.number]
         assert r["tags.strbench.trial_state"] == t.state.name and r["status"] == status[t.state.name]

@@ -228,7 +228,7 @@ class Claim:
             self.lost = True
             return
         if self._tracker is not None and self.run_id:
-            from strbench.tracking import HEARTBEAT_TAG
+            from strbench.contract import HEARTBEAT_TAG
 
             with contextlib.suppress(Exception):  # the claim file is what decides; a missed tag is harmless
                 self._tracker.set_tags(self.run_id, {HEARTBEAT_TAG: _now_ms()})
@@ -288,7 +288,7 @@ class _Watched:
         return getattr(self._tracker, name)
 
     def start_cell(self, parent_id: str, cell_hash: str, *, run_name: str, tags, params) -> str:
-        from strbench.tracking import CLAIM_TAG, HEARTBEAT_TAG
+        from strbench.contract import CLAIM_TAG, HEARTBEAT_TAG
 
         run_id = self._tracker.start_cell(parent_id, cell_hash, run_name=run_name, params=params,
                                           tags={**tags, CLAIM_TAG: self._claim.token, HEARTBEAT_TAG: _now_ms()})

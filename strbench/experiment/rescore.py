@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
+from strbench.contract import RUN_NAME_TAG, Artifact, column, metric_column
 from strbench.errors import DataError
 
 
@@ -40,12 +41,13 @@ def rescore_run(tracking_uri: str, run: dict, *, cache_dir: str = ".strbench", p
     run_id = run["run_id"]
     with tempfile.TemporaryDirectory(prefix="strbench-rescore-") as td:
         try:
-            cfg = yaml.safe_load(tracking.download_artifacts(tracking_uri, run_id, "cell.yaml", td).read_text())
+            cfg_file = tracking.download_artifacts(tracking_uri, run_id, Artifact.CELL_CONFIG, td)
         except Exception:  # noqa: BLE001 - a run of an earlier version: its config.yaml was the cell config
-            cfg = yaml.safe_load(tracking.download_artifacts(tracking_uri, run_id, "config.yaml", td).read_text())
-        per = tracking.read_csv_artifact(tracking_uri, run_id, "per_image.csv")
+            cfg_file = tracking.download_artifacts(tracking_uri, run_id, Artifact.RERUNNABLE, td)
+        cfg = yaml.safe_load(cfg_file.read_text())
+        per = tracking.read_csv_artifact(tracking_uri, run_id, Artifact.PER_IMAGE)
         try:
-            out_dir = tracking.download_artifacts(tracking_uri, run_id, "outputs", td)
+            out_dir = tracking.download_artifacts(tracking_uri, run_id, Artifact.OUTPUTS, td)
         except Exception:
             raise DataError(f"run {run_id}: no outputs/ artifact (logged before strbench saved every output); "
                             "run the cell again to rescore it") from None
@@ -62,16 +64,16 @@ def rescore_run(tracking_uri: str, run: dict, *, cache_dir: str = ".strbench", p
                         f"{known.shape[0]} masks: they must agree")
     df = M.image_metrics(pred, gt, known, protocol=protocol or c.metrics.protocol)
     again = {"psnr": float(df["psnr"].mean()), "ssim": float(df["ssim"].mean())}
-    logged = {k: float(run[f"metrics.{k}"]) for k in again if f"metrics.{k}" in run}
-    return Rescored(run_id=run_id, label=str(run.get("tags.mlflow.runName", run_id)), n=len(files),
+    logged = {k: float(run[metric_column(k)]) for k in again if metric_column(k) in run}
+    return Rescored(run_id=run_id, label=str(run.get(column(RUN_NAME_TAG), run_id)), n=len(files),
                     logged=logged, again=again)
 
 
-def rescore(tracking_uri: str, experiment: str, *, run_id: Optional[str] = None, cache_dir: str = ".strbench",
+def rescore(tracking_uri: Optional[str], experiment: str, *, run_id: Optional[str] = None, cache_dir: str = ".strbench",
             protocol: Optional[str] = None) -> list[Rescored]:
     from strbench import tracking
 
-    tracking_uri = tracking.absolute_uri(tracking_uri)
+    tracking_uri = tracking.absolute_uri(tracking.uri_or_default(tracking_uri))
     df = tracking.search_cell_runs(tracking_uri, experiment, latest_only=False)
     if df.empty:
         raise DataError(f"no finished cell runs of experiment {experiment!r} in {tracking_uri}")

@@ -12,11 +12,11 @@ import time
 import warnings
 from pathlib import Path
 
+from strbench.contract import HEARTBEAT_ATTR  # journal heartbeats: unix time of the last beat
 from strbench.errors import ConfigError, StrbenchError
 from strbench.tune.spec import StudySpec
 
 DEFAULT_STORAGE = ".strbench/optuna-journal.log"
-HEARTBEAT_ATTR = "strbench:heartbeat"  # journal heartbeats: unix time of the last beat
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,16 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from strbench.contract import (BASE_TAG, DEFAULT_URI, ERROR_ATTR, METRICS_ATTR, OVERLAY_ATTR,  # noqa: F401
+                               PARENT_RUN_ATTR, SPEC_ATTR, STORAGE_TAG, VAL_PREFIX)
 from strbench.errors import ConfigError, StrbenchError, TrainingDiverged
 from strbench.tune.spec import (OBJECTIVES, StudySpec, TuneSpec, probe_overlays,
                                 sample_overlay, write_overlay)
 from strbench.tune.storage import open_storage, quiet_optuna, redact, resolve_storage_url, storage_kind
-
-SPEC_ATTR = "strbench.spec"  # study user attr: what defines the search (workers must agree)
-OVERLAY_ATTR = "strbench.overlay"  # trial user attr: the exact overlay the trial ran
-METRICS_ATTR = "strbench.metrics"  # trial user attr: all validation metrics of the trial
-PARENT_RUN_ATTR = "strbench.mlflow_parent_run"  # study user attr: MLflow parent run id
-ERROR_ATTR = "strbench.error"  # trial user attr: why an evaluated trial failed (e.g. training diverged)
 
 # --------------------------------------------------------------------------------------------
 # evaluation: overlay -> metrics (injectable; the default goes through config + runner)
@@ -484,7 +480,7 @@ class _StudyLog:
 
         d = evaluator.describe
         base_name = d.get("name") or Path(spec.base).stem
-        self.uri = spec.mlflow.tracking_uri or d.get("tracking_uri") or tracking.DEFAULT_URI
+        self.uri = spec.mlflow.tracking_uri or d.get("tracking_uri") or DEFAULT_URI
         self.experiment = spec.mlflow.experiment or f"{base_name}-tune"
         self.objectives = spec.study.objectives
         self.runs = tracking.StudyRuns(self.uri, self.experiment, spec.study.name, d.get("artifact_location"))
@@ -495,7 +491,7 @@ class _StudyLog:
                     "sampler": st.sampler, "pruner": st.pruner_name, "n_trials": st.n_trials, "seed": st.seed,
                     **{f"space.{k}": json.dumps(v.model_dump(exclude_none=True)) for k, v in spec.space.items()},
                     **{f"set.{k}": v for k, v in spec.set.items()}},
-            tags={"strbench.storage": redact(url), "strbench.base": spec.base})
+            tags={STORAGE_TAG: redact(url), BASE_TAG: spec.base})
         if study.user_attrs.get(PARENT_RUN_ATTR) != self.parent:
             study.set_user_attr(PARENT_RUN_ATTR, self.parent)
 
@@ -509,8 +505,6 @@ class _StudyLog:
                             error=record["error"])
 
     def finish(self, s: "StudySummary", ok: bool = True) -> None:
-        from strbench.tracking import VAL_PREFIX
-
         m = {"n_complete": s.n_complete, "n_pruned": s.n_pruned, "n_failed": s.n_failed}
         if s.best_values is not None:
             m.update({f"best_{VAL_PREFIX}{o}": v for o, v in zip(self.objectives, s.best_values)})
