@@ -15,17 +15,14 @@ import pytest
 import yaml
 
 from strbench import contract, tracking
-from test_runner import migrated_db, tiny
+from helpers import migrated_db, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 # strings that start like a tag but name a module: the methods' entry-point group, a logger, `python -m`
 MODULE_NAMES = {("strbench/methods/__init__.py", "strbench.methods"), ("strbench/checkpoint.py", "strbench.checkpoint"),
-                ("strbench/bench_gpu.py", "strbench.bench_gpu")}
+                ("strbench/bench_gpu.py", "strbench.bench_gpu"), ("strbench/experiment/plan.py", "strbench.experiment")}
 SEARCH_SYNTAX = "strbench/tracking/store.py"  # where MLflow's search filters on tags (tags.`name` = ...) are spelled
 TAG_LITERAL = re.compile(r"^(?:tags\.|(?:tags\.)?strbench\.)")
-# still spelling their own tag names: the experiment runner (another change restructures it) and the reports
-PENDING = {"strbench/experiment/run.py", "strbench/experiment/evaluate.py", "strbench/report.py",
-           "strbench/selection.py", "strbench/paired.py"}
 
 
 def _string_body(token: str) -> str:
@@ -63,9 +60,8 @@ def tag_literals(files) -> list[str]:
     return out
 
 
-def _modules(pending: bool) -> list[Path]:
-    return [f for f in sorted((ROOT / "strbench").rglob("*.py"))
-            if (f.relative_to(ROOT).as_posix() in PENDING) == pending]
+def _modules() -> list[Path]:
+    return sorted((ROOT / "strbench").rglob("*.py"))
 
 
 def test_contract_is_pure():
@@ -85,14 +81,7 @@ def test_contract_names():
 
 
 def test_no_module_spells_a_tag_of_its_own():
-    assert tag_literals(_modules(pending=False)) == []
-
-
-@pytest.mark.xfail(strict=False, reason="experiment/run.py, experiment/evaluate.py (restructured elsewhere) and the "
-                                        "reports (report.py, selection.py, paired.py) still spell their tag names; "
-                                        "the merge switches them to strbench.contract")
-def test_pending_modules_spell_no_tag_of_their_own():
-    assert tag_literals(_modules(pending=True)) == []
+    assert tag_literals(_modules()) == []
 
 
 def _kind(client, name: str):

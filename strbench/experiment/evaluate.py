@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from strbench import contract as K
 from strbench.config import dump_yaml
 from strbench.dist import DistInfo, current_dist, gather
 from strbench.errors import DataError
@@ -245,19 +246,19 @@ def score_cell(c: CellConfig, inp: CellInputs, sampled: Sampled, *, inception: b
 
 def score_tags(protocol: dict, inception: dict, which: tuple, metrics: dict) -> dict:
     """The cell's protocol tags and, for FID/KID not computed, why (off in the config, or the metric's reason)."""
-    tags = {"strbench.metric_protocol": json.dumps(protocol, sort_keys=True, default=str)}
+    tags = {K.METRIC_PROTOCOL_TAG: json.dumps(protocol, sort_keys=True, default=str)}
     missing = []
     for k, r in inception.items():
         if r.value is None:
             missing.append(f"{k}: {r.reason}")
-        tags[f"strbench.{k}_protocol"] = json.dumps(r.protocol, sort_keys=True, default=str)
+        tags[K.protocol_tag(k)] = json.dumps(r.protocol, sort_keys=True, default=str)
     for k in ("fid", "kid"):
         if k not in which:
             missing.append(f"{k}: off in the config (metrics.{k}: false)")
     if "fid" not in metrics:
-        tags["strbench.fid_missing"] = "; ".join(m for m in missing if m.startswith("fid"))
+        tags[K.missing_tag("fid")] = "; ".join(m for m in missing if m.startswith("fid"))
     if "kid" not in metrics:
-        tags["strbench.kid_missing"] = "; ".join(m for m in missing if m.startswith("kid"))
+        tags[K.missing_tag("kid")] = "; ".join(m for m in missing if m.startswith("kid"))
     return tags
 
 

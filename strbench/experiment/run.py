@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from strbench import config as cfgmod
+from strbench import contract as K
 from strbench import dist
 from strbench.config import Experiment
 from strbench.errors import ConfigError
@@ -57,18 +58,17 @@ class RunSummary:
 
 def cell_tags(cell: Cell, exp_hash: str) -> dict:
     c = cell.config
-    tags = {"strbench.method": c.method.method, "strbench.case": c.case, "strbench.variant": c.variant or "none",
-            "strbench.dataset": c.dataset.type, "strbench.mask_set": c.mask.set,
-            "strbench.mask_bin": c.mask.label, "strbench.mask_lo": c.mask.lo,
-            "strbench.mask_hi": c.mask.hi, "strbench.seed": c.seed, "strbench.size": c.dataset.size,
-            "strbench.experiment_hash": exp_hash, "strbench.split": "test", "strbench.cell_index": cell.index}
-    tags.update({f"strbench.{k}": v for k, v in cell.method.tags(c.method).items()})
+    tags = {K.METHOD_TAG: c.method.method, K.CASE_TAG: c.case, K.VARIANT_TAG: c.variant or "none",
+            K.DATASET_TAG: c.dataset.type, K.MASK_SET_TAG: c.mask.set, K.MASK_BIN_TAG: c.mask.label,
+            K.MASK_LO_TAG: c.mask.lo, K.MASK_HI_TAG: c.mask.hi, K.SEED_TAG: c.seed, K.SIZE_TAG: c.dataset.size,
+            K.EXPERIMENT_HASH_TAG: exp_hash, K.SPLIT_TAG: "test", K.CELL_INDEX_TAG: cell.index}
+    tags.update({K.tag(k): v for k, v in cell.method.tags(c.method).items()})
     for r, spec in c.models.items():
-        tags[f"strbench.model.{r}"] = spec.hash
+        tags[K.MODEL_PREFIX + r] = spec.hash
         if spec.pretrained:
-            tags[f"strbench.pretrained.{r}"] = spec.source + (f" sha256:{spec.sha256}" if spec.sha256 else "")
+            tags[K.PRETRAINED_PREFIX + r] = spec.source + (f" sha256:{spec.sha256}" if spec.sha256 else "")
     for k, v in cell.extra_axes.items():
-        tags[f"strbench.axis.{k}"] = v
+        tags[K.AXIS_PREFIX + k] = v
     return tags
 
 
@@ -108,7 +108,7 @@ def code_tags() -> dict:
 
     from strbench import __version__
 
-    tags = {"strbench.version": __version__}
+    tags = {K.VERSION_TAG: __version__}
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -118,7 +118,7 @@ def code_tags() -> dict:
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", ""
     if commit:
-        tags["strbench.git_commit"] = commit + ("+local-changes" if dirty else "")
+        tags[K.GIT_COMMIT_TAG] = commit + ("+local-changes" if dirty else "")
     return tags
 
 
@@ -143,17 +143,17 @@ def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources,
         progress.event("training", spec=spec, label=cell.label)
         bars[spec.role] = progress.bar("train", spec.train.steps, f"train {spec.role}")
         tid = tracker.start_training(parent, spec.hash, spec.role, params=training_params(spec),
-                                     tags={"strbench.experiment": exp.name, "strbench.trained_for": cell.label,
-                                           "strbench.trained_for_cell": cell.hash, **code_tags()})
+                                     tags={K.EXPERIMENT_TAG: exp.name, K.TRAINED_FOR_TAG: cell.label,
+                                           K.TRAINED_FOR_CELL_TAG: cell.hash, **code_tags()})
         trainings[spec.role] = _Training(tid, MetricBuffer(tracker, tid), spec.train.steps)
-        tracker.set_tags(run_id, {f"strbench.trained.{spec.role}": spec.hash})
+        tracker.set_tags(run_id, {K.TRAINED_PREFIX + spec.role: spec.hash})
 
     def train_cb(ev: dict):
         t = trainings.get(ev.get("role"))
         if t is None or t.ended:
             return
         if ev.get("event") == "resumed":  # its loss history so far is replayed into the training run next
-            tracker.set_tags(t.run_id, {"strbench.resumed_at": int(ev["step"])})
+            tracker.set_tags(t.run_id, {K.RESUMED_AT_TAG: int(ev["step"])})
         if ev.get("event") != "loss":
             return
         step = int(ev["step"])
@@ -294,8 +294,8 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
         (Path(td) / "experiment.yaml").write_text(rerunnable_yaml(exp))
         parent = tracker.parent_run(
             exp_hash, run_name=f"{exp.name}" + (f" [{exp.profile}]" if exp.profile else "") + f" {exp_hash[:8]}",
-            tags={"strbench.experiment": exp.name, "strbench.profile": exp.profile or "",
-                  "strbench.config_path": exp.source, "strbench.n_cells": len(all_cells), **code_tags()},
+            tags={K.EXPERIMENT_TAG: exp.name, K.PROFILE_TAG: exp.profile or "",
+                  K.CONFIG_PATH_TAG: exp.source, K.N_CELLS_TAG: len(all_cells), **code_tags()},
             params={k: v for k, v in tracking.flatten(resolved).items() if v != "None"}, cell_hashes=[c.hash for c in all_cells],
             artifacts=td)
     summary.parent_run_id = parent
@@ -373,9 +373,7 @@ def parent_summary(cells: list[Cell], runs: Mapping[str, Any]) -> tuple[Any, dic
 def log_parent_summary(tracker, parent: str, cells: list[Cell]) -> dict:
     """The parent run's summary of its cells (whichever invocation or process ran them): metrics (see
     parent_summary) and the artifact summary.csv. Returns the metrics."""
-    from strbench.tracking import CELL_HASH_TAG
-
-    runs = {r.data.tags[CELL_HASH_TAG]: (r.info.run_id, r.data.metrics) for r in tracker.cell_runs_of(c.hash for c in cells)}
+    runs = {r.data.tags[K.CELL_HASH_TAG]: (r.info.run_id, r.data.metrics) for r in tracker.cell_runs_of(c.hash for c in cells)}
     df, metrics = parent_summary(cells, runs)
     tracker.log_metrics(parent, metrics)
     with tempfile.TemporaryDirectory(prefix="strbench-summary-") as td:
@@ -449,7 +447,7 @@ def plan_status(exp: Experiment, cells: Optional[list[Cell]] = None,
     if tracking.tracking_exists(exp.tracking.uri):
         try:
             df = tracking.search_cell_runs(exp.tracking.uri, exp.experiment_name, latest_only=False)
-            done = set() if df.empty else set(df[f"tags.{tracking.CELL_HASH_TAG}"])
+            done = set() if df.empty else set(df[K.column(K.CELL_HASH_TAG)])
         except Exception as e:  # e.g. an unreachable server: say so, list everything as pending
             note = f" (tracking not readable: {type(e).__name__})"
     else:

@@ -19,7 +19,6 @@ Modules: :mod:`.store` (URIs, locks, keys, opening an experiment), :mod:`.writer
 """
 from __future__ import annotations
 
-from strbench.contract import CELL_HASH_TAG  # noqa: F401 - read here by experiment.run until it imports contract
 from strbench.tracking.readers import (EXPERIMENT_COLUMNS, download_artifacts, list_experiments, read_artifact_bytes,
                                        read_csv_artifact, search_all_cell_runs, search_cell_runs,
                                        search_experiment_runs, search_strbench_runs)
