@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from strbench.contract import DEFAULT_URI
 from strbench.errors import ConfigError, DataError, StrbenchError, WeightsError
 
 
@@ -151,7 +152,7 @@ def sqlite_file(uri: str) -> Path | None:
     if rest in ("", "/", "/:memory:"):
         return None
     if not rest.startswith("/"):
-        raise ValueError(f"{uri!r} is not sqlite:///<file>; write sqlite:///mlflow.db (relative to the working "
+        raise ValueError(f"{uri!r} is not sqlite:///<file>; write {DEFAULT_URI} (relative to the working "
                          "folder) or sqlite:////abs/path/mlflow.db")
     return Path(urllib.parse.unquote(rest[1:].split("?", 1)[0]))
 
@@ -271,7 +272,7 @@ def _check_file_store(uri: str, key: str) -> str:
 def check_tracking(uri: str, *, key: str = "tracking.uri", timeout: float = 3.0) -> Checked:
     """The tracking URI is usable, checked without creating or changing anything (see the module docstring)."""
     if not isinstance(uri, str) or not uri.strip():
-        raise ConfigError(f"{key}: empty; e.g. sqlite:///mlflow.db")
+        raise ConfigError(f"{key}: empty; e.g. {DEFAULT_URI}")
     if "://" in uri:
         scheme = uri.split("://", 1)[0].lower()
     else:  # `file:/path`, or a plain folder path (a file store)
@@ -279,7 +280,7 @@ def check_tracking(uri: str, *, key: str = "tracking.uri", timeout: float = 3.0)
     base = scheme.split("+", 1)[0]
     if scheme and base not in ACCEPTED_SCHEMES:
         raise ConfigError(f"{key}: scheme {scheme!r} of {uri!r} is not one of {', '.join(ACCEPTED_SCHEMES)}; "
-                          "e.g. sqlite:///mlflow.db or http://localhost:5000")
+                          f"e.g. {DEFAULT_URI} or http://localhost:5000")
     if base == "sqlite":
         line = _check_sqlite(uri, key)
     elif base in ("http", "https"):
