@@ -14,31 +14,14 @@ from strbench.nets.authors import fir_downsample, minibatch_stddev
 from strbench.nets.pretrained import load_pretrained
 from strbench.train import TrainConfig, Trainer
 
+from helpers import deterministic_fill
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: single-threaded tiny nets
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "authors_nets"  # from shared/reference/authors-nets (extract.py)
 
 # role -> the reference file stem
 NETS = {"texture": "texture", "structure": "structure", "irsde": "irsde_inpainting", "discriminator": "discriminator"}
-
-
-def deterministic_fill(sd_like, seed: int = 1234) -> dict:
-    """The fixtures' weights (their config["state_dict_fill"]): one seeded generator over the keys in order;
-    u, v unit vectors, LayerNorm gains 1 + 0.1 r, biases 0.1 r, other tensors r / sqrt(fan_in)."""
-    g = torch.Generator("cpu").manual_seed(seed)
-    out = collections.OrderedDict()
-    for k, v in sd_like.items():
-        r = torch.randn(tuple(v.shape), generator=g, dtype=torch.float32)
-        if k.endswith(("weight_u", "weight_v")):
-            r = r / r.norm()
-        elif k.endswith(".g"):
-            r = 1 + 0.1 * r
-        elif k.endswith("bias"):
-            r = 0.1 * r
-        else:
-            r = r / math.sqrt(math.prod(v.shape[1:]))
-        out[k] = r
-    return out
 
 
 def fixture_inputs(role: str, index: int, case: dict) -> dict:

@@ -584,7 +584,7 @@ def _runs(uri: str, experiment: str):
 def test_16bit_pngs_load_as_their_8bit_picture(tmp_path, monkeypatch, capsys):
     """A dataset folder of 16-bit RGB PNGs (v * 257) validates, runs (exit 0) and scores exactly as the same
     folder saved at 8 bits (the images themselves differ by at most 1/255)."""
-    from test_image_modes import write_png
+    from helpers import write_png
 
     from strbench.data import make_dataset
 

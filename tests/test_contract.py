@@ -11,7 +11,6 @@ import sys
 import tokenize
 from pathlib import Path
 
-import pytest
 import yaml
 
 from strbench import contract, tracking

@@ -1,7 +1,5 @@
 """Image modes: 16-bit, palette, gray, alpha and CMYK files decode to the 8-bit RGB picture a PIL user expects
 (16-bit scaled by v/257, not clipped to white); unsupported or corrupt files give one line naming the file."""
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -12,28 +10,10 @@ from strbench import data as D
 from strbench import masks as MK
 from strbench.errors import DataError
 
+from helpers import write_png
+
 RNG = np.random.default_rng(0)
 U8 = (RNG.random((12, 16, 4)) * 255).round().astype(np.uint8)  # H 12, W 16
-
-
-def write_png(path, arr, *, color_type, bit_depth, palette=None, trns=None):
-    """Minimal PNG writer (Pillow cannot write 16-bit colour): big-endian samples, filter 0, no interlace."""
-    a = np.asarray(arr)
-    a = a[:, :, None] if a.ndim == 2 else a
-    h = a.shape[0]
-    raw = np.ascontiguousarray(a.astype(">u2" if bit_depth == 16 else np.uint8)).view(np.uint8).reshape(h, -1)
-    body = b"".join(b"\x00" + row.tobytes() for row in raw)
-
-    def chunk(tag, payload):
-        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
-
-    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", a.shape[1], h, bit_depth, color_type, 0, 0, 0))
-    if palette is not None:
-        out += chunk(b"PLTE", bytes(np.asarray(palette, np.uint8).ravel()))
-    if trns is not None:
-        out += chunk(b"tRNS", bytes(trns))
-    path.write_bytes(out + chunk(b"IDAT", zlib.compress(body)) + chunk(b"IEND", b""))
-    return path
 
 
 def rgb(path):

@@ -1,7 +1,6 @@
 """Launchers: --slurm.* options parse to submitit parameters; submitit's local executor runs one job per group
 of cells that share models, all into one tracking store."""
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest

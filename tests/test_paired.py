@@ -14,7 +14,7 @@ from strbench import paired as P
 from strbench import report as R
 from strbench.cli.report import report_command
 from strbench.report import load as L
-from test_report import URI, FakeTracking
+from report_fixtures import URI, FakeTracking
 
 
 def test_paired_test_matches_scipy_and_is_seeded():

@@ -17,80 +17,9 @@ from strbench.cli.report import report_command
 from strbench.report import load as L
 from strbench.errors import StrbenchError
 
+from report_fixtures import URI, FakeTracking, synthetic_per_image, synthetic_table1_runs, synthetic_table2_runs
+
 GOLDEN = Path(__file__).parent / "golden"
-URI = "http://tracking.invalid"  # never contacted: the tracking module is faked
-
-
-# ----------------------------------------------------------------------------------------------- fixtures
-def synthetic_table1_runs() -> pd.DataFrame:
-    """3 methods x 2 bins x 2 seeds; RePaint* at 30-40% has no FID (weights missing); one FAILED run."""
-    recs = []
-    for k, (case, base, nfe, sec) in enumerate((("IR-SDE", 20.0, 100, 0.52), ("RePaint*", 20.5, 1000, 5.1),
-                                                ("StrDiffusion", 21.0, 250, 1.47))):
-        for j, (lo, hi) in enumerate(((0.1, 0.2), (0.3, 0.4))):
-            for seed in (0, 1):
-                r = {"run_id": f"{case[:3].lower()}-{j}-{seed}", "status": "FINISHED", "tags.strbench.case": case,
-                     "tags.strbench.mask_bin": f"{lo * 100:g}-{hi * 100:g}%", "tags.strbench.mask_set": "irregular",
-                     "tags.strbench.dataset": "builtin", "tags.strbench.size": "32", "tags.strbench.seed": str(seed),
-                     "metrics.psnr": base - 3 * j + 0.25 * seed, "metrics.ssim": 0.8 - 0.1 * j + 0.004 * seed + 0.01 * k * (1 - 2 * j),
-                     "metrics.nfe_per_image": nfe, "metrics.sec_per_image": sec, "metrics.n_images": 4,
-                     "metrics.kid": 0.05 - 0.01 * (case == "StrDiffusion")}
-                if case == "RePaint*" and j == 1:
-                    r["metrics.fid"] = np.nan
-                    r["tags.strbench.fid_missing"] = "no FID weights: set `metrics.fid_weights` (or env STRBENCH_FID_WEIGHTS)"
-                else:
-                    r["metrics.fid"] = 60.0 - 5 * (case == "StrDiffusion") + 10 * j + seed
-                recs.append(r)
-    recs.append({"run_id": "failed", "status": "FAILED", "tags.strbench.case": "IR-SDE",
-                 "tags.strbench.mask_bin": "10-20%", "metrics.psnr": 99.0})
-    return pd.DataFrame(recs)
-
-
-def synthetic_per_image(runs: pd.DataFrame) -> dict:
-    """Per-image values consistent with each run's mean (4 images), for the bootstrap intervals."""
-    out = {}
-    for _, r in runs[runs.status == "FINISHED"].iterrows():
-        off = np.array([-0.6, -0.2, 0.2, 0.6])
-        out[r.run_id] = pd.DataFrame({"image_id": range(4), "hole_ratio": 0.15, "psnr": r["metrics.psnr"] + off,
-                                      "ssim": r["metrics.ssim"] + off / 20})
-    return out
-
-
-def synthetic_table2_runs() -> pd.DataFrame:
-    recs = []
-    for k, case in enumerate("ABCD"):
-        for ms, b in (("hard", "30-50%"), ("easy", "10-20%")):
-            recs.append({"run_id": f"{case}-{ms}", "status": "FINISHED", "tags.strbench.case": case,
-                         "tags.strbench.ablation": case, "tags.strbench.mask_set": ms, "tags.strbench.mask_bin": b,
-                         "tags.strbench.dataset": "builtin", "metrics.psnr": 18 + k + 3 * (ms == "easy"),
-                         "metrics.ssim": 0.7 + 0.01 * k + 0.1 * (ms == "easy"), "metrics.fid": 80 - 4 * k,
-                         "metrics.nfe_per_image": [1000, 400, 100, 400][k], "metrics.sec_per_image": 0.1 * (k + 1),
-                         "metrics.n_images": 6, "metrics.psnr_ci_low": 17 + k, "metrics.psnr_ci_high": 19 + k,
-                         "metrics.ssim_ci_low": 0.65, "metrics.ssim_ci_high": 0.75})
-    return pd.DataFrame(recs)
-
-
-class FakeTracking:
-    """Stands in for strbench.tracking (search_experiment_runs / read_csv_artifact / read_artifact_bytes)."""
-
-    def __init__(self, runs: dict, artifacts: dict, parents: dict | None = None):
-        self.runs, self.artifacts, self.parents, self.searched = runs, artifacts, parents or {}, []
-
-    def search_experiment_runs(self, tracking_uri, experiment):
-        self.searched.append(experiment)
-        return self.runs.get(experiment, pd.DataFrame()), self.parents.get(experiment, pd.DataFrame())
-
-    def read_csv_artifact(self, tracking_uri, run_id, path):
-        if (run_id, path) not in self.artifacts:
-            raise FileNotFoundError(f"{run_id}/{path}")
-        return self.artifacts[(run_id, path)]
-
-    def read_artifact_bytes(self, tracking_uri, run_id, path):
-        if (run_id, path) not in self.artifacts:
-            raise FileNotFoundError(f"{run_id}/{path}")
-        return self.artifacts[(run_id, path)]
-
-
 @pytest.fixture
 def fake(monkeypatch):
     runs = synthetic_table1_runs()

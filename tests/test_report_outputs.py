@@ -22,7 +22,7 @@ from strbench.cli.report import report_command
 from strbench.report import html as report_html
 from strbench.report import load as L
 from strbench.report import texwidth
-from test_report import URI, FakeTracking, synthetic_table2_runs
+from report_fixtures import URI, FakeTracking, synthetic_table2_runs
 
 
 # ----------------------------------------------------------------------------------------------- LaTeX width

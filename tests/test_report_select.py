@@ -12,7 +12,7 @@ from strbench import report as R
 from strbench.cli.report import report_command
 from strbench.report import load as L
 from strbench.errors import StrbenchError
-from test_report import URI, FakeTracking
+from report_fixtures import URI, FakeTracking
 
 
 @pytest.fixture

@@ -208,7 +208,7 @@ def test_a_diverged_model_is_not_trained_again_by_the_next_run(tmp_path, monkeyp
     that model's cells at once with the reason and the way out, instead of training to the same NaN again;
     --dry-run says so; removing the file trains it again."""
     import strbench.train as T
-    from test_train import poison_losses
+    from helpers import poison_losses
 
     orig = T.ROLE_STEPS["irsde"]
     calls = poison_losses(monkeypatch, "irsde", 3)

@@ -1,5 +1,4 @@
 """Training: objectives learn, closed forms of the losses, exact resume, config-hash refusal, NaN handling."""
-import dataclasses
 import json
 import math
 
@@ -7,7 +6,6 @@ import pytest
 import torch
 
 from strbench import objectives as O
-from strbench import roles
 from strbench import sde as sdelib
 from strbench import train as T
 from strbench.checkpoint import load_checkpoint
@@ -15,20 +13,11 @@ from strbench.errors import CheckpointError, ConfigError, TrainingDiverged
 from strbench.hashing import config_hash
 from strbench.train import TrainConfig, Trainer, train_model, load_model
 
+from helpers import poison_losses, train_data
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: single-threaded tiny nets
 
 SIZE = 32
-
-
-def _data(n=4, seed=0):
-    """Smooth random RGB images (upsampled 8x8 noise) and two box masks (known = 1, holes = 0)."""
-    g = torch.Generator().manual_seed(seed)
-    imgs = torch.nn.functional.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=SIZE, mode="bilinear",
-                                           align_corners=False)
-    masks = torch.ones(2, 1, SIZE, SIZE)
-    masks[0, :, 4:16, 8:20] = 0
-    masks[1, :, 16:28, 12:30] = 0
-    return imgs, masks
 
 
 def _eval_loss(tr: Trainer, n=3, batch=16):
@@ -52,7 +41,7 @@ def _eval_loss(tr: Trainer, n=3, batch=16):
     ("texture", {"target": "paper_eq11", "variant": "gray2gray"}, 120, 0.05),
 ])
 def test_objective_drives_loss_down(role, kw, steps, drop):
-    imgs, masks = _data()
+    imgs, masks = train_data()
     cfg = TrainConfig(**{"batch": 4, "lr": 2e-3, "lr_schedule": "constant", "steps": steps, **kw})
     tr = Trainer(role, cfg, imgs, masks, device="cpu")
     before = _eval_loss(tr)
@@ -64,7 +53,7 @@ def test_objective_drives_loss_down(role, kw, steps, drop):
 
 def test_discriminator_learns_to_separate_real_from_fake():
     """Eq. 16 goes down and D ranks real (y*_{t-1}, x_{t-1}) above fake (y_t, x_{t-1}) better than chance."""
-    imgs, masks = _data()
+    imgs, masks = train_data()
     cfg = TrainConfig(batch=8, lr=2e-3, lr_schedule="constant", steps=150, ema=0.95)
     tr = Trainer("discriminator", cfg, imgs, masks, device="cpu")
     before = _eval_loss(tr)
@@ -172,7 +161,7 @@ def test_config_strict_and_hash():
 
 def _run(tmp_path, cfg, role="texture", stop_at=None, replayed=None, **kw):
     """The (step, loss) pairs trained by this call; `replayed` (a list) receives those replayed on resuming."""
-    imgs, masks = _data()
+    imgs, masks = train_data()
     losses = []
     nets = []
 
@@ -245,21 +234,6 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
     assert json.loads(state["config"])["lr"] == cfg.lr and state["role"] == "irsde"
 
 
-def poison_losses(monkeypatch, role: str, from_step: int) -> dict:
-    """Make the `role` training step's loss NaN from its `from_step`-th call on; returns {"n": calls so far}."""
-    calls = {"n": 0}
-    declared = roles.get(role)
-    orig = declared.objective
-
-    def poisoned(tr, model, g, out=None):
-        calls["n"] += 1
-        loss = orig(tr, model, g, out)
-        return loss * float("nan") if calls["n"] >= from_step else loss
-
-    monkeypatch.setitem(roles.registry(), role, dataclasses.replace(declared, objective=poisoned))
-    return calls
-
-
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     poison_losses(monkeypatch, "irsde", 7)
     cfg = TrainConfig(steps=20, batch=2, checkpoint_every=5, log_every=4)
@@ -272,7 +246,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 def test_guidance_net_needs_a_structure_net_and_uses_it():
-    imgs, masks = _data()
+    imgs, masks = train_data()
     cfg = TrainConfig(batch=2, guidance="net")
     with pytest.raises(ConfigError, match="structure net"):
         Trainer("texture", cfg, imgs, masks, device="cpu")
@@ -289,7 +263,7 @@ def test_guidance_net_needs_a_structure_net_and_uses_it():
 
 
 def test_callbacks_and_images(tmp_path):
-    imgs, masks = _data()
+    imgs, masks = train_data()
     events = []
     cfg = TrainConfig(steps=4, batch=2, log_every=2, images_every=4, checkpoint_every=4)
     net = train_model("structure", cfg, imgs, masks, ckpt_path=tmp_path / "s.pt", callback=events.append,
@@ -305,7 +279,7 @@ def test_callbacks_and_images(tmp_path):
 def test_bad_data_is_refused():
     from strbench.errors import DataError
 
-    imgs, masks = _data()
+    imgs, masks = train_data()
     with pytest.raises(DataError, match="mask size"):
         Trainer("irsde", TrainConfig(), imgs, masks[:, :, :16, :16], device="cpu")
     with pytest.raises(DataError, match=r"\[0, 1\]"):

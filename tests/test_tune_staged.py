@@ -22,7 +22,7 @@ from strbench.train import TrainConfig, train_model  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import tiny  # noqa: E402
-from test_train import _data  # noqa: E402
+from helpers import train_data  # noqa: E402
 from tune_fake_worker import fake_evaluator  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: single-threaded tiny nets
@@ -42,7 +42,7 @@ def test_training_in_stages_ends_bit_identical_to_training_straight_through(tmp_
     EMA, optimiser, loss log) and the returned net equal those of one uninterrupted run; no loss-log point
     is added at a stop."""
     cfg = TrainConfig(steps=7, batch=2, lr=1e-3, warmup=2, ema=0.9, checkpoint_every=3, log_every=2, workers=0)
-    imgs, masks = _data()
+    imgs, masks = train_data()
 
     def losses(into):
         return lambda ev: into.append((ev["step"], ev["loss"])) if ev["event"] == "loss" and not ev.get("replayed") \

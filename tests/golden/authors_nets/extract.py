@@ -22,7 +22,7 @@ def main(ref: Path) -> None:
     sys.path.insert(0, str(HERE.parents[2]))
     sys.path.insert(0, str(HERE.parents[1]))
     from strbench.fid_weights import state_dict_sha256
-    from test_authors_nets import deterministic_fill  # the fixtures' recipe
+    from helpers import deterministic_fill  # the fixtures' recipe
 
     golden = {}
     for stem in STEMS:
