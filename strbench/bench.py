@@ -4,10 +4,13 @@
 sampling, structure guidance, target computation, forward, backward, grad clipping, Adam, EMA, loss
 bookkeeping) against the bare forward + backward + Adam step of the same network on fixed tensors;
 the ratio is the training loop's own overhead (aim <= 1.15). Also the parameter count of every
-preset and role. Everything is one library call (``bench_train``) that returns the rows it prints.
+preset and role. Everything is one library call (``bench_train``) that returns its rows; the CLI
+(strbench/cli/bench.py) prints them.
 
 ``data``: the streaming loader's images/s at 256 px (generated PNGs in a temp folder) beside a
 paper-preset training step's images/s, and their ratio (``bench_data``).
+
+Each benchmark returns its figures with the settings they were measured under; nothing here prints.
 """
 from __future__ import annotations
 
@@ -73,9 +76,9 @@ def _bare_step(tr) -> Callable[[], None]:
 
 def bench_train(device: str = "auto", size: Optional[int] = None, batch: Optional[int] = None,
                 preset: str = "tiny", repeats: Optional[int] = None, roles: Optional[Sequence[str]] = None,
-                block: int = 10, amp: bool = False, quiet: bool = False) -> dict:
+                block: int = 10, amp: bool = False) -> dict:
     """Full training step vs bare forward+backward+step per role (default: every registered role), and
-    parameter counts per preset."""
+    parameter counts per preset: ``{"overhead": rows, "params": rows, "setup": the settings used}``."""
     from strbench import roles as role_registry
     from strbench.dist import resolve_device
     from strbench.nets import PRESETS, build_net, count_params
@@ -107,29 +110,22 @@ def bench_train(device: str = "auto", size: Optional[int] = None, batch: Optiona
                      "ratio": f / b})
         tr.close()
     params = [{"preset": p, **{r: count_params(build_net(r, p)) for r in ROLES}} for p in PRESETS]
-    if not quiet:
-        print(f"training-step overhead: preset {preset}, {size} px, batch {batch}, device {_device_name(dev)}, "
-              f"amp {amp}, median of {repeats} blocks x {block} steps (aim: ratio <= 1.15)")
-        print(f"{'role':<14}{'params':>11}{'full step ms':>14}{'bare step ms':>14}{'ratio':>8}")
-        for r in rows:
-            print(f"{r['role']:<14}{r['params']:>11,}{r['full_ms']:>14.2f}{r['bare_ms']:>14.2f}{r['ratio']:>8.3f}")
-        print("\nparameters per preset")
-        print(f"{'preset':<8}" + "".join(f"{r:>15}" for r in ROLES))
-        for p in params:
-            print(f"{p['preset']:<8}" + "".join(f"{p[r]:>15,}" for r in ROLES))
-    return {"overhead": rows, "params": params}
+    setup = {"preset": preset, "size": size, "batch": batch, "device": _device_name(dev), "amp": amp,
+             "repeats": repeats, "block": block}
+    return {"overhead": rows, "params": params, "setup": setup}
 
 
 def bench_sample(device: str = "auto", size: Optional[int] = None, batch: Optional[int] = None,
-                 preset: str = "tiny", repeats: Optional[int] = None, T: int = 20, threads: Optional[int] = None,
-                 quiet: bool = False) -> list[dict]:
+                 preset: str = "tiny", repeats: Optional[int] = None, T: int = 20,
+                 threads: Optional[int] = None) -> list[dict]:
     """Sampler overhead: wall time / sum over networks of (calls x bare forward time), same batch size.
 
     For IR-SDE, RePaint*, StrDiffusion C and D (paper and official modes) with real nets of `preset`, the
     calls come from ``SampleResult.info["nfe_by_net"]``; each repeat times the bare forwards right before
     the sampler and the ratio is taken per repeat (median reported), so load changes on a shared machine
     hit both alike. `threads` sets torch's CPU threads (1 gives steadier timings on an oversubscribed CPU).
-    Aim: ratio <= 1.10.
+    Aim: ratio <= 1.10. One row per sampler, each with the settings used (preset, size, batch, T, device,
+    repeats).
     """
     from strbench import methods
     from strbench import roles as role_registry
@@ -170,6 +166,7 @@ def bench_sample(device: str = "auto", size: Optional[int] = None, batch: Option
         args, kw = role_registry.get(r).example(batch, size, dev, g)
         bare_calls[r] = (lambda net, a, k: (lambda: net(*a, **k)))(models[r], args, kw)
     rows = []
+    setup = {"preset": preset, "size": size, "batch": batch, "T": T, "device": _device_name(dev), "repeats": repeats}
     with torch.no_grad():
         for name, method, kw in cases:
             res: dict = {}
@@ -192,14 +189,8 @@ def bench_sample(device: str = "auto", size: Optional[int] = None, batch: Option
                 expects.append(expected)
             rows.append({"sampler": name, "nfe": res["r"].nfe, "nfe_by_net": by_net,
                          "wall_s": statistics.median(walls), "expected_s": statistics.median(expects),
-                         "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)})
-    if not quiet:
-        print(f"sampler overhead: preset {preset}, {size} px, batch {batch}, T {T}, device {_device_name(dev)}, "
-              f"median of {repeats} repeats (aim: ratio <= 1.10)")
-        print(f"{'sampler':<25}{'nfe':>6}{'wall s':>9}{'expected s':>12}{'ratio':>8}{'(min-max)':>15}  nfe by net")
-        for r in rows:
-            print(f"{r['sampler']:<25}{r['nfe']:>6}{r['wall_s']:>9.3f}{r['expected_s']:>12.3f}{r['ratio']:>8.3f}"
-                  f"   ({r['ratio_min']:.3f}-{r['ratio_max']:.3f})  {r['nfe_by_net']}")
+                         "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                         **setup})
     return rows
 
 
@@ -225,7 +216,7 @@ def write_bench_images(folder: Path, n: int, size: int, seed: int = 0) -> list[P
 
 def bench_data(device: str = "auto", size: Optional[int] = None, batch: Optional[int] = None,
                preset: Optional[str] = None, repeats: Optional[int] = None, images: int = 300,
-               workers: Optional[int] = None, quiet: bool = False) -> dict:
+               workers: Optional[int] = None) -> dict:
     """Streaming loader images/s vs a training step's images/s, measured in one run, as a ratio.
 
     The loader (strbench.stream, `workers` processes, default from the CPU count) reads `images`
@@ -277,17 +268,12 @@ def bench_data(device: str = "auto", size: Optional[int] = None, batch: Optional
         tr.close()
     loader, step = 1.0 / statistics.median(load_t), 1.0 / statistics.median(step_t)
     row = {"size": size, "batch": batch, "images": images, "workers": workers, "preset": preset,
-           "device": _device_name(dev), "loader_img_s": loader, "step_img_s": step, "ratio": loader / step}
-    if not quiet:
-        print(f"data loading vs training: {images} PNGs at {size} px (random_crop, flip, fresh mask, gray2edge "
-              f"maps), {workers} loader worker(s); texture step of preset {preset}, batch {batch}, device "
-              f"{row['device']}; median of {repeats} (aim: ratio >= 1)")
-        print(f"{'loader img/s':>14}{'step img/s':>12}{'ratio':>8}")
-        print(f"{loader:>14.1f}{step:>12.2f}{loader / step:>8.2f}")
+           "device": _device_name(dev), "repeats": repeats, "loader_img_s": loader, "step_img_s": step,
+           "ratio": loader / step}
     return row
 
 
-# name -> fn(device, size, batch, preset, repeats); the samplers register "sample" here
+# name -> fn(device, size, batch, preset, repeats) -> what it measured (strbench/cli/bench.py prints it)
 def _bench_gpu(**kw):
     from strbench.bench_gpu import bench_gpu
 
@@ -301,17 +287,3 @@ BENCHES: dict[str, Callable[..., object]] = {
     "gpu": _bench_gpu,  # the prepared CUDA check (strbench/bench_gpu.py); runs at 32 px on a CPU
 }
 
-
-def bench_command(what: str, device: str = "auto", size: Optional[int] = None, batch: Optional[int] = None,
-                  preset: Optional[str] = None, repeats: Optional[int] = None) -> int:
-    """``strbench bench <what>``: run one registered benchmark, or all of them."""
-    names = list(BENCHES) if what == "all" else [what]
-    for name in names:
-        if name not in BENCHES:
-            raise ConfigError(f"bench: no benchmark named {name!r}; available: {sorted(BENCHES)} or all")
-    for i, name in enumerate(names):
-        if i:
-            print()
-        kw = {} if preset is None else {"preset": preset}  # each benchmark has its own default preset
-        BENCHES[name](device=device, size=size, batch=batch, repeats=repeats, **kw)
-    return 0

@@ -5,7 +5,8 @@ training-step images/s (forward + L1 + backward + Adam) and sampling-forward ima
 structure and discriminator calls one StrDiffusion step makes), each with bf16 autocast on/off and
 channels_last on/off; then one tiny ``train_model`` under ``torchrun --nproc_per_node=1`` (the DDP launch
 path). On a CPU it runs too (``--size 32``, one repeat) so the code path is tested; its figures then mean
-little. Everything is measured in one run and returned as rows.
+little. Everything is measured in one run and returned as rows; `on_row(row)` (the CLI prints it) sees each
+row as soon as it is measured. ``python -m strbench.bench_gpu --ddp-child`` is the script torchrun runs.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -52,7 +53,7 @@ def _rate(fn, dev, batch: int, repeats: int) -> float:
 
 def bench_gpu(device: str = "auto", size: Optional[int] = None, batch: Optional[int] = None,
               preset: str = "paper", repeats: Optional[int] = None, *, torchrun: bool = True,
-              quiet: bool = False) -> list[dict]:
+              on_row: Optional[Callable[[dict], None]] = None) -> list[dict]:
     from strbench.nets import build_net, count_params
     from strbench.dist import resolve_device
 
@@ -62,6 +63,7 @@ def bench_gpu(device: str = "auto", size: Optional[int] = None, batch: Optional[
     repeats = repeats or (10 if dev.type == "cuda" else 1)
     p = "paper" if dev.type == "cuda" else "tiny"
     rows: list[dict] = []
+    emit = on_row or (lambda row: None)
     for arch in ("strbench", "authors"):
         for role in sampling_roles():
             net = build_net(role, p, arch=arch).to(dev)
@@ -95,17 +97,17 @@ def bench_gpu(device: str = "auto", size: Optional[int] = None, batch: Optional[
                         row["peak_mem_GiB"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
                         torch.cuda.reset_peak_memory_stats(dev)
                     rows.append(row)
-                    if not quiet:
-                        print(row, flush=True)
+                    emit(row)
             del net, call
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     if torchrun:
-        rows.append(_torchrun_check(quiet))
+        rows.append(_torchrun_check())
+        emit(rows[-1])
     return rows
 
 
-def _torchrun_check(quiet: bool) -> dict:
+def _torchrun_check() -> dict:
     """One tiny train_model under `torchrun --nproc_per_node=1` (the DDP launch path): ok and seconds."""
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
@@ -115,8 +117,6 @@ def _torchrun_check(quiet: bool) -> dict:
            "seconds": round(time.perf_counter() - t0, 1)}
     if not row["ok"]:
         row["stderr"] = r.stderr.strip().splitlines()[-1:] if r.stderr else []
-    if not quiet:
-        print(row, flush=True)
     return row
 
 

@@ -5,7 +5,9 @@ from strbench.bench import BENCHES
 
 
 def test_bench_gpu_runs_on_cpu():
-    rows = BENCHES["gpu"](device="cpu", size=16, batch=1, repeats=1, quiet=True)
+    seen = []
+    rows = BENCHES["gpu"](device="cpu", size=16, batch=1, repeats=1, on_row=seen.append)
+    assert seen == rows  # each row as soon as it is measured (the CLI prints them)
     nets = [r for r in rows if "arch" in r]
     assert {(r["arch"], r["role"]) for r in nets} == {(a, r) for a in ("strbench", "authors")
                                                        for r in ("texture", "structure", "discriminator")}

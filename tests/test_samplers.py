@@ -416,7 +416,7 @@ def test_bench_sample_runs():
     from strbench import bench
 
     assert bench.BENCHES["sample"] is bench.bench_sample
-    rows = bench.bench_sample(device="cpu", size=16, batch=2, repeats=1, T=3, quiet=True)
+    rows = bench.bench_sample(device="cpu", size=16, batch=2, repeats=1, T=3)
     by = {r["sampler"]: r for r in rows}
     assert by["IR-SDE"]["nfe"] == 3 and by["StrDiffusion C"]["nfe"] == 6
     assert by["RePaint*"]["nfe"] == schedule_counts(3, 1, 10)["reverse"]

@@ -187,12 +187,13 @@ def test_two_gloo_ranks_under_torchrun_match_one_process_at_the_same_global_batc
     assert sorted(p.name for p in (out / "full").iterdir()) == ["m.prev.pt", "m.pt"]  # rank 0 wrote them, no temp files
 
 
-def test_bench_data_reports_loader_and_step_throughput(capsys):
+def test_bench_data_reports_loader_and_step_throughput():
     from strbench.bench import BENCHES, bench_data
+    from strbench.cli.bench import format_data
 
     row = bench_data(device="cpu", size=32, batch=1, preset="small", repeats=1, images=4, workers=0)
     assert row["preset"] == "small" and row["workers"] == 0 and row["size"] == 32
     assert row["loader_img_s"] > 0 and row["step_img_s"] > 0
     assert abs(row["ratio"] - row["loader_img_s"] / row["step_img_s"]) < 1e-9
-    assert "ratio" in capsys.readouterr().out
+    assert "ratio" in format_data(row).splitlines()[1]
     assert BENCHES["data"] is bench_data

@@ -147,7 +147,7 @@ def test_sampler_and_pruner_registries(tmp_path, sampler, pruner):
     names = {"tpe": "TPESampler", "random": "RandomSampler", "nsga2": "NSGAIISampler", "cmaes": "CmaEsSampler",
              "median": "MedianPruner", "hyperband": "HyperbandPruner", "none": "NopPruner"}
     assert (type(study.sampler).__name__, type(study.pruner).__name__) == (names[sampler], names[pruner])
-    s = tune.run_study(spec, evaluator=fake_evaluator(), n_trials=2, track=False, quiet=True)
+    s = tune.run_study(spec, evaluator=fake_evaluator(), n_trials=2, track=False)
     assert s.n_complete + s.n_pruned == 2
 
 
@@ -170,7 +170,7 @@ def test_worker_needs_an_existing_study_and_the_same_search(tmp_path):
     url = str(tmp_path / "j.log")
     spec = tune.parse_spec(fake_spec(url))
     with pytest.raises(StrbenchError, match=r"does not exist in storage journal:.*j\.log"):
-        tune.run_study(spec, evaluator=fake_evaluator(), worker=True, track=False, quiet=True)
+        tune.run_study(spec, evaluator=fake_evaluator(), worker=True, track=False)
     tune.open_study(spec)  # the first process creates it
     other = fake_spec(url)
     other["space"]["x"]["high"] = 2.0
@@ -181,12 +181,30 @@ def test_worker_needs_an_existing_study_and_the_same_search(tmp_path):
         tune.open_study(tune.parse_spec(flipped), worker=True)
 
 
+def test_tune_command_says_progress_on_stderr_unless_quiet(tmp_path, monkeypatch, capsys):
+    """The library reports through `say`; `strbench tune` prints those lines on stderr, none with -q."""
+    from strbench import cli
+
+    real = tune.run_study
+    monkeypatch.setattr(tune, "run_study", lambda spec, **kw: real(spec, evaluator=fake_evaluator(), track=False, **kw))
+    cfg = write_spec(tmp_path, fake_spec(str(tmp_path / "j.log"), n_trials=2))
+    assert cli.main(["tune", str(cfg), "--n-trials", "1", "-q"]) == 0
+    assert capsys.readouterr() == ("", "")
+    assert cli.main(["tune", str(cfg), "--n-trials", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines()[0].startswith("study 'fake' in journal:") and err.splitlines()[1].startswith("trial 1 ")
+    assert out.startswith("study 'fake' (journal:") and "2 complete" in out
+
+
 def test_budget_then_export_reproduces_the_best_value(tmp_path):
     url = str(tmp_path / "j.log")
     spec = tune.parse_spec(fake_spec(url, n_trials=5))
-    s = tune.run_study(spec, evaluator=fake_evaluator(), track=False, quiet=True)
+    said = []
+    s = tune.run_study(spec, evaluator=fake_evaluator(), track=False, say=said.append)
     assert (s.ran, s.n_complete, s.n_running) == (5, 5, 0)
-    again = tune.run_study(spec, evaluator=fake_evaluator(), track=False, quiet=True)
+    assert said[0].startswith("study 'fake' in journal:") and [x.split()[:3:2] for x in said[1:]] == [
+        ["trial", "COMPLETE"]] * 5
+    again = tune.run_study(spec, evaluator=fake_evaluator(), track=False)
     assert again.ran == 0  # the budget is met: a second process has nothing to do
     out, best = tune.export_best(spec, tmp_path / "best.yaml")
     text = out.read_text()
@@ -201,7 +219,7 @@ def test_budget_then_export_reproduces_the_best_value(tmp_path):
 def test_multi_objective_export_is_best_first_objective_on_the_pareto_front(tmp_path):
     url = str(tmp_path / "j.log")
     spec = tune.parse_spec(fake_spec(url, n_trials=6, objective=["psnr", "fid"], sampler="nsga2"))
-    tune.run_study(spec, evaluator=fake_evaluator(), track=False, quiet=True)
+    tune.run_study(spec, evaluator=fake_evaluator(), track=False)
     study = load(spec, url)
     _, best = tune.export_best(spec, tmp_path / "best.yaml")
     front = study.best_trials
@@ -212,7 +230,7 @@ def test_multi_objective_export_is_best_first_objective_on_the_pareto_front(tmp_
 def test_median_pruner_stops_trials_below_the_median(tmp_path):
     url = str(tmp_path / "j.log")
     spec = tune.parse_spec(fake_spec(url, n_trials=12, pruner="median", n_startup_trials=2))
-    tune.run_study(spec, evaluator=fake_evaluator(), track=False, quiet=True)
+    tune.run_study(spec, evaluator=fake_evaluator(), track=False)
     study = load(spec, url)
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -239,14 +257,14 @@ def test_diverged_trial_fails_and_the_study_goes_on(tmp_path):
             raise TrainingDiverged("loss is nan at step 3")
         return fake_metrics(overlay)
 
-    s = tune.run_study(spec, evaluator=tune.Evaluator(evaluate), n_trials=8, track=False, quiet=True)
+    s = tune.run_study(spec, evaluator=tune.Evaluator(evaluate), n_trials=8, track=False)
     study = load(spec, url)
     states = [t.state for t in study.trials]
     assert s.ran == 8 and states.count(TrialState.FAIL) == sum(t.params["x"] < 0.3 for t in study.trials)
     assert all("TrainingDiverged" in t.user_attrs[tune.ERROR_ATTR] for t in study.trials if t.state == TrialState.FAIL)
     # budget mode: an evaluated failure counts toward study.n_trials (no endless replacement)
     spec2 = tune.parse_spec(fake_spec(url, name="budget", n_trials=5))
-    tune.run_study(spec2, evaluator=tune.Evaluator(evaluate), track=False, quiet=True)
+    tune.run_study(spec2, evaluator=tune.Evaluator(evaluate), track=False)
     assert len(load(spec2, url).trials) == 5
 
 
@@ -311,7 +329,7 @@ def test_killed_worker_trial_turns_stale_and_is_retried(tmp_path, kind):
     assert study.trials[dead.number].state == TrialState.RUNNING
     # a new worker runs a fresh trial, then (budget 2 = 1 complete + 1 running) waits until the dead
     # trial misses its heartbeats for GRACE s, fails it, and runs the enqueued retry
-    s = tune.run_study(spec, evaluator=fake_evaluator(), worker=True, track=False, quiet=True)
+    s = tune.run_study(spec, evaluator=fake_evaluator(), worker=True, track=False)
     study = load(spec, url)
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states and s.n_running == 0
@@ -379,8 +397,8 @@ def test_mlflow_parent_run_per_study_and_one_nested_run_per_trial(tmp_path, mlfl
     study, _ = tune.open_study(spec)
     for x in (0.7, 0.1, 0.3):  # complete, diverged (FAIL), below the median at step 100 (PRUNED)
         study.enqueue_trial({"kind": "a", "x": x})
-    tune.run_study(spec, evaluator=tune.Evaluator(evaluate), n_trials=4, quiet=True)
-    tune.run_study(spec, evaluator=tune.Evaluator(evaluate), n_trials=2, worker=True, quiet=True)  # joins
+    tune.run_study(spec, evaluator=tune.Evaluator(evaluate), n_trials=4)
+    tune.run_study(spec, evaluator=tune.Evaluator(evaluate), n_trials=2, worker=True)  # joins
     study = load(spec, str(tmp_path / "j.log"))
     assert [t.state for t in study.trials[:3]] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED]
     parents, runs = tracking.search_study_runs(uri, "tune-test", "fake")

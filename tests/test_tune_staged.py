@@ -134,7 +134,7 @@ def test_study_metric_names_are_the_objectives_on_create_and_join(tmp_path):
     assert study.metric_names == ["psnr", "fid"]
     fresh, _ = tune.open_study(_spec(tmp_path / "b"))
     assert fresh.metric_names == ["psnr"]
-    tune.run_study(_spec(tmp_path / "b"), evaluator=fake_evaluator(), n_trials=1, track=False, quiet=True)
+    tune.run_study(_spec(tmp_path / "b"), evaluator=fake_evaluator(), n_trials=1, track=False)
     assert "value_psnr" in fresh.trials_dataframe().columns  # the name reaches optuna's tables (and its dashboard)
 
 
@@ -184,7 +184,7 @@ def test_trial_intermediate_values_are_by_training_step_and_preflight_runs_once(
         records.append(out)
         return out
 
-    tune.run_study(spec, evaluator=tune.Evaluator(evaluate, evaluator.check), track=False, quiet=True)
+    tune.run_study(spec, evaluator=tune.Evaluator(evaluate, evaluator.check), track=False)
     study = optuna.load_study(study_name="staged", storage=tune.open_storage(str(tmp_path / "j.log"), spec.study))
     first, second = study.trials
     assert first.state == second.state == TrialState.COMPLETE

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     spec = tune.load_spec(a.config)
     tune.run_study(spec, evaluator=fake_evaluator(sleep=a.sleep, hang=a.hang, log=a.log), storage=a.storage,
-                   worker=a.worker, n_trials=a.n_trials, track=False, quiet=True)
+                   worker=a.worker, n_trials=a.n_trials, track=False)
     return 0
 
 

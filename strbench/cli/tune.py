@@ -1,6 +1,8 @@
 """`strbench tune`: an Optuna study over an experiment's settings, or the export of its best overlay."""
 from __future__ import annotations
 
+import sys
+
 
 def add_tune(sub):
     p = sub.add_parser("tune", help="Optuna study over the theta/delta schedules")
@@ -32,7 +34,7 @@ def tune_command(config: str, storage: str | None = None, worker: bool = False, 
         if not quiet:
             print(f"wrote {path}: trial {best.number} values {list(best.values)}")
         return 0
-    s = tune.run_study(spec, storage=storage, worker=worker, n_trials=n_trials, quiet=quiet)
+    s = tune.run_study(spec, storage=storage, worker=worker, n_trials=n_trials, say=None if quiet else _to_stderr)
     if not quiet:
         best = "none" if s.best_number is None else f"trial {s.best_number} {s.best_values}"
         print(f"study {s.study_name!r} ({s.storage}): this process ran {s.ran} trial(s); "
@@ -40,3 +42,8 @@ def tune_command(config: str, storage: str | None = None, worker: bool = False, 
               f"best {best}")
         print(f"export the best overlay: strbench tune {config} --export best.yaml")
     return 0
+
+
+def _to_stderr(line: str) -> None:
+    """The study's progress lines (study opened, each trial, waiting for workers)."""
+    print(line, file=sys.stderr, flush=True)

@@ -7,7 +7,6 @@ import math
 import os
 import random
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,16 +329,18 @@ def _numeric(metrics: dict) -> dict[str, float]:
 
 def run_study(spec: TuneSpec, *, evaluator: Evaluator | None = None, storage: str | None = None,
               worker: bool = False, n_trials: int | None = None, track: bool = True,
-              quiet: bool = False) -> StudySummary:
+              say: Callable[[str], None] | None = None) -> StudySummary:
     """Run trials until the study has `study.n_trials` finished trials over all workers (or exactly
-    `n_trials` trials in this process when given). Returns the study's counts and best trial."""
+    `n_trials` trials in this process when given). Returns the study's counts and best trial. `say(line)`
+    gets one line of progress per event (study opened, each finished trial, waiting for other workers);
+    None: silent (the CLI passes a printer to stderr)."""
     if evaluator is None:
         evaluator = runner_evaluator(spec)
     if evaluator.check is not None:  # every key path and value type, before any training
         for overlay in probe_overlays(spec):
             evaluator.check(overlay)
     study, url = open_study(spec, storage=storage, worker=worker)
-    say = (lambda *a: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = say or (lambda line: None)
     say(f"study {spec.study.name!r} in {redact(url)}: objective {spec.study.objectives}, "
         f"sampler {spec.study.sampler}, pruner {spec.study.pruner_name}")
 
