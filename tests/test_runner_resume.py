@@ -207,10 +207,10 @@ def test_a_diverged_model_is_not_trained_again_by_the_next_run(tmp_path, monkeyp
     """A NaN loss leaves models/<hash>/diverged.json: the next run (or another process sharing the cache) fails
     that model's cells at once with the reason and the way out, instead of training to the same NaN again;
     --dry-run says so; removing the file trains it again."""
-    import strbench.train as T
     from helpers import poison_losses
+    from strbench import roles
 
-    orig = T.ROLE_STEPS["irsde"]
+    orig = roles.get("irsde")
     calls = poison_losses(monkeypatch, "irsde", 3)
     d = small(tmp_path)
     d["methods"] = {"IR-SDE": {"method": "irsde"}}
@@ -230,6 +230,6 @@ def test_a_diverged_model_is_not_trained_again_by_the_next_run(tmp_path, monkeyp
     assert "at step 3" in first and "diverged when it was trained before" in second and "diverged.json" in second
     assert cli.main(["run", path, "--dry-run"]) == 0
     assert "1 diverged before" in capsys.readouterr().out
-    monkeypatch.setitem(T.ROLE_STEPS, "irsde", orig)
+    monkeypatch.setitem(roles.registry(), "irsde", orig)
     marker.unlink()
     assert cli.main(["run", path, "-q"]) == 0
