@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_tune import HB, load, run_two_workers
+from tune_helpers import HB, load, run_two_workers
 
 from strbench import tune
 
