@@ -21,7 +21,7 @@ test: setup
 
 quickstart: setup
 	$(VENV)/bin/strbench run experiments/quickstart.yaml
-	$(VENV)/bin/strbench report --table 1 --experiment quickstart
+	$(VENV)/bin/strbench report experiments/quickstart.yaml --table 1
 	@echo "Browse the runs: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 bench: setup
