@@ -3,6 +3,13 @@ table."""
 from __future__ import annotations
 
 
+def add_config_options(p, *, prefix: str = "") -> None:
+    """--set, --set-from and --profile: how every command that reads an experiment YAML changes it."""
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=prefix + "override a key by path")
+    p.add_argument("--set-from", default=None, metavar="YAML", help=prefix + "apply an overlay file (e.g. tune --export)")
+    p.add_argument("--profile", default=None, help=prefix + "profile of the experiment to use (e.g. cpu, paper)")
+
+
 def fmt(v, spec: str) -> str:
     """A number as `spec`, or n/a."""
     return "n/a" if v is None else format(v, spec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from strbench.cli import console
 from strbench.cli.console import fmt
 from strbench.contract import DEFAULT_URI
 
@@ -17,9 +18,7 @@ def add_ls(sub):
                    help="an MLflow experiment name, or an experiment YAML")
     p.add_argument("--tracking-uri", default=None,
                    help=f"MLflow tracking URI (default: the YAML's tracking.uri, else {DEFAULT_URI})")
-    p.add_argument("--profile", default=None, help="with a YAML: the profile to plan (e.g. cpu, paper)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="with a YAML: override a key")
-    p.add_argument("--set-from", default=None, metavar="YAML", help="with a YAML: apply an overlay file")
+    console.add_config_options(p, prefix="with a YAML: ")
     p.add_argument("--format", choices=["text", "csv", "json"], default="text",
                    help="csv/json: one tidy table on stdout (notes on stderr)")
     p.set_defaults(func=_cmd_ls)

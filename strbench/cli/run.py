@@ -10,9 +10,7 @@ from strbench.cli import console
 def add_validate(sub):
     p = sub.add_parser("validate", help="check an experiment YAML without running it")
     p.add_argument("config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key by path")
-    p.add_argument("--set-from", default=None, metavar="YAML", help="apply an overlay file (e.g. tune --export)")
-    p.add_argument("--profile", default=None, help="profile of the experiment to use (e.g. cpu, paper)")
+    console.add_config_options(p)
     p.set_defaults(func=_cmd_validate)
 
 
@@ -40,9 +38,7 @@ def _cmd_validate(a) -> int:
 def add_run(sub):
     p = sub.add_parser("run", help="train what is missing, sample, score and log an experiment")
     p.add_argument("config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key by path")
-    p.add_argument("--set-from", default=None, metavar="YAML", help="apply an overlay file (e.g. tune --export)")
-    p.add_argument("--profile", default=None, help="profile of the experiment to use (e.g. cpu, paper)")
+    console.add_config_options(p)
     p.add_argument("--dry-run", action="store_true", help="list cells, the models they need and what is cached")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only errors")
     p.add_argument("--nproc", type=int, default=None, metavar="N",
