@@ -81,7 +81,8 @@ def bench_train(device: str = "auto", size: Optional[int] = None, batch: Optiona
     parameter counts per preset: ``{"overhead": rows, "params": rows, "setup": the settings used}``."""
     from strbench import roles as role_registry
     from strbench.dist import resolve_device
-    from strbench.nets import PRESETS, build_net, count_params
+    from strbench.nets import PRESETS, count_params
+    from strbench.roles import build_net
     from strbench.train import TrainConfig, Trainer
 
     ROLES = role_registry.names()
@@ -129,7 +130,8 @@ def bench_sample(device: str = "auto", size: Optional[int] = None, batch: Option
     """
     from strbench import methods
     from strbench import roles as role_registry
-    from strbench.nets import PRESETS, build_net
+    from strbench.nets import PRESETS
+    from strbench.roles import build_net
     from strbench.sample import Models, sample
     from strbench.sde import make_sde_pair
     from strbench.dist import resolve_device

@@ -54,7 +54,8 @@ def _rate(fn, dev, batch: int, repeats: int) -> float:
 def bench_gpu(device: str = "auto", size: Optional[int] = None, batch: Optional[int] = None,
               preset: str = "paper", repeats: Optional[int] = None, *, torchrun: bool = True,
               on_row: Optional[Callable[[dict], None]] = None) -> list[dict]:
-    from strbench.nets import build_net, count_params
+    from strbench.nets import count_params
+    from strbench.roles import build_net
     from strbench.dist import resolve_device
 
     dev = resolve_device(device)

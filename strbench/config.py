@@ -144,7 +144,8 @@ def models_for(method: MethodSettings) -> tuple[str, ...]:
 
 
 def uses_structure(method: MethodSettings) -> bool:
-    return methods_registry.get(method.method).structure_guided(method)
+    """Whether a case's cells depend on the structure variant (a network it runs is trained on structure maps)."""
+    return roles_registry.structure_guided(methods_registry.get(method.method), method)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ the same way (e.g. with :func:`irsde_loss`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +20,6 @@ from strbench import sde as sdelib
 from strbench.errors import ConfigError
 from strbench.sde import SDE, SDEPair
 
-if TYPE_CHECKING:
-    from strbench.train import Trainer
 
 # --------------------------------------------------------------------------------------------
 # losses (pure)
@@ -115,6 +113,18 @@ def discriminator_loss(D: nn.Module, real: Tensor, fake: Tensor, anchor: Tensor,
     return l_dis + lambda_tri * l_tri
 
 
+class TrainerView(Protocol):
+    """What an objective reads from the trainer (strbench.train.Trainer provides it)."""
+
+    cfg: Any  # strbench.trainset.TrainConfig
+    sdes: SDEPair
+    structure_net: Optional[nn.Module]  # the trained structure net (train.guidance "net"), else None
+
+    def sample_batch(self, g: torch.Generator) -> "Batch": ...
+
+    def noise(self, b: "Batch", like: Tensor, g: torch.Generator) -> Tensor: ...
+
+
 # --------------------------------------------------------------------------------------------
 # per-role objectives: (trainer, model, generator, out) -> loss
 # --------------------------------------------------------------------------------------------
@@ -134,12 +144,12 @@ class Batch:
     offset: int = 0
 
 
-def _guide_optimal(tr: "Trainer", x_t: Tensor, x0: Tensor, mu_x: Tensor, t: Tensor) -> Tensor:
+def _guide_optimal(tr: "TrainerView", x_t: Tensor, x0: Tensor, mu_x: Tensor, t: Tensor) -> Tensor:
     """Authors' choice: the optimal structure state x*_{t-1} (Eq. 10) of a forward-sampled x_t."""
     return sdelib.optimal_reverse_state(tr.sdes.structure, x_t, x0, mu_x, t)
 
 
-def _guide_net(tr: "Trainer", x_t: Tensor, x0: Tensor, mu_x: Tensor, t: Tensor) -> Tensor:
+def _guide_net(tr: "TrainerView", x_t: Tensor, x0: Tensor, mu_x: Tensor, t: Tensor) -> Tensor:
     """The trained structure net's estimate of x*_{t-1}: the reverse-step mean (z = 0)."""
     with torch.no_grad():
         eps = tr.structure_net(x_t, mu_x, t).float()
@@ -150,7 +160,7 @@ GUIDANCE: dict[str, Callable[..., Tensor]] = {"optimal": _guide_optimal, "net": 
 DISC_TIMES = ("t-1", "t")  # the level D is trained (and queried) at: strbench t-1 | the authors' code t
 
 
-def _texture_states(tr: "Trainer", b: Batch, g: torch.Generator) -> TextureStates:
+def _texture_states(tr: "TrainerView", b: Batch, g: torch.Generator) -> TextureStates:
     mu_y = sdelib.masked_mean(b.y0, b.known)
     y_t = sdelib.q_sample(tr.sdes.texture, b.y0, mu_y, b.t, tr.noise(b, b.y0, g))
     x_t = sdelib.q_sample(tr.sdes.structure, b.x0, b.mu_x, b.t, tr.noise(b, b.x0, g))
@@ -159,23 +169,23 @@ def _texture_states(tr: "Trainer", b: Batch, g: torch.Generator) -> TextureState
                          x_prev=x_prev)
 
 
-def irsde_objective(tr: "Trainer", model: nn.Module, g: torch.Generator, out=None) -> Tensor:
+def irsde_objective(tr: "TrainerView", model: nn.Module, g: torch.Generator, out=None) -> Tensor:
     b = tr.sample_batch(g)
     mu = sdelib.masked_mean(b.y0, b.known)
     return irsde_loss(model, tr.sdes.texture, b.y0, mu, b.t, tr.noise(b, b.y0, g), out)
 
 
-def structure_objective(tr: "Trainer", model: nn.Module, g: torch.Generator, out=None) -> Tensor:
+def structure_objective(tr: "TrainerView", model: nn.Module, g: torch.Generator, out=None) -> Tensor:
     b = tr.sample_batch(g)
     return structure_loss(model, tr.sdes.structure, b.x0, b.mu_x, b.t, tr.noise(b, b.x0, g), out)
 
 
-def texture_objective(tr: "Trainer", model: nn.Module, g: torch.Generator, out=None) -> Tensor:
+def texture_objective(tr: "TrainerView", model: nn.Module, g: torch.Generator, out=None) -> Tensor:
     s = _texture_states(tr, tr.sample_batch(g), g)
     return texture_loss(model, tr.sdes, s, target=tr.cfg.target, weighting=tr.cfg.weighting, out=out)
 
 
-def discriminator_objective(tr: "Trainer", model: nn.Module, g: torch.Generator, out=None) -> Tensor:
+def discriminator_objective(tr: "TrainerView", model: nn.Module, g: torch.Generator, out=None) -> Tensor:
     """Eq. 16: real = (y*_{t-1}, x_{t-1}), fake = (y_t, x_{t-1}), anchor = y* known + y_t (1 - known), D given
     level t-1 or t (``disc_time``; the authors train at t)."""
     s = _texture_states(tr, tr.sample_batch(g), g)

@@ -5,7 +5,9 @@ strbench declares ``irsde``, ``structure``, ``texture`` and ``discriminator`` be
 network of its own declares its :class:`Role` in its own file and lists it in ``Method(networks=(ROLE,))``;
 :func:`registry` holds the built-in roles and every registered method's, and the rest of strbench learns the
 roles from it: the experiment schema (``nets.roles``, ``train.roles``, ``models:``), the planner, the model
-cache, the trainer, :func:`strbench.nets.build_net`, :class:`strbench.methods.Models` and the benchmarks.
+cache, the trainer, :func:`build_net` (below) and the benchmarks. Imports run one way: roles build on
+:mod:`strbench.nets` and :mod:`strbench.objectives`; the training schema (:mod:`strbench.trainset`) and
+the trainer build on roles; methods name roles as strings and never import this module.
 """
 from __future__ import annotations
 
@@ -20,7 +22,14 @@ from torch import Tensor
 from strbench import nets, objectives
 from strbench.errors import ConfigError
 from strbench.nets import authors
-from strbench.trainset import ADVERSARIAL, GROUPS, GUIDANCE_GROUP, STRUCTURE, TARGET, WEIGHTING
+
+# groups of training settings a role may read (each training setting of strbench.trainset names its group)
+STRUCTURE = "structure"  # trained on structure maps: structure SDE, variant, Canny sigma
+TARGET = "target"  # the texture target (Eq. 11 or the authors' Eq. 4)
+WEIGHTING = "weighting"  # the texture L1 weighting
+GUIDANCE_GROUP = "guidance"  # the structure state fed to the net (guidance "net" needs the trained structure net)
+ADVERSARIAL = "adversarial"  # Eq. 14-16: lambda_tri, margin, the level D is trained at
+GROUPS = (STRUCTURE, TARGET, WEIGHTING, GUIDANCE_GROUP, ADVERSARIAL)
 
 GUIDE = "structure"  # the role whose trained net guides the guided roles' training under train.guidance "net"
 ExampleCall = Callable[[int, int, Any, torch.Generator], tuple[tuple, dict]]
@@ -107,6 +116,37 @@ def registry() -> dict[str, Role]:
     return out
 
 
+def structure_guided(method, settings) -> bool:
+    """Whether the cells of `method` (a strbench.methods.Method) with `settings` depend on the structure variant:
+    one of the networks it needs is trained on structure maps."""
+    return any(get(r).uses_structure for r in method.roles(settings))
+
+
+def _factory(role: str, arch: str):
+    nets.check_arch(arch)
+    r = get(role, what="network role")
+    if arch not in r.nets:
+        raise ConfigError(f"net arch: role {role!r} has no {arch!r} network; use arch {' or '.join(map(repr, r.nets))}")
+    return r.nets[arch]
+
+
+def net_kwargs(role: str, preset: str = nets.DEFAULT_PRESET, arch: str = "strbench", **overrides) -> dict:
+    """The resolved keyword arguments of a role's network (preset merged with overrides).
+
+    arch "authors": ``{"arch": "authors", nf, depth}`` (U-Nets) or ``{"arch": "authors", ngf, t_emb_dim}`` (D),
+    so the resolved dict names its arch (and round-trips through ``build_net(role, preset, **kw)``)."""
+    return _factory(role, arch).kwargs(preset, role=role, **overrides)
+
+
+def build_net(role: str, preset: str = nets.DEFAULT_PRESET, arch: str = "strbench", **overrides) -> torch.nn.Module:
+    """Network of `role` (a registered role) from a preset plus overrides.
+
+    arch "strbench" (default): strbench's networks, overrides of PRESETS; arch "authors": the released networks,
+    overrides ``nf, depth`` (U-Nets) or ``ngf, t_emb_dim`` (discriminator) of AUTHORS_PRESETS."""
+    f = _factory(role, arch)
+    return f.make(f.kwargs(preset, role=role, **overrides))
+
+
 def names() -> tuple[str, ...]:
     return tuple(registry())
 
@@ -119,4 +159,5 @@ def get(name: str, what: str = "training role") -> Role:
     return reg[name]
 
 
-__all__ = ["BUILTIN", "GUIDE", "Role", "get", "names", "noise_net_call", "registry"]
+__all__ = ["ADVERSARIAL", "BUILTIN", "GROUPS", "GUIDANCE_GROUP", "GUIDE", "STRUCTURE", "TARGET", "WEIGHTING", "Role",
+           "build_net", "get", "names", "net_kwargs", "noise_net_call", "registry", "structure_guided"]

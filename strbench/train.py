@@ -23,12 +23,12 @@ from torch import Tensor, nn
 
 import strbench
 from strbench import roles
+from strbench.roles import build_net
 from strbench import sde as sdelib
 from strbench import stream
 from strbench.checkpoint import FORMAT, load_checkpoint, load_resumable, save_checkpoint
 from strbench.dist import DistInfo, barrier, current_dist, init_distributed, resolve_device
 from strbench.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
-from strbench.nets import build_net
 from strbench.objectives import Batch
 from strbench.sde import SDE, SDEPair
 from strbench.trainset import TrainConfig, lr_at

@@ -28,15 +28,12 @@ from strbench.errors import ConfigError
 from strbench.hashing import config_hash
 from strbench.nets import DEFAULT_PRESET, PRESETS
 from strbench.objectives import DISC_TIMES, GUIDANCE, WEIGHTINGS
+from strbench import roles
+from strbench.roles import ADVERSARIAL, GROUPS, GUIDANCE_GROUP, STRUCTURE, TARGET, WEIGHTING, net_kwargs
 from strbench.structure import DEFAULT_CANNY_SIGMA, DEFAULT_VARIANT, VARIANTS
 
-# groups of training settings a role may read (strbench.roles.Role.settings); fields of no group: every role
-STRUCTURE = "structure"  # trained on structure maps: structure SDE, variant, Canny sigma
-TARGET = "target"  # the texture target (Eq. 11 or the authors' Eq. 4)
-WEIGHTING = "weighting"  # the texture L1 weighting
-GUIDANCE_GROUP = "guidance"  # the structure state fed to the net (guidance "net" needs the trained structure net)
-ADVERSARIAL = "adversarial"  # Eq. 14-16: lambda_tri, margin, the level D is trained at
-GROUPS = (STRUCTURE, TARGET, WEIGHTING, GUIDANCE_GROUP, ADVERSARIAL)
+# a field names the group of training settings it belongs to (strbench.roles.GROUPS; a role reads the groups in
+# Role.settings); fields of no group: every role
 
 
 @dataclass(frozen=True)
@@ -69,8 +66,6 @@ def _global_batch(cfg: "TrainConfig", role: str) -> int:
 
 
 def _resolved_net(cfg: "TrainConfig", role: str) -> dict:
-    from strbench.nets import net_kwargs
-
     return json.loads(json.dumps(net_kwargs(role, cfg.preset, **cfg.net)))
 
 
@@ -225,8 +220,6 @@ class TrainConfig(TrainSettings):
     def identity(self, role: str) -> dict:
         """What determines the model of `role` (the hashed part of the config): every field but the ones
         declared otherwise (see :class:`Identity`)."""
-        from strbench import roles
-
         reads = roles.get(role).settings
         d = self.to_dict()
         ident = {}
@@ -245,9 +238,6 @@ class TrainConfig(TrainSettings):
     def validate(self, role: str) -> None:
         """Role-dependent checks (the field checks ran on construction): a registered role, its net's
         overrides; raise ConfigError naming the key and the fix."""
-        from strbench import roles
-        from strbench.nets import net_kwargs
-
         roles.get(role)
         net_kwargs(role, self.preset, **self.net)
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from strbench.errors import CheckpointError, ConfigError
-from strbench.nets import AUTHORS_PRESETS, build_net, count_params, net_kwargs
+from strbench.nets import AUTHORS_PRESETS, count_params
+from strbench.roles import build_net, net_kwargs
 from strbench.nets.authors import fir_downsample, minibatch_stddev
 from strbench.nets.pretrained import load_pretrained
 from strbench.train import TrainConfig, Trainer

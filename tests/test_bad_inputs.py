@@ -480,7 +480,7 @@ simple("models.<role>: bad random seed", lambda: base(models={"irsde": "random:x
 
 
 def _irsde_state() -> dict:
-    from strbench.nets import build_net
+    from strbench.roles import build_net
 
     return build_net("irsde", "tiny", nf=8, ch_mult=[1, 2]).state_dict()
 

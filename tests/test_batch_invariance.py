@@ -4,7 +4,7 @@ they are sampled at batch 1, 2 or 4 (or on several ranks, each taking a slice)."
 import pytest
 import torch
 
-from strbench.nets import build_net
+from strbench.roles import build_net
 from strbench.sample import Models, sample
 from strbench.sde import make_sde_pair
 from strbench.steps import PerImageNoise

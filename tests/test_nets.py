@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from strbench.errors import ConfigError
-from strbench.nets import PRESETS, build_net, channel_normalize, count_params, net_kwargs
+from strbench.nets import PRESETS, channel_normalize, count_params
+from strbench.roles import build_net, net_kwargs
 from strbench.roles import BUILTIN
 
 ROLES = tuple(r.name for r in BUILTIN)  # strbench's own networks

@@ -10,7 +10,7 @@ import yaml
 
 from strbench import cli, experiment
 from strbench import config as C
-from strbench.nets import build_net
+from strbench.roles import build_net
 
 
 @pytest.fixture(autouse=True)

@@ -395,11 +395,11 @@ def test_missing_model_and_bad_inputs():
 
 def test_real_nets_run():
     """The networks engineer's nets plug in (tiny preset, 16 px, T=4)."""
-    from strbench import nets
+    from strbench import roles
 
     torch.manual_seed(0)
-    m = Models(texture=nets.build_net("texture"), structure=nets.build_net("structure"),
-               discriminator=nets.build_net("discriminator"), irsde=nets.build_net("irsde"))
+    m = Models(texture=roles.build_net("texture"), structure=roles.build_net("structure"),
+               discriminator=roles.build_net("discriminator"), irsde=roles.build_net("irsde"))
     img, known = _batch(size=16)
     sd = S.make_sde_pair({"T": 4})
     for method, kw in [("irsde", {}), ("repaint", {"jump_length": 2, "jump_n_sample": 2}),

@@ -317,7 +317,7 @@ class Resources:
         import torch
 
         from strbench.errors import CheckpointError
-        from strbench.nets import build_net
+        from strbench.roles import build_net
         from strbench.nets.pretrained import load_pretrained
 
         seed = random_seed_of(spec.source)

@@ -109,7 +109,7 @@ def check_resources(exp: Experiment, cells: list[Cell]) -> None:
 def check_net_sizes(exp: Experiment, cells: list[Cell]) -> None:
     """strbench's U-Nets take images whose side is a multiple of 2^(len(ch_mult)-1): check the training and
     evaluation sizes before anything runs (the net itself would only say so inside the first training step)."""
-    from strbench.nets import net_kwargs
+    from strbench.roles import net_kwargs
 
     seen: set = set()
     for c in cells:
@@ -196,7 +196,7 @@ def check_pretrained(spec):
     """A pretrained weights file matches its network key for key (built on the meta device: no weights)."""
     import torch
 
-    from strbench.nets import build_net
+    from strbench.roles import build_net
     from strbench.nets.pretrained import load_pretrained
     from strbench.preflight import Checked
 

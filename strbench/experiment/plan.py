@@ -335,7 +335,7 @@ def sampler_settings(exp: Experiment, method: cfgmod.MethodSettings) -> dict:
             raise ConfigError(f"{k}={s[k]!r} differs from train.{k}={trained!r}, the value its networks were "
                               f"trained with; set train.{k} instead")
         s[k] = trained
-    if m.structure_guided(method):
+    if cfgmod.uses_structure(method):
         st = exp.structure
         s["variant"] = exp.variant
         s["canny_sigma"] = st.test_canny_sigma if st.test_canny_sigma is not None else st.canny_sigma
@@ -347,7 +347,7 @@ def cell_config(exp: Experiment, case: str, method: cfgmod.MethodSettings, mask_
     from strbench.masks import bin_label
 
     m, ds = exp.masks, exp.dataset
-    guided = registry.get(method.method).structure_guided(method)
+    guided = cfgmod.uses_structure(method)
     return CellConfig(
         case=case, method=method, settings=sampler_settings(exp, method),
         mask=EvalMasks(set=mask_set, lo=lo, hi=hi, label=bin_label(lo, hi), per_bin=mset["per_bin"],

@@ -13,16 +13,12 @@ and inputs as a plain dict. It returns the raw y_0 (not composited) and extra in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from strbench.errors import ConfigError
-
-if TYPE_CHECKING:
-    from strbench.roles import Role
-
 
 class MethodSettings(BaseModel):
     """Base of every method's settings (YAML ``methods.<case>``): strict, frozen, unknown keys refused.
@@ -38,24 +34,16 @@ class MethodSettings(BaseModel):
 
 
 class Models(Mapping[str, Callable]):
-    """The networks a method may use, by role (:mod:`strbench.roles`): ``models.texture`` or
-    ``models["texture"]``; a role not given is None. Noise nets ``net(x_t, mu, t, cond=None)``, ``D(y, x, t)``."""
+    """The networks a method may use, by role name (strbench.roles): ``models.texture`` or ``models["texture"]``;
+    a role not given is None (a sampler asks for what it needs with ``SampleContext.need``). Noise nets
+    ``net(x_t, mu, t, cond=None)``, ``D(y, x, t)``."""
 
     def __init__(self, **nets: Optional[Callable]):
-        from strbench import roles
-
-        unknown = sorted(set(nets) - set(roles.names()))
-        if unknown:
-            raise ConfigError(f"Models: unknown role(s) {unknown}; choose from {list(roles.names())}")
         self._nets = {k: v for k, v in nets.items() if v is not None}
 
     def __getattr__(self, role: str) -> Optional[Callable]:
         if role.startswith("_"):
             raise AttributeError(role)
-        from strbench import roles
-
-        if role not in self._nets and role not in roles.registry():
-            raise AttributeError(f"Models has no role {role!r}; registered roles: {list(roles.names())}")
         return self._nets.get(role)
 
     def __getitem__(self, role: str) -> Callable:
@@ -124,15 +112,10 @@ class Method:
     # settings that are also training settings (same name under train:): a case that leaves one unset takes
     # the training value, a case that sets another value is refused (e.g. StrDiffusion's disc_time)
     train_settings: tuple[str, ...] = ()
-    # networks it brings (roles of its own, registered with it: strbench.roles.registry learns them here)
-    networks: tuple["Role", ...] = ()
+    # networks it brings: strbench.roles.Role objects of its own (strbench.roles.registry learns them here; this
+    # module never imports strbench.roles, which builds on the method registry)
+    networks: tuple = ()
 
     def make(self, **values) -> MethodSettings:
         """Settings from keyword values (``method`` filled in)."""
         return self.settings(method=self.name, **values)
-
-    def structure_guided(self, settings: MethodSettings) -> bool:
-        """Whether its cells depend on the structure variant (a network it runs is trained on structure maps)."""
-        from strbench import roles
-
-        return any(roles.get(r).uses_structure for r in self.roles(settings))

@@ -1,7 +1,8 @@
 """Networks: U-Net noise predictors (IR-SDE, structure, structure-guided texture) and the discriminator.
 
-``build_net(role, preset, arch="strbench", **overrides)`` is the only factory: a role (:mod:`strbench.roles`)
-names its network per arch (a :class:`Net` here, an ``AuthorsNet`` in :mod:`strbench.nets.authors`).
+The networks per arch: a :class:`Net` here, an ``AuthorsNet`` in :mod:`strbench.nets.authors`; a role
+(:mod:`strbench.roles`) names its network per arch, and ``strbench.roles.build_net(role, preset, arch, **overrides)``
+is the one factory.
 ``arch="strbench"``: strbench's own networks (PRESETS, below); ``arch="authors"``: the released StrDiffusion /
 IR-SDE networks, key for key (:mod:`strbench.nets.authors`, AUTHORS_PRESETS; their files load with
 :func:`strbench.nets.pretrained.load_pretrained`). Either arch is called the same way:
@@ -22,7 +23,7 @@ from strbench.nets.texture import SpatialAdaptiveNorm, StructureGuidedNet, chann
 from strbench.nets.unet import UNet
 
 __all__ = ["ARCHS", "AUTHORS_PRESETS", "DEFAULT_PRESET", "DISCRIMINATOR", "Net", "PRESETS", "TEXTURE_NET", "UNET_GRAY",
-           "UNET_RGB", "build_net", "count_params", "net_kwargs", "UNet", "StructureGuidedNet", "SpatialAdaptiveNorm",
+           "UNET_RGB", "check_arch", "count_params", "UNet", "StructureGuidedNet", "SpatialAdaptiveNorm",
            "channel_normalize", "Discriminator"]
 
 # Per preset: the default image size and the keyword arguments of each network (by section).
@@ -108,36 +109,9 @@ DISCRIMINATOR = Net(_discriminator, ("discriminator",), _DISC_KEYS)  # D(y, x, t
 ARCHS = ("strbench", "authors")
 
 
-def _check_arch(arch: str) -> None:
+def check_arch(arch: str) -> None:
     if arch not in ARCHS:
         raise ConfigError(f"net arch: unknown arch {arch!r}; choose one of {list(ARCHS)}")
-
-
-def _factory(role: str, arch: str):
-    from strbench import roles
-
-    _check_arch(arch)
-    r = roles.get(role, what="network role")
-    if arch not in r.nets:
-        raise ConfigError(f"net arch: role {role!r} has no {arch!r} network; use arch {' or '.join(map(repr, r.nets))}")
-    return r.nets[arch]
-
-
-def net_kwargs(role: str, preset: str = DEFAULT_PRESET, arch: str = "strbench", **overrides) -> dict:
-    """The resolved keyword arguments of a role's network (preset merged with overrides).
-
-    arch "authors": ``{"arch": "authors", nf, depth}`` (U-Nets) or ``{"arch": "authors", ngf, t_emb_dim}`` (D),
-    so the resolved dict names its arch (and round-trips through ``build_net(role, preset, **kw)``)."""
-    return _factory(role, arch).kwargs(preset, role=role, **overrides)
-
-
-def build_net(role: str, preset: str = DEFAULT_PRESET, arch: str = "strbench", **overrides) -> nn.Module:
-    """Network of `role` (a registered role, :mod:`strbench.roles`) from a preset plus overrides.
-
-    arch "strbench" (default): strbench's networks, overrides of PRESETS; arch "authors": the released networks,
-    overrides ``nf, depth`` (U-Nets) or ``ngf, t_emb_dim`` (discriminator) of AUTHORS_PRESETS."""
-    f = _factory(role, arch)
-    return f.make(f.kwargs(preset, role=role, **overrides))
 
 
 def count_params(net: nn.Module, trainable_only: bool = True) -> int:
