@@ -272,6 +272,10 @@ class Experiment(Strict):
     sample: SampleCfg = SampleCfg()
     metrics: MetricsCfg = MetricsCfg()
     seed: int = 0
+    # training seeds as replicates (docs/SCIENCE.md#replicates): N runs the seeds seed, seed+1, ..., seed+N-1,
+    # each training its own models and sampling its own cells; reports give the mean, seed SD and an interval
+    # over seeds. 1: one seed (as before). The same as sweep.seed: [seed, ..., seed+N-1]; give one of the two.
+    replicates: int = Field(1, ge=1)
     sweep: dict[str, list[Any]] = {}  # dotted key -> values (axes besides methods and mask bins)
     tracking: TrackingCfg = TrackingCfg()
     floors: bool = True  # add the registered no-learning reference methods (e.g. biharmonic) as cases
@@ -289,10 +293,20 @@ class Experiment(Strict):
         for key, values in v.items():
             if not values:
                 raise ValueError(f"sweep axis {key!r} has no values; give a non-empty list")
+            if key == "replicates":
+                raise ValueError("sweep axis 'replicates' cannot be swept; set `replicates: N` (the seeds "
+                                 "seed..seed+N-1) or sweep `seed`")
             if key in UNSWEEPABLE or key.split(".")[0] in UNSWEEPABLE:
                 raise ValueError(f"sweep axis {key!r} cannot be swept (methods and mask bins are axes "
                                  f"already; {', '.join(UNSWEEPABLE[2:])} do not change results)")
         return v
+
+    @model_validator(mode="after")
+    def _replicates_or_seed_sweep(self):
+        if self.replicates > 1 and "seed" in self.sweep:
+            raise ValueError(f"replicates {self.replicates} and sweep.seed both set the training seeds; keep "
+                             "one (replicates: N runs seeds seed..seed+N-1)")
+        return self
 
     @property
     def source(self) -> str:

@@ -2,16 +2,21 @@
 
 Every method of a table column is scored on the same test images with the same masks (same mask set and
 bin, same image id), so the comparison of two methods is paired: the unit is one image-mask pair, the value
-the difference of a per-image metric (per_image.csv) between the two methods. This module is pure (no I/O,
-no mlflow): it takes per-image frames and returns DataFrames.
+the difference of a per-image metric (per_image.csv) between the two methods. Training seeds are the
+replicates (docs/SCIENCE.md#replicates): pairs are matched within each seed both rows ran, and the
+interval has two levels, seeds and the pairs within each seed. This module is pure (no I/O, no mlflow): it
+takes per-image frames and returns DataFrames.
 
-- `paired_test(d)`: mean of the differences, a 95% bootstrap interval of that mean (strbench.intervals:
-  `scipy.stats.bootstrap`, BCa, seeded, as every interval strbench reports) and the two-sided Wilcoxon
-  signed-rank p-value (`scipy.stats.wilcoxon`); all-zero
-  differences give p = n/a with the reason.
+- `paired_test(d)`: mean of the differences, a 95% bootstrap interval of that mean over the pairs
+  (strbench.intervals: `scipy.stats.bootstrap`, BCa, seeded, as every image-level interval strbench reports)
+  and the two-sided Wilcoxon signed-rank p-value (`scipy.stats.wilcoxon`); all-zero differences give
+  p = n/a with the reason.
+- `seeded_test(by_seed)`: the same on the pairs averaged over seeds, plus the two-level interval (a
+  t-interval over the per-seed mean differences, strbench.intervals.two_level_interval) and the seed-to-seed
+  SD; with one seed the interval is the image-level one and says so.
 - `paired_table(long, order)`: every pair of rows (methods/settings) on every column, and pooled over columns.
-- `check_claims(...)`: the paper's claims, each "holds" / "not shown" / "reversed" from its paired interval,
-  or "runs needed are missing: ..." naming the experiment to run.
+- `check_claims(...)`: the paper's claims, each "holds" / "not shown" / "reversed" from its interval (two
+  levels when the rows have several seeds), or "runs needed are missing: ..." naming the experiment to run.
 """
 from __future__ import annotations
 
@@ -25,11 +30,12 @@ import numpy as np
 import pandas as pd
 
 from strbench import contract as K
-from strbench.intervals import mean_interval
+from strbench.intervals import describe_two_level, mean_interval, two_level_interval
 
 POOLED = "all"  # the column label of a comparison pooled over every column both rows have
-PAIR_COLUMNS = ["a", "b", "column", "metric", "n", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p_wilcoxon",
-                "note"]
+PAIR_COLUMNS = ["a", "b", "column", "metric", "n", "seeds", "mean_a", "mean_b", "diff", "ci_low", "ci_high",
+                "img_ci_low", "img_ci_high", "seed_sd", "p_wilcoxon", "interval", "note"]
+ONE_SEED = "one training seed: image-level interval only"
 
 
 @dataclass(frozen=True)
@@ -93,20 +99,74 @@ def _pair_keys(long: pd.DataFrame) -> list[str]:
     return keys
 
 
+def _seeds(long: pd.DataFrame) -> pd.Series:
+    return long["seed"].fillna("").astype(str) if "seed" in long.columns else pd.Series("", index=long.index)
+
+
 def matched(long: pd.DataFrame, a: str, b: str, metric: str) -> pd.DataFrame:
-    """The image-mask pairs scored by both rows: columns <keys>, a, b (each the mean over that row's seeds)."""
+    """The image-mask pairs scored by both rows within each training seed both ran: columns <keys>, seed, a, b.
+    Rows without a common seed (e.g. one ran seed 0, the other seed 1 only) are paired over their seeds'
+    means instead, with seed "" (one pseudo-seed: an image-level comparison)."""
     keys = _pair_keys(long)
-    sub = long[long["row"].isin([a, b]) & long[metric].notna()]
-    per = sub.groupby(["row", *keys], dropna=False)[metric].mean().reset_index()
+    sub = long[long["row"].isin([a, b]) & long[metric].notna()].assign(seed=lambda f: _seeds(f))
+    per = sub.groupby(["row", *keys, "seed"], dropna=False)[metric].mean().reset_index()
     left = per[per["row"] == a].drop(columns="row").rename(columns={metric: "a"})
     right = per[per["row"] == b].drop(columns="row").rename(columns={metric: "b"})
-    return left.merge(right, on=keys, how="inner")
+    both = left.merge(right, on=[*keys, "seed"], how="inner")
+    if len(both) or left.empty or right.empty:
+        return both
+    avg = lambda f, k: f.groupby(keys, dropna=False)[k].mean().reset_index()  # noqa: E731
+    return avg(left, "a").merge(avg(right, "b"), on=keys, how="inner").assign(seed="")
+
+
+@dataclass(frozen=True)
+class SeededResult:
+    """A paired comparison over seeds: the image-level test on the seed-averaged pairs (`image`) and, with
+    two or more seeds, the two-level interval over seeds (`ci_low`, `ci_high`: what a verdict reads)."""
+
+    image: PairedResult
+    seeds: int
+    ci_low: float | None
+    ci_high: float | None
+    seed_sd: float | None
+    interval: str  # how (ci_low, ci_high) was computed
+
+    @property
+    def n(self) -> int:
+        return self.image.n
+
+    @property
+    def diff(self) -> float | None:
+        return self.image.diff
+
+
+def seeded_test(m: pd.DataFrame, *, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+                ) -> SeededResult:
+    """The comparison of `matched` pairs (columns <keys>, seed, a, b). One seed: the image-level interval (as
+    before seeds were replicates), said so. Several: a t-interval over the per-seed mean differences
+    (strbench.intervals.two_level_interval; docs/SCIENCE.md#replicates) beside the image-level one."""
+    d = (m["a"] - m["b"]).to_numpy(dtype=float)
+    seeds = m["seed"].astype(str).to_numpy() if "seed" in m.columns else np.full(len(m), "")
+    groups = [d[seeds == s] for s in dict.fromkeys(seeds)]
+    n_seeds = sum(1 for g in groups if np.isfinite(g).any())
+    if n_seeds < 2:  # the pairs as they are, in the order matched() gives (the same draws as before seeds)
+        image = paired_test(d, n_resamples=n_resamples, confidence=confidence, seed=seed)
+        why = ONE_SEED if n_seeds == 1 and seeds[0] != "" else \
+            "training seed unknown or not shared by the two rows: image-level interval only"
+        return SeededResult(image, n_seeds, image.ci_low, image.ci_high, None, why)
+    keys = [k for k in m.columns if k not in ("seed", "a", "b")]
+    pooled = pd.DataFrame({"d": d, **{k: m[k].to_numpy() for k in keys}}).groupby(keys, dropna=False)["d"].mean()
+    image = paired_test(pooled.to_numpy(), n_resamples=n_resamples, confidence=confidence, seed=seed)
+    tl = two_level_interval(groups, confidence=confidence)
+    return SeededResult(image, tl.seeds, tl.low, tl.high, tl.seed_sd, describe_two_level(tl.seeds, confidence))
 
 
 def paired_table(long: pd.DataFrame, order: Sequence[str], *, metrics: Sequence[str] = ("psnr", "ssim"),
                  columns: Sequence[str] | None = None, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Every pair (a, b) of rows with a after b in `order` (so a - b reads "later minus earlier": the
-    paper's method minus a baseline), per column (in `columns` order) and pooled over columns (`all`)."""
+    paper's method minus a baseline), per column (in `columns` order) and pooled over columns (`all`).
+    ci_low/ci_high: the two-level interval over seeds when both rows ran two or more common seeds, else the
+    image-level one (img_ci_low/img_ci_high, always given); `interval` says which."""
     recs = []
     rows = [r for r in order if r in set(long["row"])]
     cols = list(columns) if columns is not None else list(dict.fromkeys(long["column"]))
@@ -121,13 +181,24 @@ def paired_table(long: pd.DataFrame, order: Sequence[str], *, metrics: Sequence[
             if len(groups) > 1:
                 groups.append((POOLED, m))
             for col, g in groups:
-                res = paired_test((g["a"] - g["b"]).to_numpy(), n_resamples=n_resamples, seed=seed)
-                lost = _unmatched(long, a, b, metric, col)
-                note = "; ".join(x for x in (res.note, lost) if x)
-                recs.append({"a": a, "b": b, "column": col, "metric": metric, "n": res.n,
+                res = seeded_test(g, n_resamples=n_resamples, seed=seed)
+                lost = [_unmatched(long, a, b, metric, col), _unseeded(long, a, b, col)]
+                note = "; ".join(x for x in (res.image.note, *lost) if x)
+                recs.append({"a": a, "b": b, "column": col, "metric": metric, "n": res.n, "seeds": res.seeds,
                              "mean_a": float(g["a"].mean()), "mean_b": float(g["b"].mean()), "diff": res.diff,
-                             "ci_low": res.ci_low, "ci_high": res.ci_high, "p_wilcoxon": res.p, "note": note})
+                             "ci_low": res.ci_low, "ci_high": res.ci_high, "img_ci_low": res.image.ci_low,
+                             "img_ci_high": res.image.ci_high, "seed_sd": res.seed_sd, "p_wilcoxon": res.image.p,
+                             "interval": res.interval, "note": note})
     return pd.DataFrame(recs, columns=PAIR_COLUMNS)
+
+
+def _unseeded(long: pd.DataFrame, a: str, b: str, col: str) -> str:
+    sub = long if col == POOLED else long[long["column"] == col]
+    sa, sb = (set(_seeds(sub[sub["row"] == r])) for r in (a, b))
+    if not (sa & sb):
+        return ""
+    only = sorted((sa | sb) - (sa & sb))
+    return f"seed(s) {', '.join(only)} run by only one of the two are left out" if only else ""
 
 
 def _unmatched(long: pd.DataFrame, a: str, b: str, metric: str, col: str) -> str:
@@ -166,14 +237,15 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("F8-unmasked", "gray2edge has the lowest KL of the unmasked region (Fig. 8)", "fig8", "gray2edge", "*",
           "kl_unmasked"),
 )
-CLAIM_COLUMNS = ["claim", "text", "experiment", "better", "worse", "metric", "verdict", "n", "diff", "ci_low",
-                 "ci_high", "p_wilcoxon", "detail"]
+CLAIM_COLUMNS = ["claim", "text", "experiment", "better", "worse", "metric", "verdict", "n", "seeds", "diff", "ci_low",
+                 "ci_high", "img_ci_low", "img_ci_high", "seed_sd", "p_wilcoxon", "interval", "detail"]
 HOLDS, NOT_SHOWN, REVERSED, MISSING = "holds", "not shown", "reversed", "missing"
 
 
 def verdict(ci_low: float | None, ci_high: float | None, higher_is_better: bool = True) -> str:
     """holds: the interval of (better - worse) excludes 0 in the claimed direction; reversed: excludes it in
-    the other; not shown: contains 0."""
+    the other; not shown: contains 0. The interval is the two-level one when the rows ran two or more seeds
+    (`interval` of the claim says which; with one seed it says ONE_SEED)."""
     if ci_low is None or ci_high is None or not (math.isfinite(ci_low) and math.isfinite(ci_high)):
         return NOT_SHOWN
     lo, hi = (ci_low, ci_high) if higher_is_better else (-ci_high, -ci_low)
@@ -211,10 +283,13 @@ def claims_from_pairs(claims: Sequence[Claim], pairs: pd.DataFrame, rows: Sequen
             per_col = sel[sel["column"] != POOLED]
             detail = "; ".join(f"{r.column}: {_signed(r.diff, sign):+.3g} [{_fmt_ci(*_flip(r.ci_low, r.ci_high, sign))}]"
                                for r in per_col.itertuples()) if len(per_col) > 1 else str(top["column"])
+            img_lo, img_hi = _flip(top.get("img_ci_low"), top.get("img_ci_high"), sign)
+            seeds = int(top["seeds"]) if num_or_none(top.get("seeds")) is not None else 0
             out.append({"claim": c.key, "text": c.text, "experiment": experiment, "better": bl, "worse": wl,
-                        "metric": c.metric, "verdict": verdict(lo, hi), "n": int(top["n"]),
-                        "diff": _signed(top["diff"], sign), "ci_low": lo, "ci_high": hi,
-                        "p_wilcoxon": top["p_wilcoxon"], "detail": detail})
+                        "metric": c.metric, "verdict": verdict(lo, hi), "n": int(top["n"]), "seeds": seeds,
+                        "diff": _signed(top["diff"], sign), "ci_low": lo, "ci_high": hi, "img_ci_low": img_lo,
+                        "img_ci_high": img_hi, "seed_sd": num_or_none(top.get("seed_sd")),
+                        "p_wilcoxon": top["p_wilcoxon"], "interval": top.get("interval") or "", "detail": detail})
     return out
 
 
@@ -241,7 +316,9 @@ def claims_from_kl(claims: Sequence[Claim], kl: pd.DataFrame | None, *, experime
             r = paired_test(d.to_numpy(), n_resamples=n_resamples, seed=seed)
             out.append({"claim": c.key, "text": c.text, "experiment": experiment, "better": c.better, "worse": o,
                         "metric": c.metric, "verdict": verdict(r.ci_low, r.ci_high, higher_is_better=False),
-                        "n": r.n, "diff": r.diff, "ci_low": r.ci_low, "ci_high": r.ci_high, "p_wilcoxon": r.p,
+                        "n": r.n, "seeds": None, "diff": r.diff, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                        "img_ci_low": None, "img_ci_high": None, "seed_sd": None, "p_wilcoxon": r.p,
+                        "interval": f"bootstrap over the {r.n} reverse steps of the mean KL curves",
                         "detail": f"mean KL {c.better} {curve[c.better].mean():.3g} vs {o} {curve[o].mean():.3g}; "
                                   f"paired over {r.n} reverse steps" + (f"; {r.note}" if r.note else "")})
     return out
@@ -249,8 +326,18 @@ def claims_from_kl(claims: Sequence[Claim], kl: pd.DataFrame | None, *, experime
 
 def missing_claim(c: Claim, experiment: str, why: str, better: str | None = None, worse: str | None = None) -> dict:
     return {"claim": c.key, "text": c.text, "experiment": experiment, "better": better or c.better,
-            "worse": worse or c.worse, "metric": c.metric, "verdict": MISSING, "n": 0, "diff": None,
-            "ci_low": None, "ci_high": None, "p_wilcoxon": None, "detail": f"runs needed are missing: {why}"}
+            "worse": worse or c.worse, "metric": c.metric, "verdict": MISSING, "n": 0, "seeds": 0, "diff": None,
+            "ci_low": None, "ci_high": None, "img_ci_low": None, "img_ci_high": None, "seed_sd": None,
+            "p_wilcoxon": None, "interval": "", "detail": f"runs needed are missing: {why}"}
+
+
+def num_or_none(v) -> float | None:
+    """A finite-or-inf float, or None (None, NaN, text)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
 
 
 def _signed(v, sign: float):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from strbench import contract as K
@@ -287,3 +288,57 @@ def mixed_configurations(runs: pd.DataFrame, cols: pd.Series, what: str = "") ->
                        f"apart: their values are pooled. Narrow with --run, --profile or --since.")
     return out
 
+
+
+# ----------------------------------------------------------------------------------------------- pairs counted once
+# params that cannot change a cell's per-image outputs: the other bins/sets the experiment lists (a generated
+# mask depends on its bin's position, logged as mask.index, not on the list), batching, where it ran
+_NOT_OUTPUT = ("mask.bins", "mask.sets", "sample.batch", "device", "tracking.", "cache_dir", "shard.")
+FULL_CONFIG = PAR + "method.method"  # logged by every cell run since cells log their configuration
+
+
+def _output_params(runs: pd.DataFrame) -> list[str]:
+    out = []
+    for c in runs.columns:
+        if not c.startswith(PAR):
+            continue
+        k = c[len(PAR):]
+        if k.split(".")[-1] in _BOOKKEEPING or any(k == x or k.startswith(x) for x in _NOT_OUTPUT):
+            continue
+        out.append(c)
+    return out
+
+
+def pair_identity(runs: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """What a run's image-mask pairs are: the `keys` columns (e.g. row label, table column), mask set, bin,
+    training seed, model hashes and every logged param that can change its outputs. Runs that did not log
+    their configuration (no params.method.method) get their run id: never taken for one another."""
+    if runs.empty:
+        return pd.Series([], dtype=object)
+    parts = [runs[k].map(_str) for k in keys]
+    parts += [_col(runs, K.column(t)).map(_str) for t in (K.MASK_SET_TAG, K.MASK_BIN_TAG, K.SEED_TAG)]
+    parts.append(models_of(runs))
+    params = _output_params(runs)
+    bins = PAR + "mask.bins"
+    index = _col(runs, PAR + "mask.index").map(_str)
+    for c in params:
+        parts.append(_param_text(runs[c]))
+    if bins in runs.columns:  # runs before mask.index was logged: the bin list decides where a bin's masks come from
+        parts.append(_param_text(runs[bins]).where(index == "", ""))
+    ident = pd.concat(parts, axis=1).apply(lambda r: "\x00".join(r), axis=1) if parts else pd.Series("", index=runs.index)
+    full = _col(runs, FULL_CONFIG).map(_str) != ""
+    return ident.where(full, "run:" + _col(runs, "run_id").map(_str))
+
+
+def drop_repeated_pairs(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, int]:
+    """Each (configuration, seed, image, mask) pair counted once: of runs with the same pair_identity (e.g. a
+    cell re-run under another cell hash by an older strbench, or with a setting that cannot change it), the
+    latest is kept. Returns (runs, how many were left out)."""
+    if runs.empty:
+        return runs, 0
+    ident = pair_identity(runs, keys).to_numpy()
+    start = _dates(_col(runs, "start_time")).reset_index(drop=True)
+    order = start.sort_values(kind="stable").index.to_numpy()  # positions, oldest first (no date: last)
+    keep = np.zeros(len(runs), dtype=bool)
+    keep[order[~pd.Series(ident[order]).duplicated(keep="last").to_numpy()]] = True
+    return runs[keep], int((~keep).sum())

@@ -149,7 +149,8 @@ def _no_digest(path: str, key: str) -> str:
 
 
 class EvalMasks(Strict):
-    """The evaluation masks of one cell: one bin (lo, hi] of one mask set."""
+    """The evaluation masks of one cell: one bin (lo, hi] of one mask set. `bins` (the set's whole list) is
+    what the mask cache builds; the cell's identity keeps only what its own masks depend on (`identity`)."""
 
     set: str
     lo: float
@@ -163,6 +164,19 @@ class EvalMasks(Strict):
     polarity: Optional[str]
     seed: int
     val_seed: int
+    index: Optional[int] = None  # the bin's position in `bins`: generated masks are seeded by it
+
+    def identity(self) -> dict:
+        """What the cell's masks depend on (docs/SCIENCE.md#replicates): generated masks on (seed, position
+        of the bin, bin, per_bin, families); a folder's on (path, polarity, bin, per_bin), never on which other
+        bins the experiment lists. `set` names the table column and stays."""
+        d = self.model_dump(exclude={"bins"})
+        if self.source == "generator":
+            d.pop("path"), d.pop("polarity")
+        else:
+            for k in ("families", "seed", "index"):
+                d.pop(k)
+        return d
 
 
 class EvalDataset(Strict):
@@ -209,6 +223,7 @@ class CellConfig(Strict):
         """Hash of what determines the result: models by their hash, bookkeeping left out."""
         c = self.model_dump()
         c["models"] = {r: m.hash for r, m in self.models.items()}
+        c["mask"] = self.mask.identity()
         return config_hash(c)
 
 
@@ -343,7 +358,7 @@ def sampler_settings(exp: Experiment, method: cfgmod.MethodSettings) -> dict:
 
 
 def cell_config(exp: Experiment, case: str, method: cfgmod.MethodSettings, mask_set: str, mset: Mapping,
-                lo: float, hi: float, models: Mapping[str, ModelSpec]) -> CellConfig:
+                lo: float, hi: float, models: Mapping[str, ModelSpec], index: Optional[int] = None) -> CellConfig:
     from strbench.masks import bin_label
 
     m, ds = exp.masks, exp.dataset
@@ -352,7 +367,8 @@ def cell_config(exp: Experiment, case: str, method: cfgmod.MethodSettings, mask_
         case=case, method=method, settings=sampler_settings(exp, method),
         mask=EvalMasks(set=mask_set, lo=lo, hi=hi, label=bin_label(lo, hi), per_bin=mset["per_bin"],
                        families=list(mset["families"]), bins=[list(b) for b in mset["bins"]], source=m.source,
-                       path=m.path, polarity=m.polarity, seed=m.seed, val_seed=m.val_seed),
+                       path=m.path, polarity=m.polarity, seed=m.seed, val_seed=m.val_seed,
+                       index=index if m.source == "generator" else None),
         dataset=EvalDataset(type=ds.type, root=ds.root, size=ds.size, resize=ds.resize, splits=ds.splits,
                             test_fraction=ds.test_fraction),
         variant=exp.variant if guided else None,
@@ -361,8 +377,11 @@ def cell_config(exp: Experiment, case: str, method: cfgmod.MethodSettings, mask_
 
 
 def _combos(exp: Experiment):
-    """(axis values, the experiment with those values applied and validated) per sweep combination."""
+    """(axis values, the experiment with those values applied and validated) per sweep combination. `replicates:
+    N` is the outermost axis `seed` (seed, ..., seed+N-1): every cell of seed s before any of seed s+1."""
     axes = [(k, list(v)) for k, v in exp.sweep.items()]
+    if exp.replicates > 1:
+        axes.insert(0, ("seed", [exp.seed + i for i in range(exp.replicates)]))
     if not axes:
         yield {}, exp
         return
@@ -397,8 +416,8 @@ def expand(exp: Experiment, *, world_size: int = 1, digest: Digest = _no_digest)
             except ConfigError as e:
                 raise ConfigError(f"{exp.source}: methods.{case}: {e}") from None
             for set_name, mset in rexp.mask_sets().items():
-                for lo, hi in mset["bins"]:
-                    cc = cell_config(rexp, case, method, set_name, mset, lo, hi, specs)
+                for k, (lo, hi) in enumerate(mset["bins"]):
+                    cc = cell_config(rexp, case, method, set_name, mset, lo, hi, specs, index=k)
                     h = cc.hash()
                     if h in seen:
                         continue

@@ -23,6 +23,7 @@ from strbench.report.reference import (CASE_ORDER, DATASET_NAMES, MASK_SETS_EXAM
                                        TABLE_COLUMNS, TABLES, load_reference)
 from strbench.selection import as_str as _str
 from strbench.selection import column as _col
+from strbench.selection import drop_repeated_pairs
 from strbench.selection import mixed_configurations as _mixed
 from strbench.selection import row_labels
 
@@ -150,11 +151,17 @@ def finished(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def labelled(runs: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """`runs` with `_row` (row label) and `_col` (table column) of each run."""
+    """`runs` with `_row` (row label) and `_col` (table column) of each run, each image-mask pair once."""
+    return labelled_once(runs, axis)[0]
+
+
+def labelled_once(runs: pd.DataFrame, axis: str) -> tuple[pd.DataFrame, int]:
+    """`labelled`, and how many runs were left out as repeats of the same (configuration, seed, image, mask)
+    pairs (selection.drop_repeated_pairs: the latest is kept)."""
     runs = runs.copy()
     runs["_row"] = table_row_labels(runs, axis)
     runs["_col"] = axis_values(runs, axis)
-    return runs
+    return drop_repeated_pairs(runs, ["_row", "_col"])
 
 
 def logged_ci(run: pd.Series, metric: str) -> tuple[float, float] | None:
@@ -162,12 +169,24 @@ def logged_ci(run: pd.Series, metric: str) -> tuple[float, float] | None:
     return None if lo is None or hi is None else (lo, hi)
 
 
+def seed_values(runs: pd.DataFrame, metric: str) -> list[float]:
+    """The cell's value per training seed (mean over that seed's runs, e.g. the bins of a mask set); runs
+    without a seed tag count as one seed together."""
+    vals = pd.to_numeric(_col(runs, MET + metric), errors="coerce")
+    seeds = _col(runs, K.column(K.SEED_TAG)).map(_str)
+    return [float(v) for v in vals.groupby(seeds.to_numpy()).mean().dropna()]
+
+
 def _ci(runs: pd.DataFrame, metric: str, per_image: dict[str, pd.DataFrame], n_boot: int, seed: int
         ) -> tuple[float, float] | None:
-    """A single run's own logged interval; several runs (seeds): bootstrap over their pooled per-image values
-    (strbench.intervals, the same bootstrap as the logged one)."""
-    from strbench.intervals import mean_interval
+    """Two or more training seeds: the t-interval over the per-seed means (strbench.intervals.t_interval;
+    docs/SCIENCE.md#replicates). One seed: a single run's own logged interval, else (several runs, e.g. bins
+    of a mask set) the bootstrap over their pooled per-image values (strbench.intervals, as the logged one)."""
+    from strbench.intervals import mean_interval, t_interval
 
+    per_seed = seed_values(runs, metric)
+    if len(per_seed) >= 2:
+        return t_interval(per_seed)
     if len(runs) == 1 and logged_ci(runs.iloc[0], metric) is not None:
         return logged_ci(runs.iloc[0], metric)
     frames = [per_image.get(r) for r in runs["run_id"]]
@@ -222,8 +241,8 @@ def _caption(ref: dict, runs: pd.DataFrame, axis: str) -> str:
             + (f", {masks}" if masks else ""))
 
 
-DETAIL_COLUMNS = ["method", "column", "mask_set", "mask_bin", "runs", "images", "psnr", "psnr_ci", "ssim", "ssim_ci",
-                  "fid", "kid", "nfe_per_image", "sec_per_image"]
+DETAIL_COLUMNS = ["method", "column", "mask_set", "mask_bin", "runs", "seeds", "images", "psnr", "psnr_ci",
+                  "psnr_seed_sd", "ssim", "ssim_ci", "ssim_seed_sd", "fid", "kid", "nfe_per_image", "sec_per_image"]
 
 
 def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, *,
@@ -235,7 +254,7 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
         raise StrbenchError(f"unknown table {number}; choose one of {sorted(TABLES)}")
     spec, ref = TABLES[number], (reference if reference is not None else load_reference())[number]
     per_image = per_image or {}
-    runs = labelled(finished(runs), spec.axis)
+    runs, repeated = labelled_once(finished(runs), spec.axis)
     others = other_mask_sets(runs, spec.axis)  # Table 2 runs without hard/easy mask sets: shown by bin
     by_bin = bool(others) and not runs["_col"].isin(ref["columns"]).any()
     data_axis = "mask_bin" if by_bin else spec.axis  # what "test images per ..." counts in the caption
@@ -261,6 +280,7 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
         for c in columns:
             cell = mine[mine["_col"] == c]
             d = {"method": label, "column": c, "runs": len(cell),
+                 "seeds": _col(cell, K.column(K.SEED_TAG)).map(_str).nunique(),
                  "images": int(sum(num(x) or 0 for x in _col(cell, MET + "n_images"))),
                  "mask_set": ", ".join(sorted(set(_col(cell, MASK_SET).map(_str)) - {""})),
                  "mask_bin": ", ".join(sorted(set(_col(cell, MASK_BIN).map(_str)) - {""}, key=bin_key))}
@@ -277,6 +297,8 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
                 d[m.key] = value
                 if m.key in ("psnr", "ssim"):
                     d[f"{m.key}_ci"] = _ci(cell, m.key, per_image, n_boot, seed) if len(cell) else None
+                    per_seed = seed_values(cell, m.key)
+                    d[f"{m.key}_seed_sd"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
             d["kid"] = mean(_col(cell, MET + "kid")) if len(cell) else None
             d["nfe_per_image"] = mean(_col(cell, MET + "nfe_per_image"))
             d["sec_per_image"] = mean(_col(cell, MET + "sec_per_image"))
@@ -285,7 +307,8 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
         rows.append(row)
 
     all_notes = [f"Measured rows: MLflow experiment `{experiment or spec.experiment}`, {describe_data(runs, data_axis)}; "
-                 "each value is the mean over its runs (seeds). The paper's rows are typed from the paper "
+                 "each value is the mean over its runs (training seeds: their number and seed-to-seed SD per "
+                 "cell in the measured cells' table). The paper's rows are typed from the paper "
                  "(reports/paper_reference.yaml).",
                  f"Dash ({MISSING}): not reported by the paper, or not run here. NFE/img and s/img: network evaluations and "
                  "seconds per image (not in the paper)."]
@@ -300,6 +323,9 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
         all_notes.append(f"None of the measured columns is one of the paper's ({', '.join(ref['columns'])}).")
     elif missing_cols and not runs.empty:
         all_notes.append(f"Paper columns not measured here: {', '.join(missing_cols)}.")
+    if repeated:
+        all_notes.append(f"{repeated} run(s) scoring the same configuration, seed, images and masks as a later run "
+                         "left out: each image-mask pair is counted once.")
     all_notes += list(notes)
     detail_df = pd.DataFrame(details, columns=DETAIL_COLUMNS)
     warnings = mixed_configurations(runs, spec.axis, f"Table {number}: ")
@@ -322,7 +348,7 @@ def mask_sets_warning(number: int, experiment: str, others: Sequence[str], bin_c
 
 
 TIDY_COLUMNS = ["table", "experiment", "method", "source", "mask_set", "mask_bin", "metric", "value", "ci_low",
-                "ci_high", "n", "runs"]
+                "ci_high", "n", "runs", "seeds", "seed_sd"]
 
 
 def tidy_frame(rt: ReportTable) -> pd.DataFrame:
@@ -343,17 +369,21 @@ def tidy_frame(rt: ReportTable) -> pd.DataFrame:
     for d in rt.details.itertuples(index=False):  # on the mask-set axis a column may be a bin (axis_values)
         base = {"table": rt.number, "experiment": rt.experiment, "method": d.method, "source": "measured",
                 "mask_set": (d.mask_set or d.column) if axis_set else d.mask_set,
-                "mask_bin": d.mask_bin if axis_set else d.column, "n": d.images, "runs": d.runs}
+                "mask_bin": d.mask_bin if axis_set else d.column, "n": d.images, "runs": d.runs, "seeds": d.seeds}
         for key in ("psnr", "ssim", "fid", "kid", "nfe_per_image", "sec_per_image"):
             v = num(getattr(d, key))
             rec = {**base, "metric": key, "value": v}
             ci = getattr(d, f"{key}_ci", None)
             if ci is not None:
                 rec["ci_low"], rec["ci_high"] = ci
+            sd = getattr(d, f"{key}_seed_sd", None)
+            if sd is not None and not (isinstance(sd, float) and math.isnan(sd)):
+                rec["seed_sd"] = sd
             recs.append(rec)
     df = pd.DataFrame(recs, columns=TIDY_COLUMNS)
     df["n"] = df["n"].astype("Int64")
     df["runs"] = df["runs"].astype("Int64")
+    df["seeds"] = df["seeds"].astype("Int64")
     return df
 
 
@@ -416,8 +446,11 @@ def frontier_frame(runs: pd.DataFrame, axis: str = "mask_bin") -> tuple[pd.DataF
 
 def paired_notes(n_resamples: int) -> list[str]:
     """What the paired comparisons are (every output that shows them carries this note)."""
-    return [f"A − B: mean over image-mask pairs (same mask set and bin, same image id; several seeds of one row "
-            f"are averaged per pair first) of the per-image difference (per_image.csv). 95% CI: bootstrap over "
-            f"the pairs (scipy.stats.bootstrap, BCa, {n_resamples} resamples, seed 0). p: two-sided Wilcoxon "
-            "signed-rank test (scipy.stats.wilcoxon, zero differences dropped); not corrected for multiple "
-            "comparisons. Mask `all`: pooled over the columns both rows have."]
+    return [f"A − B: mean over image-mask pairs (same mask set and bin, same image id, same training seed; "
+            f"over seeds, the pair's mean) of the per-image difference (per_image.csv). 95% CI with two or more "
+            f"seeds both rows ran: a t-interval over the per-seed mean differences (scipy.stats.t; two levels: "
+            f"seeds, and the pairs within each seed; docs/SCIENCE.md#replicates), with the seed-to-seed SD beside "
+            f"it; with one seed it is the image-level interval only (and says so). Image-level 95% CI: bootstrap "
+            f"over the pairs (scipy.stats.bootstrap, BCa, {n_resamples} resamples, seed 0). p: two-sided Wilcoxon "
+            "signed-rank test over the pairs (scipy.stats.wilcoxon, zero differences dropped); not corrected for "
+            "multiple comparisons. Mask `all`: pooled over the columns both rows have."]

@@ -98,7 +98,8 @@ def table_section_html(rt: build.ReportTable) -> str:
     out.append(notes_html(rt.notes))
     out.append(notes_html([f"Warning: {w}" for w in rt.warnings], "note warn"))
     if len(rt.details):
-        out.append(f"<h3>Table {rt.number}, measured cells (95% bootstrap intervals over images)</h3>")
+        out.append(f"<h3>Table {rt.number}, measured cells (95% intervals: bootstrap over images for one seed, "
+                   "t over the per-seed means for several)</h3>")
         out.append(html_table(tables.details_table(rt)))
     return "".join(out)
 
@@ -114,7 +115,8 @@ def paired_section_html(tr: TableReport) -> str:
 
 def claims_section_html(claims: pd.DataFrame, notes: Sequence[str]) -> str:
     def verdict(i: int, j: int, c: tables.Cell) -> str | None:  # the verdict column, coloured by its class
-        return f'<span class="verdict-{esc(c.text).replace(" ", "-")}">{esc(c.text)}</span>' if j == 3 else None
+        kind = c.text.split(" — ")[0]  # "holds — one training seed: ...": coloured as "holds"
+        return f'<span class="verdict-{esc(kind).replace(" ", "-")}">{esc(c.text)}</span>' if j == 3 else None
 
     return html_table(tables.claims_table(claims), verdict) + notes_html(notes)
 

@@ -11,7 +11,7 @@ from strbench.report.tables import Cell, TextTable
 
 _LATEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--",
-                 "−": "$-$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "<": r"\textless{}",
+                 "−": "$-$", "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "<": r"\textless{}",
                  ">": r"\textgreater{}", "|": r"\textbar{}"}
 
 

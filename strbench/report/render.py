@@ -62,13 +62,17 @@ def html_table(t: TextTable, cell_html: Callable[[int, int, Cell], str] | None =
 
 
 # ----------------------------------------------------------------------------------------------- Tables 1-3
+DETAILS_CAPTION = ("95% intervals of the mean: over training seeds (t-interval of the per-seed means) where a cell "
+                   "has two or more, else bootstrap over its images; seed SD: the seed-to-seed standard deviation.")
+
+
 def to_markdown(rt: ReportTable) -> str:
     lines = [f"**Table {rt.number}.** {rt.caption}. Best measured value in bold.", "", markdown(main_table(rt)), ""]
     lines += [f"[{i}] {f}" for i, f in enumerate(rt.footnotes, 1)]
     lines += [f"- {n}" for n in rt.notes]
     lines += [f"- **Warning:** {w}" for w in rt.warnings]
     if len(rt.details):
-        lines += ["", f"**Table {rt.number} (measured cells).** 95% bootstrap intervals of the mean over images.", "",
+        lines += ["", f"**Table {rt.number} (measured cells).** {DETAILS_CAPTION}", "",
                   markdown(details_table(rt))]
         lines += ["", f"Paired comparisons of the measured rows: `strbench report --table {rt.number} --paired`."]
     return "\n".join(lines) + "\n"
@@ -84,8 +88,8 @@ def to_latex(rt: ReportTable) -> str:
                     optional_note=f"NFE/img and s/img: in Table~\\ref{{tab:strbench-table{rt.number}-cells}}.")
     if len(rt.details):
         out += fit_latex(details_table(rt, compact=True),
-                         rf"Table {rt.number}, measured cells: 95\% bootstrap intervals of the "
-                         rf"mean over images ({latex_escape(rt.data)}).", f"tab:strbench-table{rt.number}-cells")
+                         rf"Table {rt.number}, measured cells ({latex_escape(rt.data)}). "
+                         + latex_escape(DETAILS_CAPTION), f"tab:strbench-table{rt.number}-cells")
     return "\n\n".join(out) + "\n"
 
 
@@ -121,8 +125,8 @@ def paired_latex(pairs: pd.DataFrame, title: str, notes: Sequence[str], label: s
     return "\n\n".join(out) + "\n" if out else "% no paired comparisons: no per_image.csv on common cells\n"
 
 
-PAIRED_CSV_COLUMNS = ["table", "experiment", "a", "b", "mask", "metric", "n", "mean_a", "mean_b", "diff", "ci_low",
-                      "ci_high", "p_wilcoxon", "note"]
+PAIRED_CSV_COLUMNS = ["table", "experiment", "a", "b", "mask", "metric", "n", "seeds", "mean_a", "mean_b", "diff",
+                      "ci_low", "ci_high", "img_ci_low", "img_ci_high", "seed_sd", "p_wilcoxon", "interval", "note"]
 
 
 def paired_csv(pairs: pd.DataFrame, number: int, experiment: str) -> str:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from strbench.report.build import MISSING, ReportTable, Row, num
 from strbench.report.reference import METRICS, MetricSpec
+from strbench.selection import as_str
 
 NA = "n/a"  # measured but not computable (a footnote says why)
 
@@ -124,78 +125,114 @@ def main_table(rt: ReportTable, compact: bool = False) -> TextTable:
                      else None, row_classes=classes)
 
 
-DETAIL_HEADERS = ["Method", "Mask", "runs", "images", "PSNR", "PSNR 95% CI", "SSIM", "SSIM 95% CI", "FID", "KID",
-                  "NFE/img", "s/img"]
+DETAIL_HEADERS = ["Method", "Mask", "runs", "seeds", "images", "PSNR", "PSNR 95% CI", "PSNR seed SD", "SSIM",
+                  "SSIM 95% CI", "SSIM seed SD", "FID", "KID", "NFE/img", "s/img"]
 
 
 def details_table(rt: ReportTable, compact: bool = False) -> TextTable:
-    """One row per measured cell: runs, images, PSNR and SSIM with their 95% intervals, FID, KID, cost.
-    `compact`: the intervals first (a group of their own), the counts and cost after."""
-    rows = [[d.method, d.column, str(d.runs), str(d.images), fmt(num(d.psnr), 2), fmt_ci(d.psnr_ci, 2),
-             fmt(num(d.ssim), 3), fmt_ci(d.ssim_ci, 3), fmt(num(d.fid), 2) if num(d.fid) is not None else NA,
+    """One row per measured cell: runs, training seeds, images, PSNR and SSIM with their 95% intervals (over
+    seeds with two or more, else over images) and seed-to-seed SDs, FID, KID, cost. `compact`: the values and
+    intervals first (a group of their own), the counts and cost after."""
+    rows = [[d.method, d.column, str(d.runs), str(getattr(d, "seeds", 1)), str(d.images), fmt(num(d.psnr), 2),
+             fmt_ci(d.psnr_ci, 2), _sd_text(getattr(d, "psnr_seed_sd", None), 2) or MISSING, fmt(num(d.ssim), 3),
+             fmt_ci(d.ssim_ci, 3), _sd_text(getattr(d, "ssim_seed_sd", None), 3) or MISSING,
+             fmt(num(d.fid), 2) if num(d.fid) is not None else NA,
              fmt(num(d.kid), 4), fmt_g(num(d.nfe_per_image)), fmt_g(num(d.sec_per_image))]
             for d in rt.details.itertuples(index=False)]
     if not compact:
         return TextTable(DETAIL_HEADERS[:2], [("", DETAIL_HEADERS[2:])], plain(rows))
-    order = [0, 1, 4, 5, 6, 7, 2, 3, 8, 9, 10, 11]
-    return TextTable(DETAIL_HEADERS[:2], [("", DETAIL_HEADERS[4:8]), ("", DETAIL_HEADERS[2:4] + DETAIL_HEADERS[8:])],
+    order = [0, 1, 5, 6, 7, 8, 9, 10, 2, 3, 4, 11, 12, 13, 14]
+    return TextTable(DETAIL_HEADERS[:2], [("", DETAIL_HEADERS[5:11]), ("", DETAIL_HEADERS[2:5] + DETAIL_HEADERS[11:])],
                      plain([[r[i] for i in order] for r in rows]))
 
 
 # ----------------------------------------------------------------------------------------------- paired, claims
-PAIRED_HEADERS = ["A", "B", "Mask", "metric", "n", "mean A", "mean B", "A − B", "95% CI", "Wilcoxon p", "note"]
+PAIRED_HEADERS = ["A", "B", "Mask", "metric", "n", "seeds", "mean A", "mean B", "A − B", "95% CI", "seed SD",
+                  "image-level 95% CI", "Wilcoxon p", "note"]
+
+
+def _ci_text(lo, hi, d: int, empty: str = NA) -> str:
+    return empty if num(lo) is None or num(hi) is None else f"[{lo:+.{d}f}, {hi:+.{d}f}]"
+
+
+def _sd_text(v, d: int) -> str:
+    return "" if num(v) is None else f"{v:.{d}f}"
+
+
+def _get(r, key: str, default=None):
+    return getattr(r, key, default)
 
 
 def _paired_rows(pairs: pd.DataFrame) -> list[list[str]]:
     out = []
     for r in pairs.itertuples(index=False):
         d = 2 if r.metric == "psnr" else 4
-        ci = NA if num(r.ci_low) is None else f"[{r.ci_low:+.{d}f}, {r.ci_high:+.{d}f}]"
-        out.append([r.a, r.b, str(r.column), r.metric.upper(), str(r.n), fmt(num(r.mean_a), d), fmt(num(r.mean_b), d),
-                    _signed(r.diff, d), ci, fmt_p(r.p_wilcoxon), r.note or ""])
+        seeds = num(_get(r, "seeds"))
+        out.append([r.a, r.b, str(r.column), r.metric.upper(), str(r.n), "" if seeds is None else str(int(seeds)),
+                    fmt(num(r.mean_a), d), fmt(num(r.mean_b), d), _signed(r.diff, d), _ci_text(r.ci_low, r.ci_high, d),
+                    _sd_text(_get(r, "seed_sd"), d), _ci_text(_get(r, "img_ci_low"), _get(r, "img_ci_high"), d),
+                    fmt_p(r.p_wilcoxon), "; ".join(x for x in (as_str(_get(r, "interval")), as_str(r.note)) if x)])
     return out
 
 
 def paired_table(pairs: pd.DataFrame, compact: bool = False) -> TextTable:
-    """Every compared pair of rows per column: n, means, A - B with its interval, Wilcoxon p, note.
-    `compact` (one metric's pairs): A, B, mask; n, A - B, interval, p."""
+    """Every compared pair of rows per column: n, seeds, means, A - B with its interval (two levels with
+    several seeds), the seed-to-seed SD, the image-level interval, Wilcoxon p, how the interval was computed.
+    `compact` (one metric's pairs): A, B, mask; n, seeds, A - B, interval, seed SD, p."""
     rows = _paired_rows(pairs)
     if compact:
-        keep = [4, 7, 8, 9]
+        keep = [4, 5, 8, 9, 10, 12]
         return TextTable(PAIRED_HEADERS[:3], [("", [PAIRED_HEADERS[i] for i in keep])],
                          plain([r[:3] + [r[i] for i in keep] for r in rows]))
-    return TextTable(PAIRED_HEADERS[:4], [("", PAIRED_HEADERS[4:10]), ("", PAIRED_HEADERS[10:])], plain(rows),
-                     align=["left"] * 4 + ["right"] * 6 + ["left"])
+    return TextTable(PAIRED_HEADERS[:4], [("", PAIRED_HEADERS[4:13]), ("", PAIRED_HEADERS[13:])], plain(rows),
+                     align=["left"] * 4 + ["right"] * 9 + ["left"])
 
 
-CLAIM_HEADERS = ["Claim", "experiment", "compared", "verdict", "better − worse", "95% CI", "Wilcoxon p", "n",
-                 "detail"]
+CLAIM_HEADERS = ["Claim", "experiment", "compared", "verdict", "better − worse", "95% CI", "seeds", "seed SD",
+                 "image-level 95% CI", "Wilcoxon p", "n", "detail"]
 CLAIM_WHERE = {"table1": "Table 1", "table2": "Table 2", "fig8": "Fig. 8"}
+
+
+def verdict_text(verdict: str, interval: str, compact: bool = False) -> str:
+    """The verdict as shown: with one training seed it says the interval is image-level only."""
+    from strbench import paired
+
+    if verdict == paired.MISSING or "image-level interval only" not in as_str(interval):
+        return verdict
+    return f"{verdict} (1 seed)" if compact else f"{verdict} — {interval}"
 
 
 def _claim_rows(claims: pd.DataFrame) -> list[list[str]]:
     out = []
     for r in claims.itertuples(index=False):
         d = 2 if r.metric == "psnr" else 4
-        ci = "" if num(r.ci_low) is None else f"[{r.ci_low:+.{d}f}, {r.ci_high:+.{d}f}]"
-        out.append([r.text, r.experiment, f"{r.better} vs {r.worse}", r.verdict,
-                    "" if num(r.diff) is None else f"{r.diff:+.{d}f}", ci, fmt_p(r.p_wilcoxon) if r.n else "",
-                    str(r.n) if r.n else "", r.detail])
+        seeds = num(_get(r, "seeds"))
+        how = as_str(_get(r, "interval"))
+        detail = "; ".join(x for x in (how if "image-level interval only" not in how else "", r.detail) if x)
+        out.append([r.text, r.experiment, f"{r.better} vs {r.worse}", verdict_text(r.verdict, how),
+                    "" if num(r.diff) is None else f"{r.diff:+.{d}f}", _ci_text(r.ci_low, r.ci_high, d, ""),
+                    str(int(seeds)) if seeds else "", _sd_text(_get(r, "seed_sd"), d),
+                    _ci_text(_get(r, "img_ci_low"), _get(r, "img_ci_high"), d, ""),
+                    fmt_p(r.p_wilcoxon) if r.n else "", str(r.n) if r.n else "", detail])
     return out
 
 
 def claims_table(claims: pd.DataFrame, compact: bool = False) -> TextTable:
-    """One row per claim and compared pair: verdict, better - worse, interval, p, n, detail. `compact`: the
-    claim by source and metric, "better > worse", verdict; difference, interval, p."""
+    """One row per claim and compared pair: verdict, better - worse, interval (two levels with several seeds),
+    seeds, seed SD, image-level interval, p, n, detail. `compact`: the claim by source and metric,
+    "better > worse", verdict; difference, interval, seed SD, p."""
     from strbench import paired
 
     rows = _claim_rows(claims)
     if not compact:
         return TextTable(CLAIM_HEADERS[:4], [("", CLAIM_HEADERS[4:])], plain(rows), align=["left"] * len(CLAIM_HEADERS))
     source = {c.key: CLAIM_WHERE[c.source] for c in paired.CLAIMS}
-    short = [[f"{source.get(k, '')} {m.removeprefix('kl_')}", r[2].replace(" vs ", " > "), r[3], r[4], r[5], r[6]]
-             for k, m, r in zip(claims["claim"], claims["metric"], rows)]
-    return TextTable(["Claim", "better > worse", "verdict"], [("", ["difference", "95% CI", "p"])], plain(short))
+    short = [[f"{source.get(k, '')} {m.removeprefix('kl_')}", r[2].replace(" vs ", " > "),
+              verdict_text(v, how, compact=True), r[4], r[5], r[7], r[9]]
+             for k, m, v, how, r in zip(claims["claim"], claims["metric"], claims["verdict"],
+                                        claims.get("interval", pd.Series([""] * len(claims))).map(as_str), rows)]
+    return TextTable(["Claim", "better > worse", "verdict"], [("", ["difference", "95% CI", "seed SD", "p"])],
+                     plain(short))
 
 
 FRONTIER_HEADERS = ["Point", "Method", "NFE/img", "PSNR", "FID", "columns"]
