@@ -292,7 +292,8 @@ def mixed_configurations(runs: pd.DataFrame, cols: pd.Series, what: str = "") ->
 
 # ----------------------------------------------------------------------------------------------- pairs counted once
 # params that cannot change a cell's per-image outputs: the other bins/sets the experiment lists (a generated
-# mask depends on its bin's position, logged as mask.index, not on the list), batching, where it ran
+# mask depends on its bin's position, logged as mask.index, not on the list), batching, where it ran; the
+# experiment-level training settings count through the model hashes (tags strbench.model.<role>)
 _NOT_OUTPUT = ("mask.bins", "mask.sets", "sample.batch", "device", "tracking.", "cache_dir", "shard.")
 FULL_CONFIG = PAR + "method.method"  # logged by every cell run since cells log their configuration
 
@@ -304,6 +305,8 @@ def _output_params(runs: pd.DataFrame) -> list[str]:
             continue
         k = c[len(PAR):]
         if k.split(".")[-1] in _BOOKKEEPING or any(k == x or k.startswith(x) for x in _NOT_OUTPUT):
+            continue
+        if any(k.startswith(x) for x in _MODEL_LEVEL):  # they reach a cell through its models' hashes
             continue
         out.append(c)
     return out

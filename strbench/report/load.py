@@ -220,7 +220,11 @@ def claims_report(uri: str, experiment: str | None = None, select: dict | None =
     out += paired.claims_from_kl(claims, kl, experiment=name, hint=FIGURE8_HINT, n_resamples=n_resamples)
     notes += paired_notes(n_resamples) + [
         "Verdict: holds = the paired 95% interval of (better - worse) excludes 0 in the paper's direction; "
-        "not shown = it contains 0; reversed = it excludes 0 the other way. Table claims use the comparison "
+        "not shown = it contains 0; reversed = it excludes 0 the other way. With two or more training seeds the "
+        "interval has two levels (a t-interval over the per-seed mean differences: the claim is about the "
+        "method, not one trained model; docs/SCIENCE.md#replicates), the seed SD and the image-level interval "
+        "beside it; with one seed the verdict says `one training seed: image-level interval only`: it "
+        "describes those test images and that trained model. Table claims use the comparison "
         "pooled over the table's columns (per column in `detail`). Fig. 8 claims pair the KL curves over the "
         "reverse steps (one trajectory per run, mean over images): how consistently one curve lies below the "
         "other, not a test over images."]
