@@ -150,5 +150,4 @@ def two_level_interval(groups: Sequence[Sequence[float]], *, method: str = SEED_
 
 def describe_two_level(seeds: int, confidence: float = 0.95) -> str:
     """How a TwoLevel interval over `seeds` seeds was computed, for notes and outputs."""
-    return (f"{confidence:.0%} t-interval over the {seeds} per-seed means (scipy.stats.t, {seeds - 1} df): "
-            "two levels, seeds and the image-mask pairs within each seed")
+    return f"two-level: {confidence:.0%} t-interval over {seeds} per-seed means ({seeds - 1} df)"

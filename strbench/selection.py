@@ -328,7 +328,7 @@ def pair_identity(runs: pd.DataFrame, keys: list[str]) -> pd.Series:
         parts.append(_param_text(runs[c]))
     if bins in runs.columns:  # runs before mask.index was logged: the bin list decides where a bin's masks come from
         parts.append(_param_text(runs[bins]).where(index == "", ""))
-    ident = pd.concat(parts, axis=1).apply(lambda r: "\x00".join(r), axis=1) if parts else pd.Series("", index=runs.index)
+    ident = pd.concat(parts, axis=1).apply(lambda r: "\x00".join(r), axis=1)
     full = _col(runs, FULL_CONFIG).map(_str) != ""
     return ident.where(full, "run:" + _col(runs, "run_id").map(_str))
 

@@ -49,7 +49,9 @@ def test_pairs_are_matched_by_image_and_mask_and_pooled_over_columns():
     t = P.paired_table(long, ["IR-SDE", "StrDiffusion"], columns=list(F.BINS))
     psnr = t[t.metric == "psnr"].set_index("column")
     assert list(psnr.index) == ["10-20%", "40-50%", "all"] and (psnr.a == "StrDiffusion").all()
-    assert psnr.loc["10-20%", "n"] == 8 and psnr.loc["all", "n"] == 16  # two IR-SDE seeds averaged per pair
+    assert psnr.loc["10-20%", "n"] == 8 and psnr.loc["all", "n"] == 16  # pairs within seed 0, the one both ran
+    assert "seed(s) 1 run by only one of the two are left out" in psnr.loc["all", "note"]
+    assert (psnr["seeds"] == 1).all() and (psnr["interval"] == P.ONE_SEED).all()
     assert psnr.loc["all", "diff"] == pytest.approx(1.0, abs=0.1) and psnr.loc["all", "ci_low"] > 0.8
     unpaired_half_width = 1.96 * long[long.row == "IR-SDE"].psnr.std() / np.sqrt(16)
     assert psnr.loc["all", "ci_high"] - psnr.loc["all", "ci_low"] < unpaired_half_width  # pairing removes image effects

@@ -224,7 +224,7 @@ def test_paired_comparison_over_seeds_has_two_levels_and_the_verdict_follows_it(
     long = _seeded_long({"IR-SDE": [0.0, 0.0, 0.0], "StrDiffusion": [1.0, 0.1, -0.5]})
     pairs = P.paired_table(long, ["IR-SDE", "StrDiffusion"])
     r = pairs[pairs.metric == "psnr"].iloc[0]
-    assert r["seeds"] == 3 and r["n"] == 8 and "t-interval over the 3 per-seed means" in r["interval"]
+    assert r["seeds"] == 3 and r["n"] == 8 and "t-interval over 3 per-seed means (2 df)" in r["interval"]
     assert r["img_ci_low"] > 0 and r["ci_low"] < 0 < r["ci_high"]
     assert r["seed_sd"] == pytest.approx(np.std([1.0, 0.1, -0.5], ddof=1), abs=0.1)
     claim = P.Claim("x", "StrDiffusion above IR-SDE", "table1", "StrDiffusion", "IR-SDE", "psnr")
@@ -241,7 +241,8 @@ def test_paired_comparison_over_seeds_has_two_levels_and_the_verdict_follows_it(
 
     md = R.claims_markdown(pd.DataFrame([single, out], columns=P.CLAIM_COLUMNS), ["n"])
     assert "holds — one training seed: image-level interval only" in md
-    assert claims_table(pd.DataFrame([single], columns=P.CLAIM_COLUMNS), compact=True).rows[0][2].text == "holds (1 seed)"
+    compact = claims_table(pd.DataFrame([single], columns=P.CLAIM_COLUMNS), compact=True)
+    assert compact.rows[0][2].text == "holds (1 seed)"
 
 
 def test_one_seed_paired_numbers_are_those_of_the_image_level_test():
