@@ -25,6 +25,7 @@ from strbench.report.reference import (CLAIM_SOURCES, FIGURE8_EXPERIMENT, FIGURE
                                        FRONTIER_FALLBACKS, FRONTIER_HINT, TABLES, TableSpec, run_hint)
 from strbench.selection import Selection, SelectionError, empty_selection, select_runs
 from strbench.selection import as_str as _str
+from strbench.selection import column as _col
 
 
 def _tracking():
@@ -66,14 +67,17 @@ def load_selection(tracking_uri: str, experiment: str, *, run: str | None = None
 def load_per_image(tracking_uri: str, runs: pd.DataFrame, axis: str = "mask_bin", *, everything: bool = False
                    ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """per_image.csv of the runs whose interval must be computed here (runs without a logged interval and
-    runs that share a table cell with others: seeds, pooled), or of every run (`everything`, for paired
-    comparisons). Returns (frames by run_id, notes)."""
+    runs that share a table cell of one training seed with others: pooled over their images; a cell of two
+    or more seeds takes its interval over the seeds' means, build._ci), or of every run (`everything`, for
+    paired comparisons). Returns (frames by run_id, notes)."""
     frames, failed = {}, []
     if runs.empty:
         return frames, []
     runs = runs.reset_index(drop=True)
     keys = cell_keys(runs, axis)
-    shared = keys.map(keys.value_counts()) > 1
+    seeds = _col(runs, K.column(K.SEED_TAG)).map(_str)
+    one_seed = keys.map(seeds.groupby(keys.to_numpy()).nunique()) == 1
+    shared = (keys.map(keys.value_counts()) > 1) & one_seed
     tracking = _tracking()
     for i, run in runs.iterrows():
         if not everything and not shared[i] and logged_ci(run, "psnr") is not None \
