@@ -24,9 +24,9 @@ from strbench.errors import StrbenchError
 PAR = K.PARAM_COLUMN
 SPLIT_TAGS = ("ablation", "variant")  # appended to a row label when they vary within one case
 # params that are not the cell's configuration: seeds (pooled as repeats), model hashes (seed-dependent),
-# what is measured (metrics.*), the experiment's list of bins/sets, bookkeeping
+# what is measured (metrics.*), the experiment's list of bins/sets (and a bin's position in it), bookkeeping
 _NOT_CONFIG = ("case", "models.", "metrics.", "sample.batch", "device", "tracking.", "cache_dir", "shard.",
-               "mask.bins", "mask.sets")
+               "mask.bins", "mask.sets", "mask.index")
 _BOOKKEEPING = ("checkpoint_every", "log_every", "images_every")
 # experiment-level training settings, logged with every cell: they matter to a cell only through its models
 _MODEL_LEVEL = ("train.", "nets.", "structure.")
@@ -294,7 +294,7 @@ def mixed_configurations(runs: pd.DataFrame, cols: pd.Series, what: str = "") ->
 # params that cannot change a cell's per-image outputs: the other bins/sets the experiment lists (a generated
 # mask depends on its bin's position, logged as mask.index, not on the list), batching, where it ran; the
 # experiment-level training settings count through the model hashes (tags strbench.model.<role>)
-_NOT_OUTPUT = ("mask.bins", "mask.sets", "sample.batch", "device", "tracking.", "cache_dir", "shard.")
+_NOT_OUTPUT = ("mask.bins", "mask.sets", "mask.index", "sample.batch", "device", "tracking.", "cache_dir", "shard.")
 FULL_CONFIG = PAR + "method.method"  # logged by every cell run since cells log their configuration
 
 
@@ -312,6 +312,27 @@ def _output_params(runs: pd.DataFrame) -> list[str]:
     return out
 
 
+def _position(bins: str, lo: str, hi: str) -> str:
+    """Position of the bin (lo, hi] in a logged bin list ("[[0.1, 0.2], [0.2, 0.3]]"), "" when not found."""
+    import ast
+
+    try:
+        pairs = [tuple(float(x) for x in b) for b in ast.literal_eval(bins)]
+        return str(pairs.index((float(lo), float(hi))))
+    except (ValueError, SyntaxError, TypeError):
+        return ""
+
+
+def mask_position(runs: pd.DataFrame) -> pd.Series:
+    """The bin's position in its mask set's list, which seeds generated masks: the logged mask.index, else
+    (runs logged before it) found from mask.bins and mask.lo/hi; "" for masks from a folder (no position)."""
+    index = _col(runs, PAR + "mask.index").map(_str)
+    source = _col(runs, PAR + "mask.source").map(_str)
+    bins, lo, hi = (_col(runs, PAR + k).map(_str) for k in ("mask.bins", "mask.lo", "mask.hi"))
+    found = pd.Series([_position(b, l, h) if b else "" for b, l, h in zip(bins, lo, hi)], index=runs.index)
+    return index.where(index != "", found).where(source != "folder", "")
+
+
 def pair_identity(runs: pd.DataFrame, keys: list[str]) -> pd.Series:
     """What a run's image-mask pairs are: the `keys` columns (e.g. row label, table column), mask set, bin,
     training seed, model hashes and every logged param that can change its outputs. Runs that did not log
@@ -321,13 +342,9 @@ def pair_identity(runs: pd.DataFrame, keys: list[str]) -> pd.Series:
     parts = [runs[k].map(_str) for k in keys]
     parts += [_col(runs, K.column(t)).map(_str) for t in (K.MASK_SET_TAG, K.MASK_BIN_TAG, K.SEED_TAG)]
     parts.append(models_of(runs))
-    params = _output_params(runs)
-    bins = PAR + "mask.bins"
-    index = _col(runs, PAR + "mask.index").map(_str)
-    for c in params:
+    for c in _output_params(runs):
         parts.append(_param_text(runs[c]))
-    if bins in runs.columns:  # runs before mask.index was logged: the bin list decides where a bin's masks come from
-        parts.append(_param_text(runs[bins]).where(index == "", ""))
+    parts.append(mask_position(runs))
     ident = pd.concat(parts, axis=1).apply(lambda r: "\x00".join(r), axis=1)
     full = _col(runs, FULL_CONFIG).map(_str) != ""
     return ident.where(full, "run:" + _col(runs, "run_id").map(_str))

@@ -167,10 +167,14 @@ def test_a_rerun_of_one_bin_is_recognised_as_the_same_cell(tmp_path):
 
 
 def _full_cell(run_id: str, case: str, parent: str, start, *, cell_hash: str, bins: str, psnr: float,
-               seed: int = 0, mask_seed: int = 0, batch: str = "16") -> dict:
-    """A cell run that logged its configuration (params.method.method, mask.index, ...), as strbench logs it."""
+               seed: int = 0, mask_seed: int = 0, batch: str = "16", index: str | None = "0") -> dict:
+    """A cell run of bin 10-20% that logged its configuration (params.method.method, mask.*, ...), as strbench
+    logs it; `index` None: logged before mask.index was (its position is in mask.bins)."""
     r = F.cell(run_id, case, "10-20%", parent, start, psnr=psnr, cell_hash=cell_hash, seed=seed)
-    r.update({"params.method.method": F.METHOD[case], "params.mask.index": "0", "params.mask.bins": bins,
+    if index is not None:
+        r["params.mask.index"] = index
+    r.update({"params.method.method": F.METHOD[case], "params.mask.bins": bins, "params.mask.lo": "0.1",
+              "params.mask.hi": "0.2",
               "params.mask.seed": str(mask_seed), "params.sample.batch": batch, "params.mask.per_bin": "8",
               "metrics.n_images": 8.0, "metrics.psnr_ci_low": psnr - 1.0, "metrics.psnr_ci_high": psnr + 1.0,
               "metrics.ssim_ci_low": 0.5, "metrics.ssim_ci_high": 0.9})
@@ -178,12 +182,13 @@ def _full_cell(run_id: str, case: str, parent: str, start, *, cell_hash: str, bi
 
 
 def test_a_rerun_of_one_bin_pools_to_the_same_pairs_with_the_same_interval():
-    """The issue's scenario in small: the quickstart, then an ad-hoc re-run of one bin with another experiment
-    setting, logged under another cell hash (as before cell hashes left out the other bins): Table 1's cell
-    rests on its 8 image-mask pairs once, with its original interval; the paired comparison counts them once."""
+    """The issue's scenario in small: the quickstart (logged by a strbench whose cell hashes held the bin list,
+    before mask.index), then an ad-hoc re-run of one bin with another experiment setting, logged under another
+    cell hash: Table 1's cell rests on its 8 image-mask pairs once, with its original interval; the paired
+    comparison counts them once."""
     quick = "[[0.1, 0.2], [0.2, 0.3], [0.4, 0.5]]"
-    recs = [_full_cell("q-rep", "RePaint*", "P1", F.DAY1, cell_hash="a" * 64, bins=quick, psnr=24.14),
-            _full_cell("q-ir", "IR-SDE", "P1", F.DAY1, cell_hash="b" * 64, bins=quick, psnr=23.4),
+    recs = [_full_cell("q-rep", "RePaint*", "P1", F.DAY1, cell_hash="a" * 64, bins=quick, psnr=24.14, index=None),
+            _full_cell("q-ir", "IR-SDE", "P1", F.DAY1, cell_hash="b" * 64, bins=quick, psnr=23.4, index=None),
             _full_cell("r-rep", "RePaint*", "P2", F.DAY2, cell_hash="c" * 64, bins="[[0.1, 0.2]]", psnr=24.14,
                        batch="8")]
     runs_ = pd.DataFrame(recs)
@@ -204,6 +209,11 @@ def test_a_rerun_of_one_bin_pools_to_the_same_pairs_with_the_same_interval():
     other.loc[other.run_id == "r-rep", "params.mask.seed"] = "7"
     det2 = R.build_table(other, 1, per_image=per).details.set_index(["method", "column"])
     assert det2.loc[("RePaint*", "10-20%"), "runs"] == 2
+    # so is the bin at another position of its list (generated masks are seeded by the position)
+    moved = runs_.copy()
+    moved.loc[moved.run_id == "q-rep", "params.mask.bins"] = "[[0.0, 0.1], [0.1, 0.2]]"
+    det3 = R.build_table(moved, 1, per_image=per).details.set_index(["method", "column"])
+    assert det3.loc[("RePaint*", "10-20%"), "runs"] == 2
 
 
 # ----------------------------------------------------------------------------------------------- paired, claims
