@@ -54,8 +54,9 @@ def _bootstrap(v: np.ndarray, method: str, n_resamples: int, confidence: float, 
 # Training seeds are the replicates a claim is about; the image-mask pairs are nested within each seed
 # (docs/SCIENCE.md#replicates). Var(mean) = tau^2 / S + sigma^2 / (S n): an interval over pairs alone sees
 # only the second term.
-SEED_T = "t"  # t-interval over the per-seed means (the one strbench reports: docs/SCIENCE.md#replicates)
-SEED_BOOTSTRAP = "hierarchical bootstrap"  # seeds, then pairs within each seed (percentile); kept for comparison
+SEED_CROSSED = "crossed"  # seeds x pairs, both random: crossed_interval, the one reports use (docs/SCIENCE.md#replicates)
+SEED_T = "t"  # t-interval over the per-seed means: reports' fallback when pairs are not matched across seeds
+SEED_BOOTSTRAP = "hierarchical bootstrap"  # seeds, then pairs within each seed (percentile); for comparison
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,50 @@ def hierarchical_bootstrap(groups: Sequence[Sequence[float]], *, n_resamples: in
     return float(lo), float(hi)
 
 
+def crossed_interval(table: np.ndarray, *, confidence: float = 0.95, df: str = "seeds") -> TwoLevel:
+    """The `confidence` interval of the mean of a seeds x pairs table (every pair scored under every seed: the
+    test images are the same for each training seed), seeds and pairs both random (docs/SCIENCE.md#replicates).
+    Two-way random-effects ANOVA without replication: Var(mean) = tau^2 / S + omega^2 / n + sigma^2 / (S n)
+    (seed, pair and residual components), estimated by (MS_seed + MS_pair) / (S n) from the table's mean
+    squares (conservative by sigma^2 / (S n)); Satterthwaite's degrees of freedom; scipy.stats.t. One seed or
+    one pair: the t-interval of the values."""
+    from scipy import stats
+
+    d = np.asarray(table, dtype=np.float64)
+    if d.ndim != 2 or d.size == 0 or not np.isfinite(d).all():
+        raise ValueError("crossed_interval: a finite seeds x pairs table is needed")
+    s, n = d.shape
+    grand = float(d.mean())
+    if s < 2 or n < 2:
+        lo, hi = t_interval(d.ravel(), confidence=confidence)
+        sd = float(d.mean(axis=1).std(ddof=1)) if s > 1 else math.nan
+        return TwoLevel(grand, lo, hi, s, sd, SEED_CROSSED if s > 1 else "one training seed: no interval over seeds")
+    rows, cols = d.mean(axis=1), d.mean(axis=0)
+    ms_seed = n * float(((rows - grand) ** 2).sum()) / (s - 1)
+    ms_pair = s * float(((cols - grand) ** 2).sum()) / (n - 1)
+    ms_res = float(((d - rows[:, None] - cols[None, :] + grand) ** 2).sum()) / ((s - 1) * (n - 1))
+    # Var(mean) = (MS_seed + MS_pair - MS_res) / (S n) is unbiased; MS_res is not subtracted (it is sigma^2 / (S n),
+    # small beside the others), which keeps Satterthwaite's df from overstating what S seeds can tell
+    v = (ms_seed + ms_pair) / (s * n)
+    if df == "seeds":  # conservative: the component known least (S - 1 df) sets the quantile
+        dof = float(s - 1)
+    elif df == "satterthwaite":
+        den = ms_seed ** 2 / (s - 1) + ms_pair ** 2 / (n - 1)
+        dof = (ms_seed + ms_pair) ** 2 / den if den > 0 else float(s - 1)
+    else:
+        raise ValueError(f"crossed_interval: df {df!r}; choose 'seeds' or 'satterthwaite'")
+    sd = float(rows.std(ddof=1))
+    if v == 0.0:
+        return TwoLevel(grand, grand, grand, s, sd, SEED_CROSSED, "all values equal: the interval is a point")
+    lo, hi = stats.t.interval(confidence, df=dof, loc=grand, scale=math.sqrt(v))
+    return TwoLevel(grand, float(lo), float(hi), s, sd, SEED_CROSSED, f"{dof:.3g} df")
+
+
 def two_level_interval(groups: Sequence[Sequence[float]], *, method: str = SEED_T, confidence: float = 0.95,
                        n_resamples: int = 2000, seed: int = 0) -> TwoLevel:
-    """The `confidence` interval of a mean over seeds (`groups`: one sequence of per-pair values per seed).
-    `method`: SEED_T (default: chosen by the coverage test, tests/test_replicates.py) or SEED_BOOTSTRAP."""
+    """The `confidence` interval of a mean over seeds (`groups`: one sequence of per-pair values per seed, pairs
+    not matched across seeds). `method`: SEED_T or SEED_BOOTSTRAP. With the same pairs under every seed, use
+    crossed_interval (tests/test_replicates.py measures all three)."""
     m = seed_means(groups)
     if m.size == 0:
         return TwoLevel(math.nan, math.nan, math.nan, 0, math.nan, "no values")
@@ -148,6 +189,11 @@ def two_level_interval(groups: Sequence[Sequence[float]], *, method: str = SEED_
                     "all seeds equal: the interval is a point" if sd == 0 else "")
 
 
-def describe_two_level(seeds: int, confidence: float = 0.95) -> str:
-    """How a TwoLevel interval over `seeds` seeds was computed, for notes and outputs."""
-    return f"two-level: {confidence:.0%} t-interval over {seeds} per-seed means ({seeds - 1} df)"
+def describe_two_level(tl: TwoLevel, pairs: int | None = None, confidence: float = 0.95) -> str:
+    """How a TwoLevel interval was computed, for outputs (the notes explain the method)."""
+    if tl.method == SEED_CROSSED:
+        return (f"two-level: {confidence:.0%} t over {tl.seeds} seeds x {pairs} pairs "
+                f"(seed and pair variance, {tl.seeds - 1} df)")
+    if tl.method == SEED_T:
+        return f"two-level: {confidence:.0%} t over {tl.seeds} per-seed means ({tl.seeds - 1} df; pairs not matched across seeds)"
+    return f"two-level: {confidence:.0%} {tl.method} over {tl.seeds} seeds"

@@ -11,9 +11,10 @@ takes per-image frames and returns DataFrames.
   (strbench.intervals: `scipy.stats.bootstrap`, BCa, seeded, as every image-level interval strbench reports)
   and the two-sided Wilcoxon signed-rank p-value (`scipy.stats.wilcoxon`); all-zero differences give
   p = n/a with the reason.
-- `seeded_test(by_seed)`: the same on the pairs averaged over seeds, plus the two-level interval (a
-  t-interval over the per-seed mean differences, strbench.intervals.two_level_interval) and the seed-to-seed
-  SD; with one seed the interval is the image-level one and says so.
+- `seeded_test(matched)`: the same on the pairs averaged over seeds, plus the two-level interval (seeds x
+  pairs, both random: strbench.intervals.crossed_interval; the t-interval over per-seed means where the seeds
+  scored different pairs) and the seed-to-seed SD; with one seed the interval is the image-level one and
+  says so.
 - `paired_table(long, order)`: every pair of rows (methods/settings) on every column, and pooled over columns.
 - `check_claims(...)`: the paper's claims, each "holds" / "not shown" / "reversed" from its interval (two
   levels when the rows have several seeds), or "runs needed are missing: ..." naming the experiment to run.
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from strbench import contract as K
-from strbench.intervals import describe_two_level, mean_interval, two_level_interval
+from strbench.intervals import crossed_interval, describe_two_level, mean_interval, two_level_interval
 
 POOLED = "all"  # the column label of a comparison pooled over every column both rows have
 PAIR_COLUMNS = ["a", "b", "column", "metric", "n", "seeds", "mean_a", "mean_b", "diff", "ci_low", "ci_high",
@@ -143,8 +144,9 @@ class SeededResult:
 def seeded_test(m: pd.DataFrame, *, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
                 ) -> SeededResult:
     """The comparison of `matched` pairs (columns <keys>, seed, a, b). One seed: the image-level interval (as
-    before seeds were replicates), said so. Several: a t-interval over the per-seed mean differences
-    (strbench.intervals.two_level_interval; docs/SCIENCE.md#replicates) beside the image-level one."""
+    before seeds were replicates), said so. Several: the two-level interval over the seeds x pairs table of the
+    pairs every seed scored (strbench.intervals.crossed_interval; docs/SCIENCE.md#replicates), else over the
+    per-seed mean differences (two_level_interval, t), beside the image-level one."""
     d = (m["a"] - m["b"]).to_numpy(dtype=float)
     seeds = m["seed"].astype(str).to_numpy() if "seed" in m.columns else np.full(len(m), "")
     groups = [d[seeds == s] for s in dict.fromkeys(seeds)]
@@ -155,10 +157,16 @@ def seeded_test(m: pd.DataFrame, *, n_resamples: int = 2000, confidence: float =
             "training seed unknown or not shared by the two rows: image-level interval only"
         return SeededResult(image, n_seeds, image.ci_low, image.ci_high, None, why)
     keys = [k for k in m.columns if k not in ("seed", "a", "b")]
-    pooled = pd.DataFrame({"d": d, **{k: m[k].to_numpy() for k in keys}}).groupby(keys, dropna=False)["d"].mean()
+    frame = pd.DataFrame({"d": d, "seed": seeds, **{k: m[k].astype(str).to_numpy() for k in keys}})
+    pooled = frame.groupby(keys, dropna=False)["d"].mean()
     image = paired_test(pooled.to_numpy(), n_resamples=n_resamples, confidence=confidence, seed=seed)
+    table = frame.pivot_table(index="seed", columns=keys, values="d", aggfunc="mean").dropna(axis=1)
+    if table.shape[0] >= 2 and table.shape[1] >= 2:  # the pairs every seed scored: seeds x pairs, crossed
+        tl = crossed_interval(table.to_numpy(), confidence=confidence)
+        return SeededResult(image, tl.seeds, tl.low, tl.high, tl.seed_sd,
+                            describe_two_level(tl, table.shape[1], confidence))
     tl = two_level_interval(groups, confidence=confidence)
-    return SeededResult(image, tl.seeds, tl.low, tl.high, tl.seed_sd, describe_two_level(tl.seeds, confidence))
+    return SeededResult(image, tl.seeds, tl.low, tl.high, tl.seed_sd, describe_two_level(tl, None, confidence))
 
 
 def paired_table(long: pd.DataFrame, order: Sequence[str], *, metrics: Sequence[str] = ("psnr", "ssim"),

@@ -4,9 +4,11 @@ the paired comparisons of a table's measured rows and the quality-against-comput
 Inputs are runs DataFrames in `mlflow.search_runs` layout (columns `run_id`, `status`, tags, params and metrics
 named by strbench.contract). Rows: the paper's methods first, then every other measured case (e.g.
 `biharmonic`); when one case was run with several configurations (settings other than the seed), each gets its
-own row, labelled with the settings that differ, and a warning says so (strbench.selection). Cell intervals
-over images: the run's own logged interval, or, for several runs (seeds) in one cell, strbench.intervals over
-their pooled per-image values.
+own row, labelled with the settings that differ, and a warning says so (strbench.selection); each
+(configuration, seed, image, mask) pair counts once (selection.drop_repeated_pairs). Cell intervals: with two
+or more training seeds over seeds and images (strbench.intervals.crossed_interval, docs/SCIENCE.md#replicates);
+with one, the run's own logged interval over images, or for several runs the bootstrap over their pooled
+per-image values.
 """
 from __future__ import annotations
 
@@ -177,15 +179,39 @@ def seed_values(runs: pd.DataFrame, metric: str) -> list[float]:
     return [float(v) for v in vals.groupby(seeds.to_numpy()).mean().dropna()]
 
 
+def seed_table(runs: pd.DataFrame, metric: str, per_image: dict[str, pd.DataFrame]) -> np.ndarray | None:
+    """The cell's per-image values as a seeds x images table (images: mask bin, image id [, mask id]), only the
+    images every seed scored; None without every run's per_image.csv."""
+    parts = []
+    for _, r in runs.iterrows():
+        f = per_image.get(r["run_id"])
+        if f is None or metric not in f.columns or "image_id" not in f.columns:
+            return None
+        keys = ["image_id"] + (["mask_id"] if "mask_id" in f.columns else [])
+        parts.append(pd.DataFrame({"seed": _str(r.get(K.column(K.SEED_TAG))), "bin": _str(r.get(MASK_BIN)),
+                                   **{k: f[k].astype(str) for k in keys}, "v": pd.to_numeric(f[metric])}))
+    if not parts:
+        return None
+    long = pd.concat(parts, ignore_index=True).dropna(subset=["v"])
+    cols = [c for c in long.columns if c not in ("seed", "v")]
+    table = long.pivot_table(index="seed", columns=cols, values="v", aggfunc="mean").dropna(axis=1)
+    return table.to_numpy() if table.shape[1] >= 2 else None
+
+
 def _ci(runs: pd.DataFrame, metric: str, per_image: dict[str, pd.DataFrame], n_boot: int, seed: int
         ) -> tuple[float, float] | None:
-    """Two or more training seeds: the t-interval over the per-seed means (strbench.intervals.t_interval;
-    docs/SCIENCE.md#replicates). One seed: a single run's own logged interval, else (several runs, e.g. bins
-    of a mask set) the bootstrap over their pooled per-image values (strbench.intervals, as the logged one)."""
-    from strbench.intervals import mean_interval, t_interval
+    """Two or more training seeds: the two-level interval over seeds x images (strbench.intervals.
+    crossed_interval; docs/SCIENCE.md#replicates), or the t-interval over the per-seed means without the
+    per-image values. One seed: a single run's own logged interval, else (several runs, e.g. bins of a mask
+    set) the bootstrap over their pooled per-image values (strbench.intervals, as the logged one)."""
+    from strbench.intervals import crossed_interval, mean_interval, t_interval
 
     per_seed = seed_values(runs, metric)
     if len(per_seed) >= 2:
+        table = seed_table(runs, metric, per_image)
+        if table is not None and table.shape[0] >= 2:
+            tl = crossed_interval(table)
+            return (tl.low, tl.high)
         return t_interval(per_seed)
     if len(runs) == 1 and logged_ci(runs.iloc[0], metric) is not None:
         return logged_ci(runs.iloc[0], metric)
@@ -448,9 +474,10 @@ def paired_notes(n_resamples: int) -> list[str]:
     """What the paired comparisons are (every output that shows them carries this note)."""
     return [f"A − B: mean over image-mask pairs (same mask set and bin, same image id, same training seed; "
             f"over seeds, the pair's mean) of the per-image difference (per_image.csv). 95% CI with two or more "
-            f"seeds both rows ran: a t-interval over the per-seed mean differences (scipy.stats.t; two levels: "
-            f"seeds, and the pairs within each seed; docs/SCIENCE.md#replicates), with the seed-to-seed SD beside "
-            f"it; with one seed it is the image-level interval only (and says so). Image-level 95% CI: bootstrap "
+            f"seeds both rows ran: two levels, seeds and image-mask pairs both random (the seeds x pairs table "
+            f"of the pairs every seed scored: Var = (MS_seed + MS_pair) / (S n), t with S - 1 df, scipy.stats.t; "
+            f"docs/SCIENCE.md#replicates), with the seed-to-seed SD beside it; with one seed it is the "
+            f"image-level interval only (and says so). Image-level 95% CI: bootstrap "
             f"over the pairs (scipy.stats.bootstrap, BCa, {n_resamples} resamples, seed 0). p: two-sided Wilcoxon "
             "signed-rank test over the pairs (scipy.stats.wilcoxon, zero differences dropped); not corrected for "
             "multiple comparisons. Mask `all`: pooled over the columns both rows have."]

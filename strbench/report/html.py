@@ -99,7 +99,7 @@ def table_section_html(rt: build.ReportTable) -> str:
     out.append(notes_html([f"Warning: {w}" for w in rt.warnings], "note warn"))
     if len(rt.details):
         out.append(f"<h3>Table {rt.number}, measured cells (95% intervals: bootstrap over images for one seed, "
-                   "t over the per-seed means for several)</h3>")
+                   "over seeds and images for several)</h3>")
         out.append(html_table(tables.details_table(rt)))
     return "".join(out)
 

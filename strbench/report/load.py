@@ -25,7 +25,6 @@ from strbench.report.reference import (CLAIM_SOURCES, FIGURE8_EXPERIMENT, FIGURE
                                        FRONTIER_FALLBACKS, FRONTIER_HINT, TABLES, TableSpec, run_hint)
 from strbench.selection import Selection, SelectionError, empty_selection, select_runs
 from strbench.selection import as_str as _str
-from strbench.selection import column as _col
 
 
 def _tracking():
@@ -67,17 +66,14 @@ def load_selection(tracking_uri: str, experiment: str, *, run: str | None = None
 def load_per_image(tracking_uri: str, runs: pd.DataFrame, axis: str = "mask_bin", *, everything: bool = False
                    ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """per_image.csv of the runs whose interval must be computed here (runs without a logged interval and
-    runs that share a table cell of one training seed with others: pooled over their images; a cell of two
-    or more seeds takes its interval over the seeds' means, build._ci), or of every run (`everything`, for
-    paired comparisons). Returns (frames by run_id, notes)."""
+    runs that share a table cell with others: seeds (two levels: seeds x images), pooled runs), or of every
+    run (`everything`, for paired comparisons). Returns (frames by run_id, notes)."""
     frames, failed = {}, []
     if runs.empty:
         return frames, []
     runs = runs.reset_index(drop=True)
     keys = cell_keys(runs, axis)
-    seeds = _col(runs, K.column(K.SEED_TAG)).map(_str)
-    one_seed = keys.map(seeds.groupby(keys.to_numpy()).nunique()) == 1
-    shared = (keys.map(keys.value_counts()) > 1) & one_seed
+    shared = keys.map(keys.value_counts()) > 1
     tracking = _tracking()
     for i, run in runs.iterrows():
         if not everything and not shared[i] and logged_ci(run, "psnr") is not None \
@@ -225,8 +221,8 @@ def claims_report(uri: str, experiment: str | None = None, select: dict | None =
     notes += paired_notes(n_resamples) + [
         "Verdict: holds = the paired 95% interval of (better - worse) excludes 0 in the paper's direction; "
         "not shown = it contains 0; reversed = it excludes 0 the other way. With two or more training seeds the "
-        "interval has two levels (a t-interval over the per-seed mean differences: the claim is about the "
-        "method, not one trained model; docs/SCIENCE.md#replicates), the seed SD and the image-level interval "
+        "interval has two levels (seeds and image-mask pairs both random: the claim is about the method, not "
+        "one trained model, nor only these test images; docs/SCIENCE.md#replicates), the seed SD and the image-level interval "
         "beside it; with one seed the verdict says `one training seed: image-level interval only`: it "
         "describes those test images and that trained model. Table claims use the comparison "
         "pooled over the table's columns (per column in `detail`). Fig. 8 claims pair the KL curves over the "

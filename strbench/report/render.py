@@ -62,8 +62,9 @@ def html_table(t: TextTable, cell_html: Callable[[int, int, Cell], str] | None =
 
 
 # ----------------------------------------------------------------------------------------------- Tables 1-3
-DETAILS_CAPTION = ("95% intervals of the mean: over training seeds (t-interval of the per-seed means) where a cell "
-                   "has two or more, else bootstrap over its images; seed SD: the seed-to-seed standard deviation.")
+DETAILS_CAPTION = ("95% intervals of the mean: over training seeds and images (two levels, docs/SCIENCE.md#replicates) "
+                   "where a cell has two or more seeds, else bootstrap over its images; seed SD: the seed-to-seed "
+                   "standard deviation.")
 
 
 def to_markdown(rt: ReportTable) -> str:
