@@ -1,7 +1,8 @@
 """Issue 18.1-3: training seeds as replicates, two-level intervals, each image-mask pair counted once.
 
-- Why two levels (a simulation, pure numpy/scipy): per-image differences with a known method difference and a
-  seed effect; the t-interval over per-seed means covers the true difference, the image-only interval does not.
+- Why two levels (a simulation, pure numpy/scipy): per-image differences with a known method difference, a
+  seed effect and an image effect; the two-level interval (seeds x pairs) covers the true difference, the
+  image-only interval, the hierarchical bootstrap and the t over per-seed means each fall short somewhere.
 - `replicates: N` plans N seeds (own models, own cells); seed 0's cells and models are the one-seed plan's.
 - A cell's identity leaves out the other bins; a re-run of one bin is the same cell, and reports count its
   image-mask pairs once (docs/SCIENCE.md#replicates).
