@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 
 from strbench import methods as methods_registry
 from strbench import roles as roles_registry
-from strbench.contract import DEFAULT_ARTIFACTS, DEFAULT_URI
+from strbench.contract import DEFAULT_URI
 from strbench.errors import ConfigError
 from strbench.methods.base import MethodSettings
 from strbench.nets import ARCHS, DEFAULT_PRESET, PRESETS
@@ -229,8 +229,12 @@ class MetricsCfg(Strict):
 
 class TrackingCfg(Strict):
     uri: str = DEFAULT_URI
-    artifact_location: str = DEFAULT_ARTIFACTS  # for new experiments on a local (sqlite/file) backend
+    # where a new MLflow experiment keeps its artifacts: a folder (with a server: one every machine sees at that
+    # path) or a URI; None: ./mlartifacts beside a local store, the server's own default for a server or database
+    artifact_location: Optional[str] = None
     experiment: Optional[str] = None  # MLflow experiment name; None -> the experiment's `name`
+    # how long every MLflow call waits out a store that does not answer (strbench.tracking.patience)
+    outage_s: float = Field(300.0, gt=0)
 
 
 class ClaimsCfg(Strict):
@@ -240,6 +244,9 @@ class ClaimsCfg(Strict):
 
     grace_s: Optional[float] = Field(None, gt=0)
     heartbeat_s: Optional[float] = Field(None, gt=0)
+    # the MLflow experiment records the claims folder (cache_dir) its processes share and refuses another one;
+    # true: this cache_dir's folder takes the experiment over (the old folder is gone for good)
+    take_over: bool = False
 
     @model_validator(mode="after")
     def _beat_within_grace(self):

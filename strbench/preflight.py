@@ -16,6 +16,8 @@ may prefix the experiment file.
 - `check_tracking(uri)`: the scheme is one MLflow accepts here; a SQLite file, if it exists, is a readable
   database with MLflow's tables (integrity by `PRAGMA quick_check`) and its folder exists; an HTTP(S) server
   answers `/health` within `timeout`; a database server's port accepts a TCP connection within `timeout`.
+- `check_artifacts(location, uri)`: the artifact folder new experiments write to is a writable folder, or can
+  be created.
 """
 from __future__ import annotations
 
@@ -290,3 +292,29 @@ def check_tracking(uri: str, *, key: str = "tracking.uri", timeout: float = 3.0)
     else:  # file: URI or a plain folder path
         line = _check_file_store(uri, key)
     return Checked(key, line)
+
+
+def check_artifacts(location: str | None, uri: str, *, key: str = "tracking.artifact_location") -> Checked:
+    """Where new experiments' artifacts go is writable: a folder (or file:// URI) exists as a writable folder or
+    can be created (its nearest existing ancestor is a writable folder); not set: ./mlartifacts for a local
+    store, the server's own default otherwise (not checked from here); another URI (s3://, ...) is left to
+    its client. (An existing MLflow experiment keeps the location it was created with.)"""
+    from strbench.contract import DEFAULT_ARTIFACTS
+
+    local_store = uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
+    if not location:
+        if not local_store:
+            return Checked(key, "not set: the tracking server's own artifact store")
+        location = DEFAULT_ARTIFACTS
+    if "://" in location and not location.startswith("file://"):
+        return Checked(key, f"{location} (checked by its client when the run writes)")
+    path = Path(urllib.parse.unquote(location[len("file://"):]) if location.startswith("file://") else location)
+    path = path.expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise DataError(f"{key}: {path} is a file, not a folder; name a folder for the artifacts")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise DataError(f"{key}: {path} is not writable; make it writable or point {key} elsewhere")
+        return Checked(key, f"{path} (writable)")
+    _creatable(path, key, "artifact folder")
+    return Checked(key, f"{path} (the run creates it)")

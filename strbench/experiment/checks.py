@@ -187,6 +187,7 @@ def preflight(exp: Experiment, cells: list[Cell], *, tracking: bool = True, spli
         done += [check_pretrained(m) for m in unique_models(cells) if m.pretrained and m.sha256]
         if tracking:
             done.append(pf.check_tracking(exp.tracking.uri))
+            done.append(pf.check_artifacts(exp.tracking.artifact_location, exp.tracking.uri))
     except StrbenchError as e:
         raise _prefixed(src, e) from None
     return done
