@@ -111,6 +111,10 @@ class MasksCfg(Strict):
     # Required with source=folder: which colour marks holes in the PNGs. strbench never guesses it (public
     # copies of the NVIDIA irregular masks disagree); open one file and check.
     polarity: Optional[Literal["white_is_hole", "white_is_known"]] = None
+    # How test images meet masks: "seeded" (the i-th mask of a bin with the i-th image picked from the test split),
+    # or "by_name" (source folder: each test image with its own masks, LaMa's name.png + name_mask000.png, or masks
+    # named after the images; strbench.pairing)
+    pairing: Literal["seeded", "by_name"] = "seeded"
     name: str = "irregular"  # name of the default mask set (tag strbench.mask_set)
     bins: list[Bin] = [[0.1, 0.2], [0.2, 0.3], [0.3, 0.4], [0.4, 0.5]]
     sets: dict[str, MaskSetCfg] = {}  # named sets; when given they replace (name, bins)
@@ -119,6 +123,14 @@ class MasksCfg(Strict):
     val_seed: int = 1  # validation mask seed (strbench tune never sees the test masks)
     families: list[Literal["thin", "medium", "thick"]] = ["thin", "medium", "thick"]
     train: TrainMasksCfg = TrainMasksCfg()
+
+    @field_validator("pairing")
+    @classmethod
+    def _pairing_needs_folder(cls, v, info):
+        if v == "by_name" and info.data.get("source") != "folder":
+            raise ValueError("by_name pairs the files of a mask folder with their images; set masks.source: folder "
+                             "and masks.path, or leave masks.pairing at seeded")
+        return v
 
 
 # ------------------------------------------------------------------------------------------------
