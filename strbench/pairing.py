@@ -9,8 +9,8 @@ Two layouts of the mask folder ``masks.path`` (README, Masks):
   ...) is a mask of the test image ``foo.*`` of the dataset (``dataset.root``, its test split).
 
 A file's name is its file name without the extension; a mask's image name is its name less a trailing
-``_mask<digits>``. The folder is in the *beside* layout when it holds both files named ``*_mask<digits>`` and
-other images; otherwise every file in it is a mask. Every image needs a mask and every mask its image (a
+``_mask<digits>``. The folder is in the *beside* layout when some ``name_mask<digits>`` file lies beside an image
+``name`` (then every file not so named is an image); otherwise every file in it is a mask. Every image needs a mask and every mask its image (a
 DataError naming the file otherwise). An image with k masks gives k pairs, ordered by image (natural order)
 then by mask. Each pair's hole ratio comes from its own mask at the run's size (read as
 `strbench.masks.read_mask` reads it), so a cell, one bin (lo, hi], scores the pairs whose mask falls in that
@@ -82,11 +82,20 @@ def list_folder(root) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(_rel(p, root)))
 
 
+def _split(files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """(images, masks) of a folder in the BESIDE layout (some name_mask<digits> file lies beside an image `name`),
+    else ([], every file)."""
+    lama = [f for f in files if MASK_NAME.match(f.stem)]
+    plain = [f for f in files if not MASK_NAME.match(f.stem)]
+    names = {f.stem for f in plain}
+    if any(image_name(m.stem) in names for m in lama):
+        return plain, lama
+    return [], list(files)
+
+
 def layout_of(root) -> str:
-    """BESIDE when the folder holds both *_mask<digits> files and other images, else NAMED (names only)."""
-    files = list_folder(root)
-    n_masks = sum(1 for f in files if MASK_NAME.match(f.stem))
-    return BESIDE if 0 < n_masks < len(files) else NAMED
+    """BESIDE when some mask name_mask<digits> lies beside its image `name`, else NAMED (file names only)."""
+    return BESIDE if _split(list_folder(root))[0] else NAMED
 
 
 def _unique_names(images: Sequence[Path], root: Optional[Path]) -> dict[str, Path]:
@@ -107,13 +116,12 @@ def pair_by_name(root, images: Optional[Sequence] = None, image_root=None) -> Pa
     mask with no image, an image with no mask, or a folder in neither layout."""
     root = Path(root).expanduser()
     files = list_folder(root)
-    lama = [f for f in files if MASK_NAME.match(f.stem)]
-    if 0 < len(lama) < len(files):
-        layout, masks, image_root = BESIDE, lama, root
-        imgs = [f for f in files if not MASK_NAME.match(f.stem)]
+    imgs, masks = _split(files)
+    if imgs:
+        layout, image_root = BESIDE, root
         where = f"beside it in {root}"
     else:
-        layout, masks = NAMED, files
+        layout = NAMED
         if images is None:
             raise DataError(f"masks.path: {root} holds masks only ({len(files)} files, no image beside its masks) "
                             "and the dataset has no image files to pair them with (dataset.type builtin); "

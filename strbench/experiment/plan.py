@@ -139,8 +139,8 @@ Digest = Callable[[str, str], str]  # (weights file, or the masks.path folder; i
 
 
 def _no_digest(path: str, key: str) -> str:
-    raise ConfigError(f"{key}: a weights file (or a by_name mask folder) enters the hash by its sha256: plan with "
-                      "strbench.experiment.expand (it reads the file), or pass digest= to plan.expand")
+    raise ConfigError(f"{key}: a weights file enters the model hash by its sha256 (a by_name mask folder the cell "
+                      "hash): plan with strbench.experiment.expand (it reads it), or pass digest= to plan.expand")
 
 
 # ------------------------------------------------------------------------------------------------
