@@ -8,8 +8,10 @@ Two layouts of the mask folder ``masks.path`` (README, Masks):
 - **named** (a mask folder whose files share the images' names): ``masks/foo.png`` (or ``masks/foo_mask000.png``,
   ...) is a mask of the test image ``foo.*`` of the dataset (``dataset.root``, its test split).
 
-A file's name is its file name without the extension; a mask's image name is its name less a trailing
-``_mask<digits>``. The folder is in the *beside* layout when some ``name_mask<digits>`` file lies beside an image
+A file's name is its file name without the extension (in the *beside* layout: its path in the folder without the
+extension, so subfolders pair within themselves); a mask's image name is its name less a trailing
+``_mask<digits>``. LaMa's own sets (``bin/gen_mask_dataset.py``) name each crop ``name_crop000.png`` and its mask
+``name_crop000_mask000.png``. The folder is in the *beside* layout when some ``name_mask<digits>`` file lies beside an image
 ``name`` (then every file not so named is an image); otherwise every file in it is a mask. Every image needs a mask and every mask its image (a
 DataError naming the file otherwise). An image with k masks gives k pairs, ordered by image (natural order)
 then by mask. Each pair's hole ratio comes from its own mask at the run's size (read as
@@ -82,29 +84,36 @@ def list_folder(root) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(_rel(p, root)))
 
 
-def _split(files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+def _key(f: Path, root: Optional[Path]) -> str:
+    """A file's name in the BESIDE layout: its path relative to the folder, without the extension (as LaMa's
+    evaluation reader pairs them: a mask's image is its path up to the last _mask)."""
+    return _rel(f.with_suffix(""), root)
+
+
+def _split(files: Sequence[Path], root: Path) -> tuple[list[Path], list[Path]]:
     """(images, masks) of a folder in the BESIDE layout (some name_mask<digits> file lies beside an image `name`),
     else ([], every file)."""
     lama = [f for f in files if MASK_NAME.match(f.stem)]
     plain = [f for f in files if not MASK_NAME.match(f.stem)]
-    names = {f.stem for f in plain}
-    if any(image_name(m.stem) in names for m in lama):
+    names = {_key(f, root) for f in plain}
+    if any(image_name(_key(m, root)) in names for m in lama):
         return plain, lama
     return [], list(files)
 
 
 def layout_of(root) -> str:
     """BESIDE when some mask name_mask<digits> lies beside its image `name`, else NAMED (file names only)."""
-    return BESIDE if _split(list_folder(root))[0] else NAMED
+    root = Path(root).expanduser()
+    return BESIDE if _split(list_folder(root), root)[0] else NAMED
 
 
-def _unique_names(images: Sequence[Path], root: Optional[Path]) -> dict[str, Path]:
+def _unique_names(images: Sequence[Path], name: Callable[[Path], str]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for f in images:
-        if f.stem in out:
-            raise DataError(f"masks.path: two images share the name {f.stem!r} ({out[f.stem]} and {f}), so a mask "
+        if name(f) in out:
+            raise DataError(f"masks.path: two images share the name {name(f)!r} ({out[name(f)]} and {f}), so a mask "
                             "named after it has two images; pairing by name needs unique image names: rename one")
-        out[f.stem] = f
+        out[name(f)] = f
     return out
 
 
@@ -116,12 +125,12 @@ def pair_by_name(root, images: Optional[Sequence] = None, image_root=None) -> Pa
     mask with no image, an image with no mask, or a folder in neither layout."""
     root = Path(root).expanduser()
     files = list_folder(root)
-    imgs, masks = _split(files)
+    imgs, masks = _split(files, root)
     if imgs:
-        layout, image_root = BESIDE, root
+        layout, image_root, name = BESIDE, root, (lambda f: _key(f, root))
         where = f"beside it in {root}"
     else:
-        layout = NAMED
+        layout, name = NAMED, (lambda f: f.stem)
         if images is None:
             raise DataError(f"masks.path: {root} holds masks only ({len(files)} files, no image beside its masks) "
                             "and the dataset has no image files to pair them with (dataset.type builtin); "
@@ -129,11 +138,11 @@ def pair_by_name(root, images: Optional[Sequence] = None, image_root=None) -> Pa
         image_root = Path(image_root) if image_root is not None else None
         imgs = sorted((Path(f) for f in images), key=lambda p: natural_key(_rel(p, image_root)))
         where = f"among the dataset's {len(imgs)} test images ({image_root or 'dataset.root'})"
-    by_name = _unique_names(imgs, image_root)
+    by_name = _unique_names(imgs, name)
     masks_of: dict[str, list[Path]] = {}
     orphans = []
     for m in masks:
-        (masks_of.setdefault(image_name(m.stem), []) if image_name(m.stem) in by_name else orphans).append(m)
+        (masks_of.setdefault(image_name(name(m)), []) if image_name(name(m)) in by_name else orphans).append(m)
     if layout == NAMED and not masks_of:
         raise DataError(f"masks.path: none of the {len(masks)} masks in {root} (e.g. {masks[0].name}) shares a name "
                         f"with the dataset's {len(imgs)} test images (e.g. {imgs[0].name if imgs else 'none'}); "
@@ -143,15 +152,15 @@ def pair_by_name(root, images: Optional[Sequence] = None, image_root=None) -> Pa
         more = f" ({len(orphans)} such masks)" if len(orphans) > 1 else ""
         raise DataError(f"masks.path: mask {m} has no image named {image_name(m.stem)!r} {where}{more}; add the "
                         "image or remove the mask")
-    lonely = [f for name, f in by_name.items() if name not in masks_of]
+    lonely = [f for key, f in by_name.items() if key not in masks_of]
     if lonely:
         f = lonely[0]
         more = f" ({len(lonely)} such images)" if len(lonely) > 1 else ""
         want = f"{f.stem}_mask000.png beside it" if layout == BESIDE else f"{f.stem}.png (or {f.stem}_mask000.png)"
         drop = "remove the image" if layout == BESIDE else "leave it out of the test split (dataset.splits.test)"
         raise DataError(f"masks.path: image {f} has no mask in {root}{more}; add its mask ({want}) or {drop}")
-    pairs = tuple(Pair(by_name[name], m, _rel(by_name[name], image_root), _rel(m, root))
-                  for name in by_name for m in sorted(masks_of[name], key=lambda p: natural_key(_rel(p, root))))
+    pairs = tuple(Pair(by_name[key], m, _rel(by_name[key], image_root), _rel(m, root))
+                  for key in by_name for m in sorted(masks_of[key], key=lambda p: natural_key(_rel(p, root))))
     return Pairing(root=root, layout=layout, pairs=pairs)
 
 

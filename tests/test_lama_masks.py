@@ -206,3 +206,18 @@ def test_rescore_reads_a_by_name_cell_back(tmp_path, monkeypatch, capsys):
                      "--cache-dir", d["cache_dir"]]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert " 3 outputs: psnr " in out[0] and out[-1].endswith("0.0e+00")
+
+
+def test_lamas_own_names_pair_within_their_subfolder_in_natural_order(tmp_path):
+    """bin/gen_mask_dataset.py writes name_crop000.png + name_crop000_mask000.png, keeping the source subfolders."""
+    root = tmp_path / "random_thin_512"
+    for sub, name in [("b", "img10"), ("b", "img2"), ("a", "img2")]:
+        _image(root / sub / f"{name}_crop000.png", 0)
+        _mask(root / sub / f"{name}_crop000_mask000.png", 0.25)
+    _mask(root / "a" / "img2_crop000_mask001.png", 0.25)
+    p = pairing.pair_by_name(root)
+    assert p.layout == pairing.BESIDE and p.n_images == 3
+    assert [(x.image_id, x.mask_id) for x in p.pairs] == [
+        ("a/img2_crop000.png", "a/img2_crop000_mask000.png"), ("a/img2_crop000.png", "a/img2_crop000_mask001.png"),
+        ("b/img2_crop000.png", "b/img2_crop000_mask000.png"), ("b/img10_crop000.png", "b/img10_crop000_mask000.png")]
+    assert pairing.pair_ratios(p, 16, "white_is_hole") == (0.25,) * 4
