@@ -95,6 +95,7 @@ class MaskSetCfg(Strict):
     bins: list[Bin] = Field(min_length=1)
     families: Optional[list[Literal["thin", "medium", "thick"]]] = None  # None -> masks.families
     per_bin: Optional[int] = Field(None, ge=1)  # None -> masks.per_bin
+    path: Optional[str] = None  # masks.source folder: this set's folder (None -> masks.path), e.g. LaMa's thin set
 
 
 class TrainMasksCfg(Strict):
@@ -130,6 +131,15 @@ class MasksCfg(Strict):
         if v == "by_name" and info.data.get("source") != "folder":
             raise ValueError("by_name pairs the files of a mask folder with their images; set masks.source: folder "
                              "and masks.path, or leave masks.pairing at seeded")
+        return v
+
+    @field_validator("sets")
+    @classmethod
+    def _set_paths_need_folder(cls, v, info):
+        named = [k for k, s in v.items() if s.path is not None]
+        if named and info.data.get("source") != "folder":
+            raise ValueError(f"{named[0]}.path: a set's folder is read with masks.source: folder; set it, or remove "
+                             "the path (generated sets need none)")
         return v
 
 
@@ -353,11 +363,11 @@ class Experiment(Strict):
         return sde_dict({"schedule": self.schedule.model_dump()}, which)
 
     def mask_sets(self) -> dict[str, dict]:
-        """Name -> {bins, families, per_bin} with defaults filled in (the default set is masks.name)."""
+        """Name -> {bins, families, per_bin, path} with defaults filled in (the default set is masks.name)."""
         m = self.masks
         sets = m.sets or {m.name: MaskSetCfg(bins=m.bins)}
         return {k: {"bins": [list(b) for b in s.bins], "families": list(s.families or m.families),
-                    "per_bin": s.per_bin or m.per_bin} for k, s in sets.items()}
+                    "per_bin": s.per_bin or m.per_bin, "path": s.path or m.path} for k, s in sets.items()}
 
 
 def _loc_str(loc: Iterable) -> str:

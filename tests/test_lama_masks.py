@@ -52,9 +52,9 @@ def expected_pairs(spec=LAMA) -> dict:
     return {(f"{n}.png", f"{n}_mask{k:03d}.png"): label(f) for n, fr in spec.items() for k, f in enumerate(fr)}
 
 
-def by_name(tmp_path: Path, path: Path, **extra) -> dict:
-    d = tiny(tmp_path, **{"masks.source": "folder", "masks.pairing": "by_name", "masks.path": str(path),
-                          "masks.polarity": "white_is_hole", "masks.per_bin": 10, **extra})
+def by_name(tmp_path: Path, path: Path | None, **extra) -> dict:
+    d = tiny(tmp_path, **{"masks.source": "folder", "masks.pairing": "by_name", "masks.polarity": "white_is_hole",
+                          "masks.per_bin": 10, **({"masks.path": str(path)} if path else {}), **extra})
     d["methods"] = {"B": {"method": "biharmonic"}}  # no training: the pairing is what is tested
     return d
 
@@ -221,3 +221,20 @@ def test_lamas_own_names_pair_within_their_subfolder_in_natural_order(tmp_path):
         ("a/img2_crop000.png", "a/img2_crop000_mask000.png"), ("a/img2_crop000.png", "a/img2_crop000_mask001.png"),
         ("b/img2_crop000.png", "b/img2_crop000_mask000.png"), ("b/img10_crop000.png", "b/img10_crop000_mask000.png")]
     assert pairing.pair_ratios(p, 16, "white_is_hole") == (0.25,) * 4
+
+
+def test_lamas_thin_medium_thick_sets_as_named_mask_sets(tmp_path):
+    """The README's config: one named set per LaMa folder, one bin over the whole set."""
+    folders = {k: lama_folder(tmp_path / f"random_{k}_256", {f"{k}1": [0.125], f"{k}2": [0.25]})
+               for k in ("thin", "medium", "thick")}
+    d = by_name(tmp_path, None, **{"masks.sets": {k: {"path": str(p), "bins": [[0, 1]]} for k, p in folders.items()}})
+    exp = C.load_experiment(d)
+    cells = experiment.expand(exp)
+    assert [(c.axes["mask_set"], c.axes["mask_bin"]) for c in cells] == [(k, "0-100%") for k in folders]
+    assert [c.config.mask.content for c in cells] == [pairing.folder_digest(p) for p in folders.values()]
+    assert len(experiment.preflight(exp, cells, tracking=False)) == 3
+    res = experiment.Resources(tmp_path / "cache", "cpu")
+    got = [by_name_pairs(c.config, res).image_ids for c in cells]
+    assert got == [[f"{k}1.png", f"{k}2.png"] for k in folders]
+    with pytest.raises(ConfigError, match=r"masks.sets: thin.path: a set's folder is read with masks.source: folder"):
+        C.load_experiment(tiny(tmp_path, **{"masks.sets": {"thin": {"path": "x", "bins": [[0, 1]]}}}))

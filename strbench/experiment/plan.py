@@ -364,7 +364,7 @@ def cell_config(exp: Experiment, case: str, method: cfgmod.MethodSettings, mask_
         case=case, method=method, settings=sampler_settings(exp, method),
         mask=EvalMasks(set=mask_set, lo=lo, hi=hi, label=bin_label(lo, hi), per_bin=mset["per_bin"],
                        families=list(mset["families"]), bins=[list(b) for b in mset["bins"]], source=m.source,
-                       path=m.path, polarity=m.polarity, seed=m.seed, val_seed=m.val_seed, pairing=m.pairing,
+                       path=mset.get("path", m.path), polarity=m.polarity, seed=m.seed, val_seed=m.val_seed, pairing=m.pairing,
                        content=mask_content),
         dataset=EvalDataset(type=ds.type, root=ds.root, size=ds.size, resize=ds.resize, splits=ds.splits,
                             test_fraction=ds.test_fraction),
@@ -402,8 +402,9 @@ def expand(exp: Experiment, *, world_size: int = 1, digest: Digest = _no_digest)
     cells: list[Cell] = []
     seen: set[str] = set()
     for values, rexp in _combos(exp):
-        mk = rexp.masks  # by_name: the mask folder's content enters the cell's identity
-        content = digest(mk.path, f"{exp.source}: masks.path") if mk.pairing == "by_name" and mk.path else None
+        by_name = rexp.masks.pairing == "by_name"  # the mask folder's content enters the cell's identity
+        content = {k: digest(s["path"], f"{exp.source}: masks.path") if by_name and s["path"] else None
+                   for k, s in rexp.mask_sets().items()}
         for case, method in rexp.cases().items():
             specs = model_specs(rexp, registry.get(method.method).roles(method), world_size=world_size,
                                 digest=digest)
@@ -413,7 +414,7 @@ def expand(exp: Experiment, *, world_size: int = 1, digest: Digest = _no_digest)
                 raise ConfigError(f"{exp.source}: methods.{case}: {e}") from None
             for set_name, mset in rexp.mask_sets().items():
                 for lo, hi in mset["bins"]:
-                    cc = cell_config(rexp, case, method, set_name, mset, lo, hi, specs, content)
+                    cc = cell_config(rexp, case, method, set_name, mset, lo, hi, specs, content[set_name])
                     h = cc.hash()
                     if h in seen:
                         continue
