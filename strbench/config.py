@@ -112,9 +112,8 @@ class MasksCfg(Strict):
     # Required with source=folder: which colour marks holes in the PNGs. strbench never guesses it (public
     # copies of the NVIDIA irregular masks disagree); open one file and check.
     polarity: Optional[Literal["white_is_hole", "white_is_known"]] = None
-    # How test images meet masks: "seeded" (the i-th mask of a bin with the i-th image picked from the test split),
-    # or "by_name" (source folder: each test image with its own masks, LaMa's name.png + name_mask000.png, or masks
-    # named after the images; strbench.pairing)
+    # "seeded": a bin's i-th mask with the i-th picked test image; "by_name" (source folder): each test image with
+    # its own masks (LaMa's name.png + name_mask000.png, or masks named after the images; strbench.pairing)
     pairing: Literal["seeded", "by_name"] = "seeded"
     name: str = "irregular"  # name of the default mask set (tag strbench.mask_set)
     bins: list[Bin] = [[0.1, 0.2], [0.2, 0.3], [0.3, 0.4], [0.4, 0.5]]
@@ -125,21 +124,14 @@ class MasksCfg(Strict):
     families: list[Literal["thin", "medium", "thick"]] = ["thin", "medium", "thick"]
     train: TrainMasksCfg = TrainMasksCfg()
 
-    @field_validator("pairing")
+    @field_validator("pairing", "sets")
     @classmethod
-    def _pairing_needs_folder(cls, v, info):
-        if v == "by_name" and info.data.get("source") != "folder":
-            raise ValueError("by_name pairs the files of a mask folder with their images; set masks.source: folder "
-                             "and masks.path, or leave masks.pairing at seeded")
-        return v
-
-    @field_validator("sets")
-    @classmethod
-    def _set_paths_need_folder(cls, v, info):
-        named = [k for k, s in v.items() if s.path is not None]
-        if named and info.data.get("source") != "folder":
-            raise ValueError(f"{named[0]}.path: a set's folder is read with masks.source: folder; set it, or remove "
-                             "the path (generated sets need none)")
+    def _folder_only(cls, v, info):  # pairing by file name and a set's own folder read a mask folder
+        paths = [k for k, s in v.items() if s.path is not None] if info.field_name == "sets" else []
+        if info.data.get("source") != "folder" and (v == "by_name" or paths):
+            raise ValueError(f"{paths[0]}.path: a set's folder is read with masks.source: folder; set it, or remove "
+                             "the path" if paths else "by_name pairs the files of a mask folder with their images; "
+                             "set masks.source: folder and masks.path, or leave masks.pairing at seeded")
         return v
 
 
