@@ -124,16 +124,6 @@ class MasksCfg(Strict):
     families: list[Literal["thin", "medium", "thick"]] = ["thin", "medium", "thick"]
     train: TrainMasksCfg = TrainMasksCfg()
 
-    @field_validator("pairing", "sets")
-    @classmethod
-    def _folder_only(cls, v, info):  # pairing by file name and a set's own folder read a mask folder
-        paths = [k for k, s in v.items() if s.path is not None] if info.field_name == "sets" else []
-        if info.data.get("source") != "folder" and (v == "by_name" or paths):
-            raise ValueError(f"{paths[0]}.path: a set's folder is read with masks.source: folder; set it, or remove "
-                             "the path" if paths else "by_name pairs the files of a mask folder with their images; "
-                             "set masks.source: folder and masks.path, or leave masks.pairing at seeded")
-        return v
-
 
 # ------------------------------------------------------------------------------------------------
 # methods

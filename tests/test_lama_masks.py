@@ -167,8 +167,9 @@ def test_a_folder_in_neither_layout_is_refused_before_anything_runs(tmp_path, ca
 
 
 def test_other_errors_name_the_key_and_the_fix(tmp_path):
-    with pytest.raises(ConfigError, match="masks.pairing: by_name pairs the files of a mask folder"):
-        C.load_experiment(tiny(tmp_path, **{"masks.pairing": "by_name"}))  # masks.source generator
+    exp = C.load_experiment(tiny(tmp_path, **{"masks.pairing": "by_name"}))  # masks.source generator
+    with pytest.raises(ConfigError, match="<dict>: masks.pairing: by_name pairs the files of a mask folder"):
+        experiment.check_resources(exp, experiment.expand(exp))
     with pytest.raises(DataError, match="masks.path: folder .*nope does not exist"):
         experiment.expand(C.load_experiment(by_name(tmp_path, tmp_path / "nope")))
     folder = lama_folder(tmp_path / "lama")
@@ -236,5 +237,6 @@ def test_lamas_thin_medium_thick_sets_as_named_mask_sets(tmp_path):
     res = experiment.Resources(tmp_path / "cache", "cpu")
     got = [by_name_pairs(c.config, res).image_ids for c in cells]
     assert got == [[f"{k}1.png", f"{k}2.png"] for k in folders]
-    with pytest.raises(ConfigError, match=r"masks.sets: thin.path: a set's folder is read with masks.source: folder"):
-        C.load_experiment(tiny(tmp_path, **{"masks.sets": {"thin": {"path": "x", "bins": [[0, 1]]}}}))
+    exp = C.load_experiment(tiny(tmp_path, **{"masks.sets": {"thin": {"path": "x", "bins": [[0, 1]]}}}))
+    with pytest.raises(ConfigError, match=r"masks.sets.thin.path: a set's folder is read with masks.source: folder"):
+        experiment.check_resources(exp, experiment.expand(exp))

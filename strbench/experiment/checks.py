@@ -68,6 +68,13 @@ def check_resources(exp: Experiment, cells: list[Cell]) -> None:
         claims.settings(exp.claims.grace_s, exp.claims.heartbeat_s)
     except ConfigError as e:
         raise _prefixed(src, e) from None
+    m = exp.masks  # pairing by file name and a set's own folder read a mask folder
+    paths = [k for k, s in m.sets.items() if s.path is not None]
+    if m.source != "folder" and (m.pairing == "by_name" or paths):
+        raise ConfigError(f"{src}: masks.sets.{paths[0]}.path: a set's folder is read with masks.source: folder; set "
+                          "it, or remove the path" if paths else f"{src}: masks.pairing: by_name pairs the files of "
+                          "a mask folder with their images; set masks.source: folder and masks.path, or leave "
+                          "masks.pairing at seeded")
     seen: set = set()
     for c in cells:
         ds, mk = c.config.dataset, c.config.mask

@@ -402,7 +402,7 @@ def expand(exp: Experiment, *, world_size: int = 1, digest: Digest = _no_digest)
     cells: list[Cell] = []
     seen: set[str] = set()
     for values, rexp in _combos(exp):
-        by_name = rexp.masks.pairing == "by_name"  # the mask folder's content enters the cell's identity
+        by_name = rexp.masks.pairing == "by_name" and rexp.masks.source == "folder"  # its content: the cells' identity
         content = {k: digest(s["path"], f"{exp.source}: masks.path") if by_name and s["path"] else None
                    for k, s in rexp.mask_sets().items()}
         for case, method in rexp.cases().items():
