@@ -8,15 +8,15 @@ Two layouts of the mask folder ``masks.path`` (README, Masks):
 - **named** (a mask folder whose files share the images' names): ``masks/foo.png`` (or ``masks/foo_mask000.png``,
   ...) is a mask of the test image ``foo.*`` of the dataset (``dataset.root``, its test split).
 
-A file's name is its file name without the extension (in the *beside* layout: its path in the folder without the
-extension, so subfolders pair within themselves); a mask's image name is its name less a trailing
-``_mask<digits>``. LaMa's own sets (``bin/gen_mask_dataset.py``) name each crop ``name_crop000.png`` and its mask
-``name_crop000_mask000.png``. The folder is in the *beside* layout when some ``name_mask<digits>`` file lies beside an image
-``name`` (then every file not so named is an image); otherwise every file in it is a mask. Every image needs a mask and every mask its image (a
-DataError naming the file otherwise). An image with k masks gives k pairs, ordered by image (natural order)
-then by mask. Each pair's hole ratio comes from its own mask at the run's size (read as
-`strbench.masks.read_mask` reads it), so a cell, one bin (lo, hi], scores the pairs whose mask falls in that
-bin: the first ``per_bin`` of them in that order.
+A file's name is its file name without the extension (in the *beside* layout: its path in the folder without
+the extension, so subfolders pair within themselves); a mask's image name is its name less a trailing
+``_mask<digits>``. LaMa's own sets (``bin/gen_mask_dataset.py``) name each crop ``name_crop000.png`` and its
+mask ``name_crop000_mask000.png``. The folder is in the *beside* layout when some ``name_mask<digits>`` file
+lies beside an image ``name`` (then every file not so named is an image); otherwise every file in it is a mask.
+Every image needs a mask and every mask its image (a DataError naming the file otherwise). An image with k
+masks gives k pairs, ordered by image (natural order) then by mask. Each pair's hole ratio comes from its own
+mask at the run's size (read as `strbench.masks.read_mask` reads it), so a cell, one bin (lo, hi], scores the
+pairs whose mask falls in that bin: the first ``per_bin`` of them in that order.
 """
 from __future__ import annotations
 
