@@ -276,3 +276,34 @@ def test_mr_defaults_and_nfe_strdiffusion():
     r = sample("strdiffusion", models, img, known, sdes=SDES, generator=_gen(0), ablation="C", solver="mr",
                steps=5, x0=x0, mu_x=x0 * known)
     assert r.info["nfe_by_net"] == {"structure": 5, "texture": 5, "discriminator": 0}
+
+
+# ---------------------------------------------------------------------------------------------
+# the frontier: one line per (method, solver), points labelled by their steps
+# ---------------------------------------------------------------------------------------------
+
+
+def test_frontier_one_line_per_method_and_solver():
+    import pandas as pd
+
+    import report_fixtures as F
+    from strbench import report as R
+
+    recs = []
+    cases = [("IR-SDE euler", None, 100, 25.0)]
+    cases += [(f"IR-SDE posterior {n}", {"solver": "posterior", "steps": n}, n, 24.0 + n / 100) for n in (5, 20)]
+    cases += [(f"IR-SDE mr2 ode {n}", {"solver": "mr", "order": 2, "solver_type": "ode", "steps": n}, n, 24.5)
+              for n in (5, 20, 50)]
+    for case, settings, nfe, psnr in cases:
+        for j, b in enumerate(F.BINS):
+            r = F.cell(f"{case}{j}", case, b, "P", F.DAY1, psnr=psnr - j, nfe=nfe, cell_hash=f"{case}{j}",
+                       settings=settings, fid=None)
+            r["tags.strbench.method"] = "irsde"
+            recs.append(r)
+    points, _ = R.frontier_frame(pd.DataFrame(recs))
+    fam = dict(zip(points["label"], points["family"]))
+    assert fam["IR-SDE euler"] == "IR-SDE" and fam["IR-SDE posterior 5"] == "IR-SDE · posterior"
+    assert fam["IR-SDE mr2 ode 50"] == "IR-SDE · mr o2 ode"
+    ax = R.figure_frontier(points).get_axes()[0]
+    assert len(ax.get_lines()) == 3
+    assert sorted(t.get_text() for t in ax.texts) == ["20", "20", "5", "5", "50", "euler"]
