@@ -307,3 +307,38 @@ def test_frontier_one_line_per_method_and_solver():
     ax = R.figure_frontier(points).get_axes()[0]
     assert len(ax.get_lines()) == 3
     assert sorted(t.get_text() for t in ax.texts) == ["20", "20", "5", "5", "50", "euler"]
+
+
+# ---------------------------------------------------------------------------------------------
+# strbench tune searches the solver keys like any key
+# ---------------------------------------------------------------------------------------------
+
+
+def test_tune_space_over_solver_order_steps(monkeypatch):
+    from pathlib import Path
+
+    import optuna
+
+    from strbench import tune
+
+    root = Path(__file__).parents[1]
+    monkeypatch.chdir(root)
+    key = "methods.StrDiffusion."
+    spec = tune.parse_spec({
+        "base": "experiments/quickstart.yaml", "profile": "cpu", "study": {"name": "solvers"},
+        "space": {key + "solver": {"type": "categorical", "choices": ["euler", "posterior", "mr"]},
+                  key + "steps": {"type": "int", "low": 4, "high": 20, "when": {key + "solver": ["posterior", "mr"]}},
+                  key + "order": {"type": "categorical", "choices": [1, 2], "when": {key + "solver": "mr"}},
+                  key + "solver_type": {"type": "categorical", "choices": ["ode", "sde"],
+                                        "when": {key + "solver": "mr"}}}})
+    ev = tune.runner_evaluator(spec)
+    for overlay in tune.probe_overlays(spec):  # every key applies to the base experiment
+        ev.check(overlay)
+    mr = tune.sample_overlay(optuna.trial.FixedTrial({key + "solver": "mr", key + "steps": 8, key + "order": 2,
+                                                      key + "solver_type": "sde"}), spec)
+    assert mr == {key + "solver": "mr", key + "steps": 8, key + "order": 2, key + "solver_type": "sde"}
+    eu = tune.sample_overlay(optuna.trial.FixedTrial({key + "solver": "euler"}), spec)
+    assert eu == {key + "solver": "euler"}  # steps/order not sampled: they do not apply to euler
+    ev.check(mr)
+    with pytest.raises(ConfigError, match="does not apply to solver 'euler'"):
+        ev.check({key + "solver": "euler", key + "order": 2})
