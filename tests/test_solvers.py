@@ -342,3 +342,13 @@ def test_tune_space_over_solver_order_steps(monkeypatch):
     ev.check(mr)
     with pytest.raises(ConfigError, match="does not apply to solver 'euler'"):
         ev.check({key + "solver": "euler", key + "order": 2})
+
+
+def test_bench_sample_covers_the_solvers():
+    from strbench import bench
+
+    names = ["IR-SDE mr2 ode 2", "StrDiffusion C posterior 2"]
+    rows = {r["sampler"]: r for r in bench.bench_sample(device="cpu", size=16, batch=2, repeats=1, T=8, only=names)}
+    assert sorted(rows) == sorted(names) and rows["IR-SDE mr2 ode 2"]["nfe"] == 2
+    assert rows["StrDiffusion C posterior 2"]["nfe_by_net"] == {"structure": 2, "texture": 2}
+    assert all(r["ratio"] > 0 and math.isfinite(r["ratio"]) for r in rows.values())
