@@ -352,3 +352,44 @@ def test_bench_sample_covers_the_solvers():
     assert sorted(rows) == sorted(names) and rows["IR-SDE mr2 ode 2"]["nfe"] == 2
     assert rows["StrDiffusion C posterior 2"]["nfe_by_net"] == {"structure": 2, "texture": 2}
     assert all(r["ratio"] > 0 and math.isfinite(r["ratio"]) for r in rows.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# StrDiffusion on a coarse grid: D at the visited levels, stage boundary / jump / re in solver steps
+# ---------------------------------------------------------------------------------------------
+
+
+class RecordingD:
+    def __init__(self):
+        self.times = []
+
+    def __call__(self, y, x, t):
+        self.times.append(int(t[0]))
+        return (y - 0.5).abs().mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("mode,disc_time,levels", [("paper", "t-1", {16, 12, 8, 4, 0}),
+                                                   ("official", "t", {20, 16, 12, 8})])
+def test_strdiffusion_discriminator_at_visited_levels(mode, disc_time, levels):
+    img, known = _batch()
+    x0 = img.mean(1, keepdim=True)
+    D = RecordingD()
+    extra = {"u_max": 2} if mode == "paper" else {"u_max": 3, "u_min": 2, "jump": 2, "re": 2}
+    sample("strdiffusion", Models(texture=dummy_net, structure=dummy_net, discriminator=D), img, known, sdes=SDES,
+           generator=_gen(0), ablation="D", mode=mode, disc_time=disc_time, solver="posterior", steps=5,
+           x0=x0, mu_x=x0 * known, **extra)
+    assert D.times and set(D.times) <= levels  # grid [20, 16, 12, 8, 4, 0]
+    if mode == "official":  # early stage: solver steps p = 5..2 (p >= int(0.4 * 5)); level 4 is late
+        assert set(D.times) == levels
+
+
+def test_official_jump_and_re_count_solver_steps():
+    """5 steps on T = 20: early steps p = 5, 4, 3, 2; jump 2 resamples at p = 4, 2 (levels 16, 8), u_max 3 gives
+    2 candidates each, re 2 re-noises each 2 grid steps (2 structure calls); late step p = 1 uses the texture mean."""
+    img, known = _batch()
+    x0 = img.mean(1, keepdim=True)
+    r = sample("strdiffusion", Models(texture=dummy_net, structure=dummy_net), img, known, sdes=SDES,
+               generator=_gen(0), ablation="B", mode="official", u_max=3, u_min=2, jump=2, re=2, solver="mr",
+               steps=5, x0=x0, mu_x=x0 * known)
+    assert r.info["tries"].tolist() == [4, 4]
+    assert r.info["nfe_by_net"] == {"structure": 4 + 2 * 2 * 2, "texture": 5 + 4, "discriminator": 0}
