@@ -3,7 +3,8 @@
 mu = masked image (holes filled with 0, docs/SCIENCE.md#holes), y_T = mu + lambda * noise, then for
 t = T..1: y_{t-1} = reverse step of y_t with eps_hat = net(y_t, mu, t) (Eq. 2; ``ode=True`` uses the
 probability-flow ODE instead). The closed forms live in :mod:`strbench.sde`, their per-level form in
-:class:`strbench.steps.Stepper`. Registered as ``irsde`` (pyproject entry point ``strbench.methods``).
+:class:`strbench.steps.Stepper`. With ``solver: posterior | mr`` the loop visits ``steps`` levels only, one
+network call each (:func:`solver_loop`, :mod:`strbench.solvers`, docs/SCIENCE.md#solvers). Registered as ``irsde`` (pyproject entry point ``strbench.methods``).
 """
 from __future__ import annotations
 

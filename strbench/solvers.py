@@ -144,7 +144,8 @@ NoiseFn = Callable[[Tensor], Tensor]
 class Solver:
     """One solver on one SDE's grid. ``levels`` = t_0 = T > ... > t_N = 0; :meth:`step` moves y from
     levels[k] to levels[k+1] given the noise prediction there. ``euler`` calls Stepper.reverse exactly as
-    the loops always did (bit-identical); a step draws at most one noise tensor (:attr:`draws`)."""
+    the loops always did (bit-identical); a step draws at most one noise tensor (none for an ODE step or
+    the last step to level 0)."""
 
     def __init__(self, sde: SDE, solver: str = "euler", steps: Optional[int] = None, order: int = 1,
                  solver_type: str = "sde", time_schedule: str = "linspace", ode: bool = False,
@@ -179,12 +180,6 @@ class Solver:
     def n(self) -> int:
         """Number of steps (= network evaluations of one chain)."""
         return len(self.levels) - 1
-
-    def draws(self, k: int) -> bool:
-        """Whether step k draws noise."""
-        if self.kind == "euler":
-            return not self.ode
-        return self.coef[k][3] > 0.0
 
     def step(self, k: int, y: Tensor, mu: Tensor, eps: Tensor, noise: NoiseFn,
              prev: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:

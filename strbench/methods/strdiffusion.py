@@ -11,6 +11,10 @@ with no discriminator, every candidate accepted, so a fixed number of tries per 
 ``D`` = full. The structure variant comes in as (x0, mu_x): computed with
 ``structure_states(variant, image, known, canny_sigma)`` or given precomputed as inputs.
 
+With ``solver: posterior | mr`` (:mod:`strbench.solvers`, docs/SCIENCE.md#solvers) both SDEs step on the
+same coarse grid of ``steps`` levels: "t -> t-1" below reads "grid step k: levels[k] -> levels[k+1]", and
+the official loop's stage boundary, ``jump`` and ``re`` count solver steps (with euler: levels, as before).
+
 Settings that only apply to one mode/ablation default to None; giving a value where it does not
 apply is an error. :class:`StrDiffusionSettings` is the one place of the defaults.
 """
