@@ -393,3 +393,31 @@ def test_official_jump_and_re_count_solver_steps():
                steps=5, x0=x0, mu_x=x0 * known)
     assert r.info["tries"].tolist() == [4, 4]
     assert r.info["nfe_by_net"] == {"structure": 4 + 2 * 2 * 2, "texture": 5 + 4, "discriminator": 0}
+
+
+# ---------------------------------------------------------------------------------------------
+# stored sums: a refactor of the solvers must not change their numbers (like tests/test_sampler_loops.py)
+# ---------------------------------------------------------------------------------------------
+
+# (method, settings) -> (sum of the composited output in float64, NFE per image); computed on CPU, torch 2.14.1
+STORED = [
+    ("irsde", {"solver": "posterior", "steps": 5}, 671.7071337308735, 5),
+    ("irsde", {"solver": "mr", "steps": 5}, 687.2547578618396, 5),
+    ("irsde", {"solver": "mr", "order": 2, "solver_type": "sde", "steps": 7, "time_schedule": "linear_lambda"},
+     683.0861161015928, 7),
+    ("repaint", {"solver": "mr", "steps": 6, "jump_length": 2, "jump_n_sample": 2}, 693.8847517459653, 10),
+    ("strdiffusion", {"ablation": "D", "u_max": 2, "solver": "mr", "steps": 5}, 719.8695933925337, 45),
+    ("strdiffusion", {"ablation": "D", "mode": "official", "u_max": 3, "u_min": 2, "jump": 2, "re": 2,
+                      "solver": "posterior", "steps": 5}, 702.6391065865755, 29),
+]
+
+
+@pytest.mark.parametrize("method,settings,total,nfe", STORED)
+def test_solver_loops_match_stored_sums(method, settings, total, nfe):
+    img, known = _batch()
+    x0 = img.mean(1, keepdim=True)
+    models = Models(irsde=dummy_net, texture=dummy_net, structure=dummy_net,
+                    discriminator=lambda y, x, t: (y - 0.5).abs().mean(dim=(1, 2, 3)))
+    extra = {"x0": x0, "mu_x": x0 * known} if method == "strdiffusion" else {}
+    r = sample(method, models, img, known, sdes=SDES, generator=_gen(0), **settings, **extra)
+    assert float(r.output.double().sum()) == pytest.approx(total, rel=1e-6, abs=0) and r.nfe == nfe
