@@ -11,11 +11,12 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor
 
-from strbench.methods import Method, MethodSettings, SampleContext
+from strbench.methods import Method, SampleContext
 from strbench.resampling import repaint_loop
+from strbench.solvers import SolverSettings, make_solver
 
 
-class RepaintSettings(MethodSettings):
+class RepaintSettings(SolverSettings):
     method: Literal["repaint"]
     jump_length: int = Field(10, ge=1)  # RePaint's jump length
     jump_n_sample: int = Field(10, ge=1)  # RePaint's resamplings per jump
@@ -24,7 +25,7 @@ class RepaintSettings(MethodSettings):
 def run(ctx: SampleContext, image: Tensor, known: Tensor, s: dict):
     ctx.need("irsde", why="method 'repaint'")
     return repaint_loop(ctx, ctx.models.irsde, image, known, jump_length=s["jump_length"],
-                        jump_n_sample=s["jump_n_sample"]), {}
+                        jump_n_sample=s["jump_n_sample"], solver=make_solver(ctx.sdes.texture, s)), {}
 
 
 METHOD = Method(name="repaint", settings=RepaintSettings, run=run, roles=lambda s: ("irsde",),

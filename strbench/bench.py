@@ -118,15 +118,16 @@ def bench_train(device: str = "auto", size: Optional[int] = None, batch: Optiona
 
 def bench_sample(device: str = "auto", size: Optional[int] = None, batch: Optional[int] = None,
                  preset: str = "tiny", repeats: Optional[int] = None, T: int = 20,
-                 threads: Optional[int] = None) -> list[dict]:
+                 threads: Optional[int] = None, only: Optional[Sequence[str]] = None) -> list[dict]:
     """Sampler overhead: wall time / sum over networks of (calls x bare forward time), same batch size.
 
-    For IR-SDE, RePaint*, StrDiffusion C and D (paper and official modes) with real nets of `preset`, the
+    For IR-SDE, RePaint*, StrDiffusion C and D (paper and official modes), and the fast solvers (posterior, mr
+    order 2 ODE and SDE at T // 4 steps) for IR-SDE and StrDiffusion C and D official, with real nets of `preset`, the
     calls come from ``SampleResult.info["nfe_by_net"]``; each repeat times the bare forwards right before
     the sampler and the ratio is taken per repeat (median reported), so load changes on a shared machine
     hit both alike. `threads` sets torch's CPU threads (1 gives steadier timings on an oversubscribed CPU).
     Aim: ratio <= 1.10. One row per sampler, each with the settings used (preset, size, batch, T, device,
-    repeats).
+    repeats); `only` keeps the samplers of those names.
     """
     from strbench import methods
     from strbench import roles as role_registry
@@ -159,6 +160,16 @@ def bench_sample(device: str = "auto", size: Optional[int] = None, batch: Option
         ("StrDiffusion D official", "strdiffusion", {"ablation": "D", "mode": "official", "u_max": 5, "u_min": 2,
                                                      **strd}),
     ]
+    n = max(1, T // 4)  # the fast solvers (docs/SCIENCE.md#solvers) at a quarter of the levels
+    for label, sol in ((f"posterior {n}", {"solver": "posterior"}),
+                       (f"mr2 ode {n}", {"solver": "mr", "order": 2, "solver_type": "ode"}),
+                       (f"mr2 sde {n}", {"solver": "mr", "order": 2, "solver_type": "sde"})):
+        cases += [(f"IR-SDE {label}", "irsde", {**sol, "steps": n}),
+                  (f"StrDiffusion C {label}", "strdiffusion", {"ablation": "C", **sol, "steps": n, **strd})]
+    cases.append((f"StrDiffusion D official mr2 ode {n}", "strdiffusion",
+                  {"ablation": "D", "mode": "official", "u_max": 5, "u_min": 2, "solver": "mr", "steps": n, **strd}))
+    if only is not None:  # a subset of the samplers, by name
+        cases = [c for c in cases if c[0] in set(only)]
     needed = dict.fromkeys(r for _, m, kw in cases for r in methods.get(m).roles(methods.get(m).make(
         **{k: v for k, v in kw.items() if k not in strd})))
     models = Models(**{r: build_net(r, preset).to(dev).eval() for r in needed})

@@ -10,12 +10,13 @@ StrDiffusion's ablation A of Table 2 (IR-SDE + RePaint resampling), so it lives 
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
 from strbench.sde import masked_mean
+from strbench.solvers import Solver
 from strbench.steps import Stepper, time_table
 
 
@@ -71,32 +72,40 @@ def schedule_counts(T: int, jump_length: int = 10, jump_n_sample: int = 10) -> d
 
 
 def repaint_loop(ctx, net: Callable, image: Tensor, known: Tensor, *, jump_length: int = 10,
-                 jump_n_sample: int = 10) -> Tensor:
+                 jump_n_sample: int = 10, solver: Optional[Solver] = None) -> Tensor:
     """RePaint's resampling with `net` on ``ctx.sdes.texture``, following :func:`jump_schedule`; returns
     y_0 (not composited). ``ctx.counter["irsde"]`` counts the network calls.
 
     reverse move t -> t-1:  y_t[known] <- q_sample(gt, mu, t)[known];  y_{t-1} = reverse step (net)
     undo move t-1 -> t:     y_t = forward_step(y_{t-1})  (exact transition, Eq. 17)
+
+    With a ``solver`` (strbench.solvers; None or euler: every level, as above) the schedule runs over its
+    N grid steps instead of the T levels: position p is level levels[N - p], a reverse move is one solver
+    step, an undo the exact transition up one grid step (docs/SCIENCE.md#solvers).
     """
     st = Stepper(ctx.sdes.texture)
-    levels = jump_schedule(st.T, jump_length, jump_n_sample)
+    solver = solver if solver is not None else Solver(ctx.sdes.texture)
+    N, lv = solver.n, solver.levels
+    positions = jump_schedule(N, jump_length, jump_n_sample)
     mu = masked_mean(image, known)
     is_known = known > 0.5
     y = mu + st.lam * ctx.noise(mu)  # y_T
     ts = time_table(st.T, y.shape[0], y.device)
     counter = ctx.counter
     counter.setdefault("irsde", 0)
-    for move, (a, b) in enumerate(zip(levels[:-1], levels[1:])):
+    hist: dict = {}  # step index -> data prediction (mr order 2)
+    for move, (a, b) in enumerate(zip(positions[:-1], positions[1:])):
         ctx.begin(move)
-        if b < a:  # reverse step a -> a-1
-            gt_a = st.q(image, mu, a, ctx.noise(image))
+        if b < a:  # reverse step a -> a-1 (grid step k = N - a: level lv[k] -> lv[k+1])
+            k = N - a
+            gt_a = st.q(image, mu, lv[k], ctx.noise(image))
             y = torch.where(is_known, gt_a, y)  # known region <- forward sample of the ground truth
-            eps = net(y, mu, ts[a])
+            eps = net(y, mu, ts[lv[k]])
             counter["irsde"] += 1
-            y = st.reverse(y, mu, eps, a, ctx.noise(y))
+            y, hist[k] = solver.step(k, y, mu, eps, ctx.noise, hist.get(k - 1))
             phase = "step"
-        else:  # undo a -> a+1
-            y = st.forward(y, mu, b, ctx.noise(y))
+        else:  # undo a -> a+1 (level lv[N - a] -> lv[N - b])
+            y = solver.forward(y, mu, N - b, ctx.noise(y))
             phase = "undo"
-        ctx.emit(t=b, y=y, phase=phase)
+        ctx.emit(t=lv[N - b], y=y, phase=phase)
     return y

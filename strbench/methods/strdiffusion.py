@@ -11,6 +11,10 @@ with no discriminator, every candidate accepted, so a fixed number of tries per 
 ``D`` = full. The structure variant comes in as (x0, mu_x): computed with
 ``structure_states(variant, image, known, canny_sigma)`` or given precomputed as inputs.
 
+With ``solver: posterior | mr`` (:mod:`strbench.solvers`, docs/SCIENCE.md#solvers) both SDEs step on the
+same coarse grid of ``steps`` levels: "t -> t-1" below reads "grid step k: levels[k] -> levels[k+1]", and
+the official loop's stage boundary, ``jump`` and ``re`` count solver steps (with euler: levels, as before).
+
 Settings that only apply to one mode/ablation default to None; giving a value where it does not
 apply is an error. :class:`StrDiffusionSettings` is the one place of the defaults.
 """
@@ -23,9 +27,10 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from strbench.errors import ConfigError
-from strbench.methods.base import Method, MethodSettings, SampleContext
+from strbench.methods.base import Method, SampleContext
 from strbench.resampling import repaint_loop
 from strbench.sde import masked_mean
+from strbench.solvers import Solver, SolverSettings, make_solver
 from strbench.steps import Stepper, time_table
 from strbench.structure import DEFAULT_CANNY_SIGMA, DEFAULT_VARIANT
 
@@ -42,7 +47,7 @@ _MODE_DEFAULTS = {
 }
 
 
-class StrDiffusionSettings(MethodSettings):
+class StrDiffusionSettings(SolverSettings):
     """StrDiffusion sampling settings (None = the default for the mode/ablation: the official-only
     keys need mode official, jump_* need ablation A)."""
 
@@ -118,6 +123,11 @@ class _StrDiffusion:
         self.known, self.is_known = known, known > 0.5
         self.sy, self.sx = Stepper(sdes.texture), Stepper(sdes.structure)
         self.T = self.sy.T
+        # texture and structure stepped on the same grid (docs/SCIENCE.md#solvers); euler: every level
+        self.vy = make_solver(sdes.texture, s)
+        self.vx = Solver(sdes.structure, self.vy.kind, order=self.vy.order, solver_type=s.get("solver_type") or "sde",
+                         levels=self.vy.levels)
+        self.levels, self.N = self.vy.levels, self.vy.n
         self.mu_y = masked_mean(image, known)
         self.x0, self.mu_x = x0, mu_x
         self.x0_known = x0 * known  # official mode's known structure (x_0 = gray * known)
@@ -136,14 +146,16 @@ class _StrDiffusion:
     def nfe(self) -> int:
         return sum(self.counter.values())
 
-    def structure_step(self, x: Tensor, t: int) -> Tensor:
-        """x_t -> x_{t-1} with the structure net (Alg. 1 line 2); paper mode with structure_repaint on:
-        known region first replaced by a fresh forward sample of the true structure at level t."""
+    def structure_step(self, x: Tensor, k: int, prev: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+        """Grid step k, x_t -> x_s (t = levels[k], s = levels[k+1]; euler: s = t-1) with the structure net
+        (Alg. 1 line 2); paper mode with structure_repaint on: known region first replaced by a fresh
+        forward sample of the true structure at level t. Returns (x_s, its data prediction or None)."""
+        t = self.levels[k]
         if self.repaint_x:
             x = torch.where(self.is_known, self.sx.q(self.x0, self.mu_x, t, self.noise(x)), x)
         eps = self.m.structure(x, self.mu_x, self.ts[t])
         self.counter["structure"] += 1
-        return self.sx.reverse(x, self.mu_x, eps, t, self.noise(x))
+        return self.vx.step(k, x, self.mu_x, eps, self.noise, prev)
 
     def known_structure(self, level: int) -> Tensor:
         """Official mode: one forward sample of the known structure at `level`, q(x_level | x_0 known)
@@ -154,26 +166,28 @@ class _StrDiffusion:
         """k in the known region, x in the holes."""
         return torch.where(self.is_known, k, x)
 
-    def structure_step_pasted(self, x: Tensor, t: int, k: Optional[Tensor]) -> Tensor:
-        """Official mode: x_t -> x_{t-1} with the structure net after pasting the given draw k (None: no
+    def structure_step_pasted(self, x: Tensor, k: int, kd: Optional[Tensor],
+                              prev: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+        """Official mode: grid step k of the structure net after pasting the given draw kd (None: no
         paste, structure_repaint off)."""
-        if k is not None:
-            x = self.paste(k, x)
-        eps = self.m.structure(x, self.mu_x, self.ts[t])
+        if kd is not None:
+            x = self.paste(kd, x)
+        eps = self.m.structure(x, self.mu_x, self.ts[self.levels[k]])
         self.counter["structure"] += 1
-        return self.sx.reverse(x, self.mu_x, eps, t, self.noise(x))
+        return self.vx.step(k, x, self.mu_x, eps, self.noise, prev)
 
-    def texture_step(self, y: Tensor, t: int, cond: Tensor) -> Tensor:
-        """y_t -> y_{t-1} with the texture net conditioned on the structure x_{t-1} (Alg. 1 line 3)."""
-        eps = self.m.texture(y, self.mu_y, self.ts[t], cond=cond)
+    def texture_step(self, y: Tensor, k: int, cond: Tensor, prev: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+        """Grid step k, y_t -> y_s with the texture net conditioned on the structure x_s (Alg. 1 line 3)."""
+        eps = self.m.texture(y, self.mu_y, self.ts[self.levels[k]], cond=cond)
         self.counter["texture"] += 1
-        return self.sy.reverse(y, self.mu_y, eps, t, self.noise(y))
+        return self.vy.step(k, y, self.mu_y, eps, self.noise, prev)
 
-    def score(self, y: Tensor, x: Tensor, t: int) -> Tensor:
-        """D(y_{t-1}, x_{t-1}, t-1) (paper) or D(..., t) (authors' code): (B,) correlation scores."""
+    def score(self, y: Tensor, x: Tensor, k: int) -> Tensor:
+        """D(y_s, x_s, s) (paper, s = levels[k+1] = t-1 for euler) or D(..., t) (authors' code): (B,)
+        correlation scores."""
         if self.s["disc_mask_texture"]:
             y = y * self.known
-        out = self.m.discriminator(y, x, self.ts[t - self.d_shift]).reshape(-1)
+        out = self.m.discriminator(y, x, self.ts[self.levels[k + self.d_shift]]).reshape(-1)
         self.counter["discriminator"] += 1
         return out
 
@@ -187,35 +201,44 @@ class _StrDiffusion:
                      "phase": phase, "nfe": self.nfe()})
 
 
-def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+def _where(mask: Tensor, a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
+    if a is None or b is None:  # data predictions (mr order 2 history): None for euler
+        return None
     return torch.where(mask.view(-1, 1, 1, 1), a, b)
+
+
+def _mean(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
+    return None if a is None or b is None else (a + b) / 2
 
 
 def _paper_loop(r: _StrDiffusion, y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     """Algorithm 1 (supplementary) as written, per image of the batch."""
     U = r.s["u_max"]
-    for t in range(r.T, 0, -1):  # 1 for t = T..1
+    hx = hy = None  # the previous step's data predictions (mr order 2)
+    for k in range(r.N):  # 1 for t = T..1 (grid step k: t = levels[k] -> s = levels[k+1])
+        t, s = r.levels[k], r.levels[k + 1]
         r.begin(t)
-        x_prev = r.structure_step(x, t)  # 2
-        y_prev = r.texture_step(y, t, x_prev)  # 3
+        x_prev, dx = r.structure_step(x, k, hx)  # 2
+        y_prev, dy = r.texture_step(y, k, x_prev, hy)  # 3
         if r.resample:
-            delta = r.score(y_prev, x_prev, t) if r.use_d else None  # 4 threshold Delta
+            delta = r.score(y_prev, x_prev, k) if r.use_d else None  # 4 threshold Delta
             active = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
             for _u in range(U):  # 5 for u = 1..U
-                x_tilde_t = r.sx.forward(x_prev, r.mu_x, t, r.noise(x_prev))  # 6 (Eq. 17)
-                x_c = r.structure_step(x_tilde_t, t)  # 7
-                y_c = r.texture_step(y, t, x_c)  # 8 (from y_t, guided by the new structure)
-                S = r.score(y_c, x_c, t) if r.use_d else None  # 9
+                x_tilde_t = r.vx.forward(x_prev, r.mu_x, k, r.noise(x_prev))  # 6 (Eq. 17, s -> t)
+                x_c, dx_c = r.structure_step(x_tilde_t, k, hx)  # 7
+                y_c, dy_c = r.texture_step(y, k, x_c, hy)  # 8 (from y_t, guided by the new structure)
+                S = r.score(y_c, x_c, k) if r.use_d else None  # 9
                 acc = active & r.better(S, delta) if r.use_d else active  # 10 (B: always accept)
                 x_prev, y_prev = _where(acc, x_c, x_prev), _where(acc, y_c, y_prev)  # 11, 12
+                dx, dy = _where(acc, dx_c, dx), _where(acc, dy_c, dy)
                 r.tries += active
                 r.n_accepted += acc
                 active = acc  # 14 break (per image)
-                r.emit(t - 1, y_c, x_c, "resample", S, delta, acc)
+                r.emit(s, y_c, x_c, "resample", S, delta, acc)
                 if r.use_d and not bool(active.any()):
                     break
-        x, y = x_prev, y_prev
-        r.emit(t - 1, y, x, "step")
+        x, y, hx, hy = x_prev, y_prev, dx, dy
+        r.emit(s, y, x, "step")
     return y, x
 
 
@@ -233,48 +256,56 @@ def _official_loop(r: _StrDiffusion, y: Tensor, x: Tensor) -> tuple[Tensor, Tens
     k pasted. Late stage (t < int(stage_end T)): structure = channel mean of y_t (late_structure
     "texture_mean") or the structure net (``"net"``, k pasted likewise)."""
     s = r.s
-    T = r.T
-    t_early = int(s["stage_end"] * T)  # the code's range(int(0.4*T), T+1)
-    for t in range(T, 0, -1):
+    N = r.N  # solver steps (euler: N = T and step position p = t)
+    t_early = int(s["stage_end"] * N)  # the code's range(int(0.4*T), T+1), in solver steps
+    hx = hy = None  # the previous step's data predictions (mr order 2)
+    for k in range(N):
+        t, lo, p = r.levels[k], r.levels[k + 1], N - k
         r.begin(t)
-        early = t >= t_early
+        early = p >= t_early
         use_net = early or s["late_structure"] == "net"
-        k = r.known_structure(t - 1) if use_net and r.repaint_x else None  # one draw per outer step
+        kd = r.known_structure(lo) if use_net and r.repaint_x else None  # one draw per outer step
         if use_net:
-            x_prev = r.structure_step_pasted(x, t, k)
+            x_prev, dx = r.structure_step_pasted(x, k, kd, hx)
         else:
-            x_prev = y.mean(dim=1, keepdim=True)  # late stage: structure = gray of the texture y_t
-        y_prev = r.texture_step(y, t, x_prev)
+            x_prev, dx = y.mean(dim=1, keepdim=True), None  # late stage: structure = gray of the texture y_t
+        y_prev, dy = r.texture_step(y, k, x_prev, hy)
         if r.resample and early:
-            delta = r.score(y_prev, x_prev, t) if r.use_d else None  # every early level, never refreshed
-            if t % s["jump"] == 0:
-                n_re = min(s["re"], T - t + 1)  # re-noise at most up to level T
+            delta = r.score(y_prev, x_prev, k) if r.use_d else None  # every early level, never refreshed
+            if p % s["jump"] == 0:
+                n_re = min(s["re"], k + 1)  # re-noise at most up to level T (re counts solver steps)
                 active = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
                 for i in range(1, s["u_max"]):  # the code's `for i in range(1, u_max)`
                     x_c = x_prev
-                    for lvl in range(t, t + n_re):  # structure t-1 -> t-1+n_re (Eq. 17, Euler-Maruyama)
-                        x_c = r.sx.euler_forward(x_c, r.mu_x, lvl, r.noise(x_c))
-                    for lvl in range(t + n_re - 1, t - 1, -1):  # and denoised back to t-1, k re-pasted
-                        x_c = r.structure_step_pasted(x_c, lvl, k)
-                    y_c = r.texture_step(y, t, x_c)  # from the original y_t
-                    S = r.score(y_c, x_c, t) if r.use_d else None
+                    for kk in range(k, k - n_re, -1):  # structure s -> n_re steps up (Eq. 17)
+                        if r.vx.kind == "euler":  # Euler-Maruyama as printed, one level
+                            x_c = r.sx.euler_forward(x_c, r.mu_x, r.levels[kk], r.noise(x_c))
+                        else:  # exact transition over a coarse step (Euler-Maruyama could overshoot)
+                            x_c = r.vx.forward(x_c, r.mu_x, kk, r.noise(x_c))
+                    dx_c = None
+                    for kk in range(k - n_re + 1, k + 1):  # and denoised back to s, kd re-pasted
+                        x_c, dx_c = r.structure_step_pasted(x_c, kk, kd, dx_c)
+                    y_c, dy_c = r.texture_step(y, k, x_c, hy)  # from the original y_t
+                    S = r.score(y_c, x_c, k) if r.use_d else None
                     good = r.better(S, delta) if r.use_d else torch.ones_like(active)
                     acc = active & good
                     r.tries += active
                     r.n_accepted += acc
                     if i >= s["u_min"]:
                         x_prev, y_prev = _where(acc, x_c, x_prev), _where(acc, y_c, y_prev)
+                        dx, dy = _where(acc, dx_c, dx), _where(acc, dy_c, dy)
                         active = acc
                     else:  # before u_min: take a better candidate, average a rejected one with the pair
                         x_prev = _where(good, x_c, (x_prev + x_c) / 2)
                         y_prev = _where(good, y_c, (y_prev + y_c) / 2)
-                    r.emit(t - 1, y_c, x_c, "resample", S, delta, acc)
+                        dx, dy = _where(good, dx_c, _mean(dx, dx_c)), _where(good, dy_c, _mean(dy, dy_c))
+                    r.emit(lo, y_c, x_c, "resample", S, delta, acc)
                     if r.use_d and not bool(active.any()):
                         break
-        if k is not None:
-            x_prev = r.paste(k, x_prev)
-        x, y = x_prev, y_prev
-        r.emit(t - 1, y, x, "step")
+        if kd is not None:
+            x_prev = r.paste(kd, x_prev)
+        x, y, hx, hy = x_prev, y_prev, dx, dy
+        r.emit(lo, y, x, "step")
     return y, x
 
 
@@ -295,7 +326,7 @@ def run(ctx: SampleContext, image: Tensor, known: Tensor, s: dict):
     if s["ablation"] == "A":  # Table 2 case A: IR-SDE + RePaint's resampling
         ctx.need("irsde", why="StrDiffusion ablation 'A' (IR-SDE + RePaint resampling)")
         y0 = repaint_loop(ctx, ctx.models.irsde, image, known, jump_length=s["jump_length"],
-                          jump_n_sample=s["jump_n_sample"])
+                          jump_n_sample=s["jump_n_sample"], solver=make_solver(ctx.sdes.texture, s))
         return y0, {}
     ctx.need("texture", "structure", why=f"StrDiffusion ablation {s['ablation']!r}")
     if s["ablation"] == "D":

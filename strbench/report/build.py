@@ -462,12 +462,29 @@ def frontier_frame(runs: pd.DataFrame, axis: str = "mask_bin") -> tuple[pd.DataF
         abl = _str(mine[ABLATION].iloc[0]) if ABLATION in mine else ""
         if method == "strdiffusion" and abl and abl != "D":
             family += f" ({abl})"
+        family += _solver_suffix(mine)
         fid = [mean(_col(g, MET + "fid")) for _, g in per_col]
         recs.append({"label": label, "family": family, "nfe": mean(_col(mine, MET + "nfe_per_image")),
                      "psnr": float(np.mean([mean(_col(g, MET + "psnr")) for _, g in per_col])),
                      "fid": float(np.mean(fid)) if fid and all(f is not None for f in fid) else None,
                      "columns": ", ".join(use)})
     return pd.DataFrame(recs, columns=FRONTIER_COLUMNS), notes
+
+
+def _solver_suffix(runs: pd.DataFrame) -> str:
+    """' · posterior', ' · mr o2 ode', ...: a run's solver (docs/SCIENCE.md#solvers) from its logged settings
+    (params method.* or settings.*); '' for euler (every level), which logs no solver key."""
+    def setting(key):
+        for name in (K.param_column("method." + key), K.param_column("settings." + key)):
+            if name in runs and runs[name].notna().any():
+                return _str(runs[name].dropna().iloc[0])
+        return ""
+
+    solver = setting("solver")
+    if not solver or solver == "euler":
+        return ""
+    extra = [f"o{setting('order')}" if setting("order") else "", setting("solver_type")]
+    return " · " + " ".join([solver] + [e for e in extra if e])
 
 
 def paired_notes(n_resamples: int) -> list[str]:

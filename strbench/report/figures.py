@@ -45,7 +45,8 @@ def figure8(kl: pd.DataFrame, *, seed: int = 0):
 
 def figure_frontier(points: pd.DataFrame, *, title_columns: str = ""):
     """PSNR (and FID where every point has it) against NFE per image: one marker per (case, setting), a line
-    per method family through its settings in NFE order."""
+    per method family through its settings in NFE order (a solver other than euler is its own family, e.g.
+    'IR-SDE · mr o2 ode', its points labelled by their steps)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter, ScalarFormatter
@@ -88,6 +89,8 @@ def _point_text(label: str, family: str) -> str:
     """What sets a point apart within its line: the setting ('u3', 'jump_n_sample=2'); '' for a lone case."""
     if " [" in label:
         return label.split(" [", 1)[1].rstrip("]")
+    if " · " in family and label.split()[-1].isdigit():  # a solver's line: the point is its number of steps
+        return label.split()[-1]
     base = family.split(" (")[0]
     return label[len(base):].strip() if label.startswith(base) else label
 
