@@ -341,6 +341,7 @@ def ids_from_features(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> 
 
 # ----------------------------------------------------------------------------------------------- LPIPS
 LPIPS_NETS = ("alex", "vgg")
+LPIPS_MIN_SIZE = {"alex": 31, "vgg": 16}  # smallest side the backbone's pooling stack accepts (no resize)
 
 
 @functools.lru_cache(maxsize=2)
@@ -382,6 +383,12 @@ def lpips(pred: torch.Tensor, gt: torch.Tensor, *, net: str = "alex", weights_pa
     if net not in LPIPS_NETS:
         raise ValueError(f"unknown LPIPS backbone {net!r}; choose one of {list(LPIPS_NETS)}")
     explicit = weights_path is not None or bool(os.environ.get(lpips_weights.ENV_WEIGHTS))
+    h, w = pred.shape[-2:]
+    if min(h, w) < LPIPS_MIN_SIZE[net]:
+        return MetricResult(None, lpips_protocol(net, None, None, None),
+                            f"LPIPS with the {net} backbone needs images of at least {LPIPS_MIN_SIZE[net]} px "
+                            f"(got {h} x {w}): use larger images" + (" or `metrics.lpips_net: vgg`" if net == "alex"
+                                                                    else ""))
     try:
         path, sha = lpips_weights.resolve_lpips_weights(net, weights_path)
     except WeightsError as e:

@@ -27,6 +27,7 @@ import pandas as pd
 from strbench import contract as K
 from strbench.intervals import mean_interval
 
+PAIRED_METRICS = ("psnr", "ssim", "lpips")  # per-image metrics compared (lpips where per_image.csv has it)
 POOLED = "all"  # the column label of a comparison pooled over every column both rows have
 PAIR_COLUMNS = ["a", "b", "column", "metric", "n", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p_wilcoxon",
                 "note"]
@@ -103,7 +104,7 @@ def matched(long: pd.DataFrame, a: str, b: str, metric: str) -> pd.DataFrame:
     return left.merge(right, on=keys, how="inner")
 
 
-def paired_table(long: pd.DataFrame, order: Sequence[str], *, metrics: Sequence[str] = ("psnr", "ssim"),
+def paired_table(long: pd.DataFrame, order: Sequence[str], *, metrics: Sequence[str] = PAIRED_METRICS,
                  columns: Sequence[str] | None = None, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Every pair (a, b) of rows with a after b in `order` (so a - b reads "later minus earlier": the
     paper's method minus a baseline), per column (in `columns` order) and pooled over columns (`all`)."""

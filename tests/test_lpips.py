@@ -148,3 +148,71 @@ def test_equals_torchmetrics_own_network_with_the_same_backbone(hub_cache):
     x, y = _images(n=2, seed=4), _images(n=2, seed=5)
     want = ref(M.to_uint8(x).float() / 255, M.to_uint8(y).float() / 255, normalize=True).reshape(-1).double()
     assert torch.allclose(M.lpips(x, y).value, want, rtol=1e-5, atol=1e-7)
+
+
+def test_images_too_small_for_the_backbone_give_na_with_the_reason(hub_cache):
+    x = _images(n=2, size=16)
+    r = M.lpips(x, x)
+    assert r.value is None and "at least 31 px" in r.reason and "lpips_net: vgg" in r.reason
+
+
+def _tiny_run(tmp_path, name):
+    import yaml
+
+    from strbench import cli
+
+    cfg = {"name": name, "dataset": {"type": "builtin", "size": 32}, "masks": {"bins": [[0.1, 0.3]], "per_bin": 3},
+           "schedule": {"texture": {"T": 3}}, "nets": {"arch": "authors", "preset": "tiny"},
+           "models": {"irsde": "random:0"}, "methods": {"IR-SDE": {"method": "irsde"}}, "sample": {"batch": 3},
+           "metrics": {"fid": False, "kid": False, "ids": False, "bootstrap": 50}, "device": "cpu"}
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli.main(["run", f"{name}.yaml", "-q"]) == 0
+    return cli
+
+
+@pytest.mark.slow
+def test_table1_has_the_floors_and_an_lpips_column_from_the_fixture_weights(hub_cache, tmp_path, monkeypatch,
+                                                                            capsys):
+    """The quickstart's shape in miniature: Table 1 gets biharmonic, navier_stokes and telea rows and an LPIPS
+    column (marked: not in the paper) with a value per cell; per_image.csv has it per image; the paired
+    comparisons compare it; rescore reproduces it."""
+    from strbench import tracking
+
+    monkeypatch.chdir(tmp_path)
+    cli = _tiny_run(tmp_path, "lp")
+    capsys.readouterr()
+    assert cli.main(["report", "lp.yaml", "--table", "1"]) == 0
+    out = capsys.readouterr().out
+    head = next(ln for ln in out.splitlines() if ln.startswith("| Method"))
+    assert "LPIPS↓*" in head and "not reported by the paper (marked *)" in out
+    at = [i for i, h in enumerate(head.split("|")) if "LPIPS" in h][0]
+    for floor in ("IR-SDE", "biharmonic", "navier_stokes", "telea"):
+        row = next(ln for ln in out.splitlines() if ln.startswith(f"| {floor} (measured)"))
+        assert 0 < float(row.split("|")[at].strip().strip("*")) < 1
+    assert cli.main(["report", "lp.yaml", "--table", "1", "--paired"]) == 0
+    assert "| LPIPS " in capsys.readouterr().out  # the paired comparisons compare LPIPS too
+    runs = tracking.search_cell_runs(tracking.absolute_uri("sqlite:///mlflow.db"), "lp")
+    assert len(runs) == 4 and runs["metrics.lpips"].notna().all() and runs["metrics.lpips_ci_low"].notna().all()
+    per = tracking.read_csv_artifact(tracking.absolute_uri("sqlite:///mlflow.db"), runs["run_id"].iloc[0],
+                                     "per_image.csv")
+    assert list(per.columns)[-1] == "lpips" and len(per) == 3
+    assert abs(per["lpips"].mean() - runs["metrics.lpips"].iloc[0]) < 1e-12
+    assert cli.main(["rescore", "--experiment", "lp"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()
+    assert all("lpips " in ln for ln in last[:4]) and last[-1].endswith("0.0e+00")
+
+
+@pytest.mark.slow
+def test_table1_without_weights_says_na_and_why(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    cli = _tiny_run(tmp_path, "nolp")
+    capsys.readouterr()
+    assert cli.main(["report", "nolp.yaml", "--table", "1"]) == 0
+    out = capsys.readouterr().out
+    note = next(ln for ln in out.splitlines() if "LPIPS n/a: no LPIPS backbone weights:" in ln)
+    assert "alexnet-owt-7be5be79.pth" in note and "metrics.lpips_weights" in note
+    mark = note.split("]")[0] + "]"  # "[2]": FID is off in this run, its footnote comes first
+    for floor in ("biharmonic", "navier_stokes", "telea"):
+        row = next(ln for ln in out.splitlines() if ln.startswith(f"| {floor} (measured)"))
+        assert f"n/a {mark}" in row
