@@ -245,12 +245,15 @@ def score_cell(c: CellConfig, inp: CellInputs, sampled: Sampled, *, inception: b
             lo, hi = M.bootstrap_ci(df[k].to_numpy(), n=mcfg.bootstrap, seed=int(c.seed))
             if math.isfinite(lo):
                 metrics[f"{k}_ci_low"], metrics[f"{k}_ci_high"] = lo, hi
-    which = tuple(k for k in M.INCEPTION_METRICS if getattr(mcfg, k)) if inception else ()
+    # P-IDS/U-IDS reuse the features FID/KID extract: never the reason to extract them
+    which = tuple(k for k in M.INCEPTION_METRICS if getattr(mcfg, k) and (k != "ids" or mcfg.fid or mcfg.kid)
+                  ) if inception else ()
     inc = M.inception_metrics(sampled.outputs.to(inp.device), inp.images.to(inp.device),
                               weights_path=mcfg.fid_weights, which=which) if which else {}
     metrics.update({k: float(r.value) for k, r in inc.items() if r.value is not None})
     tags = score_tags(protocol, inc, which, metrics)
     tags.update(extra_tags(extra, mcfg if inception else None, metrics))
+    tags.update(ids_off_tags(mcfg) if inception else {})
     return Scores(metrics=metrics, per_image=df, protocol=protocol, tags=tags)
 
 
@@ -278,6 +281,14 @@ def score_tags(protocol: dict, inception: dict, which: tuple, metrics: dict) -> 
         if "ids" in which and k not in metrics:
             tags[K.missing_tag(k)] = "; ".join(m.split(": ", 1)[1] for m in missing if m.startswith(k))
     return tags
+
+
+def ids_off_tags(mcfg) -> dict:
+    """Why P-IDS/U-IDS were not computed when they were asked for but FID and KID were off."""
+    if mcfg.ids and not (mcfg.fid or mcfg.kid):
+        why = "needs the Inception features of FID/KID, both off in the config (metrics.fid / metrics.kid: false)"
+        return {K.missing_tag(k): why for k in ("p_ids", "u_ids")}
+    return {}
 
 
 def extra_tags(extra: dict, mcfg, metrics: dict) -> dict:
