@@ -81,13 +81,13 @@ def _signed(v, digits: int) -> str:
 
 # ----------------------------------------------------------------------------------------------- Tables 1-3
 def _best(rt: ReportTable) -> dict[tuple[str, str], float]:
-    """Best measured value per metric column (max PSNR/SSIM, min FID)."""
+    """Best measured value per metric column (max PSNR/SSIM/P-IDS/U-IDS, min FID/LPIPS)."""
     out = {}
     for m in rt.metrics:
         for c in rt.columns:
             vals = [r.values[(m.key, c)] for r in rt.rows
                     if r.source == "measured" and r.values.get((m.key, c)) is not None]
-            if vals:
+            if vals and (m.paper or len(set(vals)) > 1):  # a column of our own where all tie: nobody is best
                 out[(m.key, c)] = max(vals) if m.higher_is_better else min(vals)
     return out
 
