@@ -34,8 +34,11 @@ def no_network(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("LPIPS tried to download weights")
 
+    import torchvision.models._api as tv_api
+
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", refuse)  # what torchvision's weights= would call
     monkeypatch.delenv(LW.ENV_WEIGHTS, raising=False)
 
 
@@ -216,3 +219,11 @@ def test_table1_without_weights_says_na_and_why(tmp_path, monkeypatch, capsys):
     for floor in ("biharmonic", "navier_stokes", "telea"):
         row = next(ln for ln in out.splitlines() if ln.startswith(f"| {floor} (measured)"))
         assert f"n/a {mark}" in row
+
+
+def test_the_no_network_guard_catches_a_fetch():
+    """The guard above would fail a test that let torchvision fetch its weights (so the passes above mean none did)."""
+    import torchvision
+
+    with pytest.raises(AssertionError, match="download"):
+        torchvision.models.alexnet(weights=torchvision.models.AlexNet_Weights.DEFAULT)
