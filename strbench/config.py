@@ -17,13 +17,13 @@ import os
 import re
 from typing import Annotated, Any, Iterable, Literal, Mapping, Optional, Union
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
-                      model_serializer, model_validator)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from strbench import methods as methods_registry
 from strbench import roles as roles_registry
 from strbench.contract import DEFAULT_ARTIFACTS, DEFAULT_URI
 from strbench.errors import ConfigError
+from strbench.metrics_config import MetricsCfg  # the `metrics:` section (re-exported here)
 from strbench.methods.base import MethodSettings
 from strbench.nets import ARCHS, DEFAULT_PRESET, PRESETS
 from strbench.sde import SCHEDULES
@@ -213,38 +213,6 @@ class TrainCfg(TrainSettings):
 
 class SampleCfg(Strict):
     batch: int = Field(16, ge=1)
-
-
-class MetricsCfg(Strict):
-    protocol: str = "pennet"  # PSNR/SSIM protocol of strbench.metrics.PROTOCOLS
-    fid: bool = True
-    kid: bool = False
-    fid_weights: Optional[str] = None  # local Inception weights file (default: the converted shipped ones)
-    # added with LPIPS and P-IDS/U-IDS (not in the paper); left out of the dump while at their defaults, so the
-    # cells of earlier versions keep their hash (`_new_keys_when_set`)
-    lpips: bool = True  # per-image LPIPS (strbench.metrics.lpips); n/a with the reason when no weights
-    lpips_net: Literal["alex", "vgg"] = "alex"  # LPIPS backbone: AlexNet (LPIPS' default) or VGG16
-    lpips_weights: Optional[str] = None  # the backbone's torchvision weights file (default: torch.hub's cache)
-    ids: bool = True  # P-IDS / U-IDS from the FID features (needs metrics.fid or metrics.kid)
-    trajectories: bool = False  # KL of masked/unmasked regions along the reverse process (Fig. 8)
-    trajectory_every: int = Field(1, ge=1)  # record every k-th reverse step
-    kl_bins: int = Field(64, ge=2)
-    bootstrap: int = Field(1000, ge=0)  # bootstrap resamples for 95% intervals (0: off)
-    grid_images: int = Field(8, ge=1)  # images in samples.png
-    strip_frames: int = Field(8, ge=2)  # frames in trajectory.png
-
-    @model_serializer(mode="wrap")
-    def _new_keys_when_set(self, handler):
-        """The keys added after cells were first hashed enter the dump (cell.yaml, the cell hash) only when set to
-        something else than their default: a cell's identity is what it was before they existed."""
-        out = handler(self)
-        for k in METRICS_KEYS_ADDED:
-            if k in out and out[k] == type(self).model_fields[k].default:
-                del out[k]
-        return out
-
-
-METRICS_KEYS_ADDED = ("lpips", "lpips_net", "lpips_weights", "ids")
 
 
 class TrackingCfg(Strict):
