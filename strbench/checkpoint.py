@@ -72,10 +72,14 @@ def save_checkpoint(path: str | os.PathLike, state: dict, *, keep_previous: bool
     if missing:
         raise ValueError(f"checkpoint state lacks keys {missing}")
     path = Path(path)
-    if keep_previous and path.is_file():
-        _keep_previous(path)
-    with atomic_open(path) as f:
-        torch.save(state, f)
+    try:
+        if keep_previous and path.is_file():
+            _keep_previous(path)
+        with atomic_open(path) as f:
+            torch.save(state, f)
+    except (OSError, RuntimeError) as e:  # disk full, read-only, permissions; torch's writer says neither the path
+        raise CheckpointError(f"cannot write checkpoint {path} ({_reason(e)}); free space on that disk or point "
+                              "cache_dir elsewhere") from None
 
 
 def _reason(e: Exception) -> str:

@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 
 from strbench import methods as methods_registry
 from strbench import roles as roles_registry
-from strbench.contract import DEFAULT_ARTIFACTS, DEFAULT_URI
+from strbench.contract import DEFAULT_URI
 from strbench.errors import ConfigError
 from strbench.metrics_config import MetricsCfg  # the `metrics:` section (re-exported here)
 from strbench.methods.base import MethodSettings
@@ -96,6 +96,7 @@ class MaskSetCfg(Strict):
     bins: list[Bin] = Field(min_length=1)
     families: Optional[list[Literal["thin", "medium", "thick"]]] = None  # None -> masks.families
     per_bin: Optional[int] = Field(None, ge=1)  # None -> masks.per_bin
+    path: Optional[str] = None  # masks.source folder: this set's folder (None -> masks.path), e.g. LaMa's thin set
 
 
 class TrainMasksCfg(Strict):
@@ -112,6 +113,9 @@ class MasksCfg(Strict):
     # Required with source=folder: which colour marks holes in the PNGs. strbench never guesses it (public
     # copies of the NVIDIA irregular masks disagree); open one file and check.
     polarity: Optional[Literal["white_is_hole", "white_is_known"]] = None
+    # "seeded": a bin's i-th mask with the i-th picked test image; "by_name" (source folder): each test image with
+    # its own masks (LaMa's name.png + name_mask000.png, or masks named after the images; strbench.pairing)
+    pairing: Literal["seeded", "by_name"] = "seeded"
     name: str = "irregular"  # name of the default mask set (tag strbench.mask_set)
     bins: list[Bin] = [[0.1, 0.2], [0.2, 0.3], [0.3, 0.4], [0.4, 0.5]]
     sets: dict[str, MaskSetCfg] = {}  # named sets; when given they replace (name, bins)
@@ -217,8 +221,12 @@ class SampleCfg(Strict):
 
 class TrackingCfg(Strict):
     uri: str = DEFAULT_URI
-    artifact_location: str = DEFAULT_ARTIFACTS  # for new experiments on a local (sqlite/file) backend
+    # where a new MLflow experiment keeps its artifacts: a folder (with a server: one every machine sees at that
+    # path) or a URI; None: ./mlartifacts beside a local store, the server's own default for a server or database
+    artifact_location: Optional[str] = None
     experiment: Optional[str] = None  # MLflow experiment name; None -> the experiment's `name`
+    # how long every MLflow call waits out a store that does not answer (strbench.tracking.patience)
+    outage_s: float = Field(300.0, gt=0)
 
 
 class ClaimsCfg(Strict):
@@ -228,6 +236,9 @@ class ClaimsCfg(Strict):
 
     grace_s: Optional[float] = Field(None, gt=0)
     heartbeat_s: Optional[float] = Field(None, gt=0)
+    # the MLflow experiment records the claims folder (cache_dir) its processes share and refuses another one;
+    # true: this cache_dir's folder takes the experiment over (the old folder is gone for good)
+    take_over: bool = False
 
     @model_validator(mode="after")
     def _beat_within_grace(self):
@@ -322,11 +333,11 @@ class Experiment(Strict):
         return sde_dict({"schedule": self.schedule.model_dump()}, which)
 
     def mask_sets(self) -> dict[str, dict]:
-        """Name -> {bins, families, per_bin} with defaults filled in (the default set is masks.name)."""
+        """Name -> {bins, families, per_bin, path} with defaults filled in (the default set is masks.name)."""
         m = self.masks
         sets = m.sets or {m.name: MaskSetCfg(bins=m.bins)}
         return {k: {"bins": [list(b) for b in s.bins], "families": list(s.families or m.families),
-                    "per_bin": s.per_bin or m.per_bin} for k, s in sets.items()}
+                    "per_bin": s.per_bin or m.per_bin, "path": s.path or m.path} for k, s in sets.items()}
 
 
 def _loc_str(loc: Iterable) -> str:

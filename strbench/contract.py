@@ -68,6 +68,9 @@ def param_column(param: str) -> str:
 ROLE_TAG = tag("role")
 HOST_TAG, PID_TAG, ERROR_TAG = tag("host"), tag("pid"), tag("error")  # host, pid: for people only
 HEARTBEAT_TAG, CLAIM_TAG = tag("heartbeat"), tag("claim")  # ms of the last beat; the claim's token
+# the claims folder (strbench.experiment.claims.Board.id) a cell run was claimed through; on the MLflow experiment:
+# the one claims folder every process writing to it must share
+BOARD_TAG = tag("claims_board")
 VERSION_TAG, GIT_COMMIT_TAG = tag("version"), tag("git_commit")
 
 # parent (experiment) runs

@@ -57,7 +57,8 @@ SPLITS = ("train", "test", "val", "all")
 RESIZE_MODES = ("resize", "center_crop", "random_crop")
 
 
-def _natural_key(path: str):
+def natural_key(path: str):
+    """Sort key of a path with its numbers in natural order ('img2' before 'img10')."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
 
 
@@ -85,7 +86,7 @@ def list_images(folder: Path) -> list[Path]:
     if not files:
         raise DataError(f"dataset folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                         "set dataset.root to the folder that holds them")
-    return sorted(files, key=lambda p: _natural_key(str(p.relative_to(folder))))
+    return sorted(files, key=lambda p: natural_key(str(p.relative_to(folder))))
 
 
 def read_flist(flist: Path, root: Path) -> list[Path]:

@@ -436,7 +436,7 @@ MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 ASPECT_TOLERANCE = 0.01  # |w/h - W/H| above this: the mask would be distorted by the resize, refused
 
 
-def _read_mask(f: Path, h: int, w: int, polarity: str) -> np.ndarray:
+def read_mask(f: Path, h: int, w: int, polarity: str) -> np.ndarray:
     """One mask file -> known uint8 {0, 1} (h, w). Decoded to 8-bit gray by `data.open_image` (16-bit scaled,
     palette expanded to its colours, alpha dropped: the displayed gray decides), resized with nearest,
     binarised at > 127; another aspect ratio is refused (a DataError naming the file)."""
@@ -491,7 +491,7 @@ def scan_mask_folder(path, size, polarity: str, bins=None, per_bin: int | None =
     filled = {bin_label(*b): 0 for b in use_bins}
     n_read = 0
     for f in files:
-        known = _read_mask(f, h, w, polarity)
+        known = read_mask(f, h, w, polarity)
         n_read += 1
         holes = known.size - int(known.sum())
         if holes in (0, known.size):

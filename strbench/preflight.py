@@ -12,12 +12,17 @@ may prefix the experiment file.
   ratio is refused (resizing would distort it; crop the masks); each bin needs `need` masks (default
   `per_bin`); a 100%-hole mask inside a bin is refused (nothing known to inpaint from); 0%-hole masks lie
   outside every bin and are only reported in the summary.
+- `check_pairs(path, size, polarity, bins, images=..., key=...)`: masks.pairing by_name (strbench.pairing): no
+  image without a mask, no mask without its image, every mask decodes and is binned from its own pixels, each
+  bin (lo, hi, per_bin) holds a pair and no 100%-hole mask, the scored images decode.
 - `check_fid_weights(path)`: `fid_weights.check_fid_weights` (weights_only load, layout and checksums).
 - `check_lpips_weights(net, path)`: `lpips_weights.resolve_lpips_weights` (the same checks; none found: a pass
   saying LPIPS will be n/a).
 - `check_tracking(uri)`: the scheme is one MLflow accepts here; a SQLite file, if it exists, is a readable
   database with MLflow's tables (integrity by `PRAGMA quick_check`) and its folder exists; an HTTP(S) server
   answers `/health` within `timeout`; a database server's port accepts a TCP connection within `timeout`.
+- `check_artifacts(location, uri)`: the artifact folder new experiments write to is a writable folder, or can
+  be created.
 """
 from __future__ import annotations
 
@@ -126,6 +131,46 @@ def check_mask_folder(path, size, polarity: str, bins, per_bin: int | None, *, k
     counts = ", ".join(f"{b} {n}" for b, n in scan.per_bin.items())
     return Checked(key, f"{scan.n_read} of {scan.n_files} mask file(s) read and decode; per bin: {counts}"
                         + (f"; {', '.join(notes)}" if notes else ""))
+
+
+def check_pairs(path, size, polarity: str, bins: Sequence, *, images: Sequence | None = None, image_root=None,
+                key: str = "masks.path") -> Checked:
+    """masks.pairing by_name (`pairing.pair_by_name`): every image has a mask and every mask its image; every mask
+    decodes, has the run's aspect ratio and is binned from its own pixels; each bin (lo, hi, per_bin) of `bins` holds
+    a pair and no 100%-hole mask; the images of the pairs the cells score decode. `images`/`image_root`: the
+    dataset's test files, for masks named after them (None: the built-in photos)."""
+    from strbench import masks as M
+    from strbench import pairing as P
+
+    try:
+        pairing = P.pair_by_name(path, images, image_root)
+        ratios = P.pair_ratios(pairing, int(size), polarity)
+    except StrbenchError as e:
+        raise _keyed(key, e) from None
+    counts, picked, capped = [], set(), False
+    for lo, hi, per_bin in bins:
+        label, idx = M.bin_label(lo, hi), P.in_bin_indices(ratios, lo, hi)
+        full = [pairing.pairs[i].mask for i in idx if ratios[i] == 1.0]
+        if full:
+            raise DataError(f"{key}: mask {full[0]} is all hole (100%, no known pixel) and falls in bin {label} "
+                            f"({len(full)} such mask(s)); there is nothing to inpaint from: remove them or end the "
+                            "last bin below 1")
+        if not idx:
+            lo_r, hi_r = min(ratios), max(ratios)
+            raise DataError(f"{key}: no mask of the {len(ratios)} image-mask pairs in {pairing.root} has a hole ratio "
+                            f"in bin {label} (theirs lie in {lo_r:.1%}-{hi_r:.1%}); change masks.bins (e.g. [[0, 1]]: "
+                            f"one cell over the whole set) or check masks.polarity ({polarity})")
+        counts.append(f"{label} {min(per_bin, len(idx))}" + (f" of {len(idx)}" if len(idx) > per_bin else ""))
+        capped |= len(idx) > per_bin
+        picked.update(pairing.pairs[i].image for i in idx[:per_bin])
+    where = "masks.path" if pairing.layout == P.BESIDE else "dataset.root"
+    decoded = check_images(sorted(picked), key=f"{where} (test images)")
+    outside = sum(1 for r in ratios if not any(M.in_bin(r, lo, hi) for lo, hi, _ in bins))
+    line = (f"{pairing.n_images} image(s) with {len(ratios)} mask(s) paired by name ({P.LAYOUT_TEXT[pairing.layout]}); "
+            f"pairs scored per bin: {', '.join(counts)}")
+    line += f"; {outside} pair(s) in no bin" if outside else ""
+    line += "; masks.per_bin caps a bin (raise it to score every pair)" if capped else ""
+    return Checked(key, f"{line}; {decoded.line}")
 
 
 # ----------------------------------------------------------------------------------------------- FID weights
@@ -308,3 +353,29 @@ def check_tracking(uri: str, *, key: str = "tracking.uri", timeout: float = 3.0)
     else:  # file: URI or a plain folder path
         line = _check_file_store(uri, key)
     return Checked(key, line)
+
+
+def check_artifacts(location: str | None, uri: str, *, key: str = "tracking.artifact_location") -> Checked:
+    """Where new experiments' artifacts go is writable: a folder (or file:// URI) exists as a writable folder or
+    can be created (its nearest existing ancestor is a writable folder); not set: ./mlartifacts for a local
+    store, the server's own default otherwise (not checked from here); another URI (s3://, ...) is left to
+    its client. (An existing MLflow experiment keeps the location it was created with.)"""
+    from strbench.contract import DEFAULT_ARTIFACTS
+
+    local_store = uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
+    if not location:
+        if not local_store:
+            return Checked(key, "not set: the tracking server's own artifact store")
+        location = DEFAULT_ARTIFACTS
+    if "://" in location and not location.startswith("file://"):
+        return Checked(key, f"{location} (checked by its client when the run writes)")
+    path = Path(urllib.parse.unquote(location[len("file://"):]) if location.startswith("file://") else location)
+    path = path.expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise DataError(f"{key}: {path} is a file, not a folder; name a folder for the artifacts")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise DataError(f"{key}: {path} is not writable; make it writable or point {key} elsewhere")
+        return Checked(key, f"{path} (writable)")
+    _creatable(path, key, "artifact folder")
+    return Checked(key, f"{path} (the run creates it)")

@@ -75,6 +75,8 @@ class ConsoleProgress:
             self.say(cell_summary(d["i"], d["n"], d["cell"], d["metrics"], d["seconds"]))
         elif kind == "cell_failed":
             self.say(f"[{d['i']}/{d['n']}] {d['cell'].label}: FAILED ({d['error']})")
+        elif kind == "tracking":
+            self.say(d["message"])
         elif kind == "jobs_submitted":
             self.say(f"{d['experiment']}: submitted {len(d['job_ids'])} job(s) ({d['launcher']}), one per group of "
                      f"cells sharing models: {', '.join(d['job_ids'])}; logs in {d['logs']}")

@@ -86,9 +86,13 @@ def _cmd_run(a) -> int:
         others = f"{len(summary.elsewhere)} by other processes, " if summary.elsewhere else ""
         print(f"{exp.name}: {summary.n_cells} cells: {summary.done_before} finished before, {summary.ran} run, "
               f"{others}{len(summary.failed)} failed ({summary.seconds:.0f} s). Browse: {ui}")
+    for label, h, err in summary.failed:
+        print(f"strbench: cell failed: {label} [{h[:12]}]: {err}", file=sys.stderr)
+    if summary.stopped:
+        left = f"; not tried: {', '.join(summary.not_tried)}" if summary.not_tried else ""
+        print(f"strbench: stopped: {summary.stopped}{left}", file=sys.stderr)
+        return 1
     if summary.failed:
-        for label, h, err in summary.failed:
-            print(f"strbench: cell failed: {label} [{h[:12]}]: {err}", file=sys.stderr)
         print(f"strbench: {len(summary.failed)} of {summary.n_cells} cells failed; fix the cause and run the "
               "same command again (finished cells are skipped)", file=sys.stderr)
         return 1

@@ -27,7 +27,7 @@ def expand(exp: Experiment, *, world_size: Optional[int] = None) -> list[Cell]:
     """The experiment's cells (plan.expand) for this launch: world_size defaults to torchrun's WORLD_SIZE (1
     without torchrun), and pretrained weights files enter their model's hash by their sha256 (weights_digest)."""
     ws = dist.world_size() if world_size is None else world_size
-    return plan.expand(exp, world_size=ws, digest=weights_digest)
+    return plan.expand(exp, world_size=ws, digest=content_digest)
 
 
 @functools.lru_cache(maxsize=64)
@@ -47,6 +47,19 @@ def weights_digest(path: str, key: str) -> str:
     return _file_digest(str(p.resolve()), st.st_size, st.st_mtime_ns)
 
 
+def content_digest(path: str, key: str) -> str:
+    """plan.expand's digest: a weights file's sha256, or for masks.path (masks.pairing: by_name) the mask folder's
+    (strbench.pairing.folder_digest); a missing file or folder is one error line naming the key."""
+    if key.endswith("masks.path"):
+        from strbench.pairing import folder_digest
+
+        try:
+            return folder_digest(Path(path).expanduser())
+        except StrbenchError as e:
+            raise _prefixed(key.removesuffix("masks.path").removesuffix(": "), e) from None
+    return weights_digest(path, key)
+
+
 def check_resources(exp: Experiment, cells: list[Cell]) -> None:
     """Dataset and mask folders, split lists, weights files and the device: raise one line naming
     the key and the fix."""
@@ -55,6 +68,13 @@ def check_resources(exp: Experiment, cells: list[Cell]) -> None:
         claims.settings(exp.claims.grace_s, exp.claims.heartbeat_s)
     except ConfigError as e:
         raise _prefixed(src, e) from None
+    m = exp.masks  # pairing by file name and a set's own folder read a mask folder
+    paths = [k for k, s in m.sets.items() if s.path is not None]
+    if m.source != "folder" and (m.pairing == "by_name" or paths):
+        raise ConfigError(f"{src}: masks.sets.{paths[0]}.path: a set's folder is read with masks.source: folder; set "
+                          "it, or remove the path" if paths else f"{src}: masks.pairing: by_name pairs the files of "
+                          "a mask folder with their images; set masks.source: folder and masks.path, or leave "
+                          "masks.pairing at seeded")
     seen: set = set()
     for c in cells:
         ds, mk = c.config.dataset, c.config.mask
@@ -160,6 +180,11 @@ def preflight(exp: Experiment, cells: list[Cell], *, tracking: bool = True, spli
         seen: dict = {}
         for c in cells:
             ds = c.config.dataset
+            if c.config.mask.pairing == "by_name":  # its images: check_by_name below
+                if set(splits) - {"test"}:
+                    raise ConfigError("masks.pairing: by_name pairs the test images with their masks, and tuning "
+                                      "scores the val split; tune with masks.pairing: seeded")
+                continue
             if ds.type == "builtin":
                 continue
             for split in splits:
@@ -179,10 +204,11 @@ def preflight(exp: Experiment, cells: list[Cell], *, tracking: bool = True, spli
                 seen[key] = (_images(d, "train", limit=d.limit), set())
                 done.append(pf.check_images(seen[key][0].files, key="dataset.root (train images)", sample=TRAIN_SAMPLE))
         # mask folders, binned as the run bins them (test: the first per_bin masks of a bin, val: the next)
+        done += check_by_name(cells)
         masks_seen = set()
         for c in cells:
             mk, size = c.config.mask, c.config.dataset.size
-            if mk.source != "folder" or (mk.path, mk.lo, mk.hi) in masks_seen:
+            if mk.source != "folder" or mk.pairing == "by_name" or (mk.path, mk.lo, mk.hi) in masks_seen:
                 continue
             masks_seen.add((mk.path, mk.lo, mk.hi))
             done.append(pf.check_mask_folder(mk.path, size, mk.polarity, [(mk.lo, mk.hi)], 2 * mk.per_bin,
@@ -194,9 +220,34 @@ def preflight(exp: Experiment, cells: list[Cell], *, tracking: bool = True, spli
         done += [check_pretrained(m) for m in unique_models(cells) if m.pretrained and m.sha256]
         if tracking:
             done.append(pf.check_tracking(exp.tracking.uri))
+            done.append(pf.check_artifacts(exp.tracking.artifact_location, exp.tracking.uri))
     except StrbenchError as e:
         raise _prefixed(src, e) from None
     return done
+
+
+def check_by_name(cells: list[Cell]) -> list:
+    """strbench.preflight.check_pairs once per mask folder (and dataset) of the masks.pairing by_name cells, with
+    every bin they score; the dataset's test files are listed only where the masks are named after them."""
+    from strbench import pairing as P
+    from strbench import preflight as pf
+
+    groups: dict = {}
+    for c in cells:
+        mk, ds = c.config.mask, c.config.dataset
+        if mk.pairing == "by_name":
+            key = (mk.path, mk.polarity, ds.size, ds.model_dump_json())
+            bins = groups.setdefault(key, (ds, {}))[1]
+            bins[(mk.lo, mk.hi)] = max(mk.per_bin, bins.get((mk.lo, mk.hi), 0))
+    out = []
+    for (path, polarity, size, _), (ds, bins) in groups.items():
+        images = image_root = None
+        if ds.type != "builtin" and P.layout_of(path) == P.NAMED:
+            data = _images(ds, "test")
+            images, image_root = data.files, data.root
+        out.append(pf.check_pairs(path, size, polarity, [(lo, hi, n) for (lo, hi), n in bins.items()],
+                                  images=images, image_root=image_root))
+    return out
 
 
 def check_pretrained(spec):

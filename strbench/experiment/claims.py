@@ -31,7 +31,12 @@ nothing on another machine, and an OS lock of a vanished machine on a network fi
 (NFSv3 lock recovery waits for that client to come back); a heartbeat expires on its own wherever its
 holder was. The heartbeat is also written to the cell's MLflow run (tag ``strbench.heartbeat``, ms), so
 tracking can tell a live RUNNING run from a stale one by itself (:meth:`strbench.tracking.Tracker.
-fail_stale_runs`), which also covers runs of a process that did not share this cache folder.
+fail_stale_runs`); a RUNNING run claimed through this very folder that no claim holds any more is an orphan (its
+process could not close it, e.g. the tracking server was down) and is failed at once, whatever its heartbeat.
+Processes with separate claims folders on one MLflow experiment could both start a cell (MLflow's check for a
+FINISHED or RUNNING run is check-then-create), so the experiment records the id of the one folder its processes
+share (tag ``strbench.claims_board``, set atomically when the experiment is created) and a process with another
+folder is refused in one line (``claims.take_over`` moves the experiment to a new folder).
 Heartbeats are wall-clock times compared across machines: keep their clocks within a few seconds (NTP);
 the grace period is an order of magnitude longer. Every machine must name the tracking store by the same
 URI (the store key is a hash of it).
@@ -138,6 +143,19 @@ class Board:
 
     def path(self, cell_hash: str) -> Path:
         return self.folder / f"{cell_hash}.json"
+
+    @property
+    def id(self) -> str:
+        """This claims folder's identity, made once (random, kept in the folder): cell runs claimed through it
+        carry it, and the MLflow experiment records the one folder its processes share (every machine sees
+        the same id in a shared folder, whatever path it is mounted at)."""
+        p = self.folder / "board.id"
+        with contextlib.suppress(FileNotFoundError):
+            return p.read_text().strip()
+        with self._locked():
+            if not p.is_file():
+                atomic.write_text(p, uuid.uuid4().hex)
+            return p.read_text().strip()
 
     @contextlib.contextmanager
     def _locked(self):
@@ -288,10 +306,11 @@ class _Watched:
         return getattr(self._tracker, name)
 
     def start_cell(self, parent_id: str, cell_hash: str, *, run_name: str, tags, params) -> str:
-        from strbench.contract import CLAIM_TAG, HEARTBEAT_TAG
+        from strbench.contract import BOARD_TAG, CLAIM_TAG, HEARTBEAT_TAG
 
         run_id = self._tracker.start_cell(parent_id, cell_hash, run_name=run_name, params=params,
-                                          tags={**tags, CLAIM_TAG: self._claim.token, HEARTBEAT_TAG: _now_ms()})
+                                          tags={**tags, CLAIM_TAG: self._claim.token, HEARTBEAT_TAG: _now_ms(),
+                                                BOARD_TAG: self._claim.board.id})
         if cell_hash == self._claim.cell:
             self._claim.attach(self._tracker, run_id)
         return run_id
@@ -338,9 +357,10 @@ def claim_cell(board: Board, tracker, cell_hash: str, label: str = "", *, since:
     """Claim a cell just before running it (its heartbeat starts at once). Skipped (claim None) when a live
     holder has it, when it FINISHED meanwhile, when it FAILED in a run started after `since` (time.time()
     of this sweep's start: another process of this sweep met the error, retrying it here would repeat it),
-    or when MLflow shows a RUNNING run with a live heartbeat (a process that does not share this claims
-    folder). A stale holder's RUNNING run, and any RUNNING run of the cell whose heartbeat is older than
-    the grace period, are marked FAILED."""
+    or when MLflow shows a RUNNING run with a live heartbeat claimed through another claims folder. A stale
+    holder's RUNNING run, any RUNNING run of the cell whose heartbeat is older than the grace period, and any
+    RUNNING run claimed through this folder (an orphan: the claim now held here is no one else's) are marked
+    FAILED."""
     claim, prev = board.claim(cell_hash, label)
     if claim is None:
         return Turn(None, f"claimed by {prev.holder}, heartbeat {prev.age():.0f} s ago (taken over after "
@@ -358,7 +378,7 @@ def claim_cell(board: Board, tracker, cell_hash: str, label: str = "", *, since:
         if prev is not None and prev.run_id:
             stale += tracker.fail_run(prev.run_id, f"stale: {prev.holder} gave no heartbeat for {prev.age():.0f} s "
                                                    "without finishing this cell (killed?); it was run again")
-        failed, live = tracker.fail_stale_runs([cell_hash], board.grace)
+        failed, live = tracker.fail_stale_runs([cell_hash], board.grace, board=board.id)
         stale += len(failed)
         if live:
             claim.release()

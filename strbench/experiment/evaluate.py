@@ -125,6 +125,11 @@ def cell_inputs(c: CellConfig, res: Resources, split: str = "test", *,
 
     by_hash = {m.hash: m for m in c.models.values()}
     nets = {r: res.model(s, by_hash, on_train=on_train, callback=train_callback) for r, s in c.models.items()}
+    sdes = make_sde_pair(dict(c.schedule["texture"]), dict(c.schedule["structure"]))
+    if c.mask.pairing == "by_name":  # each image with its own masks (strbench.pairing); ids name both files
+        paired = by_name_pairs(c, res, split)
+        return CellInputs(models=Models(**nets), sdes=sdes, images=paired.images, known=paired.known,
+                          image_ids=paired.image_ids, mask_ids=paired.mask_ids, device=res.device)
     mask_set = res.eval_masks(c.mask, c.dataset.size, split)
     known = mask_set.masks.float()
     n = known.shape[0]
@@ -132,9 +137,22 @@ def cell_inputs(c: CellConfig, res: Resources, split: str = "test", *,
     ds = res.dataset(c.dataset, split)
     idx = pick_indices(len(ds), n)
     images = torch.stack([ds[i] for i in idx]).float()
-    sdes = make_sde_pair(dict(c.schedule["texture"]), dict(c.schedule["structure"]))
     return CellInputs(models=Models(**nets), sdes=sdes, images=images, known=known, image_ids=idx,
                       mask_ids=mask_ids[:n], device=res.device)
+
+
+def by_name_pairs(c: CellConfig, res: Resources, split: str = "test"):
+    """The cell's pairs under masks.pairing by_name (strbench.pairing.PairedBin): the first per_bin pairs whose
+    mask falls in the cell's bin; the dataset's test split is read only where the masks are named after its images."""
+    from strbench.pairing import paired_bin
+
+    mk = c.mask
+    if split != "test":
+        raise DataError(f"masks.pairing: by_name pairs the test images with their masks; the {split} split has no "
+                        "such pairs (tuning scores val): use masks.pairing: seeded to tune")
+    return paired_bin(mk.path, mk.polarity, mk.lo, mk.hi, mk.per_bin, c.dataset.size, resize=c.dataset.resize,
+                      dataset=None if c.dataset.type == "builtin" else (lambda: res.dataset(c.dataset, split)),
+                      label=mk.label)
 
 
 class _Recorder:
@@ -366,7 +384,8 @@ def write_artifacts(d: Path, c: CellConfig, inp: CellInputs, sampled: Sampled, s
 
     u8 = to_uint8(pred).permute(0, 2, 3, 1).numpy()  # the exact uint8 pixels the metrics scored
     for i, (img_id, mask_id) in enumerate(zip(df["image_id"], df["mask_id"])):
-        Image.fromarray(u8[i]).save(out_dir / f"{i:04d}_img{img_id}_mask{mask_id}.png")
+        name = f"{i:04d}_img{img_id}_mask{mask_id}".replace("/", "_")  # by_name ids are relative file paths
+        Image.fromarray(u8[i]).save(out_dir / f"{name}.png")
     (d / "protocol.json").write_text(json.dumps(protocol, indent=1, sort_keys=True, default=str))
     # samples: masked input | structure | output | ground truth; tiles for the HTML report, a labelled grid for people
     k = min(int(c.metrics.grid_images), images.shape[0])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from pydantic import field_serializer, field_validator
+from pydantic import field_serializer, field_validator, model_serializer
 
 from strbench import config as cfgmod
 from strbench import methods as registry
@@ -135,12 +135,12 @@ def pretrained_hash(role: str, net: Mapping, sha256: Optional[str], seed: Option
     return config_hash({"role": role, "net": dict(net), "weights": {"sha256": sha256} if sha256 else {"random": seed}})
 
 
-Digest = Callable[[str, str], str]  # (weights file, its config key) -> sha256 hex; a missing file: ConfigError
+Digest = Callable[[str, str], str]  # (weights file, or the masks.path folder; its config key) -> sha256 hex
 
 
 def _no_digest(path: str, key: str) -> str:
-    raise ConfigError(f"{key}: a weights file enters the model hash by its sha256: plan with "
-                      "strbench.experiment.expand (it reads the file), or pass digest= to plan.expand")
+    raise ConfigError(f"{key}: a weights file enters the model hash by its sha256 (a by_name mask folder the cell "
+                      "hash): plan with strbench.experiment.expand (it reads it), or pass digest= to plan.expand")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -163,6 +163,17 @@ class EvalMasks(Strict):
     polarity: Optional[str]
     seed: int
     val_seed: int
+    pairing: str = "seeded"  # by_name: strbench.pairing (each image with its own masks)
+    content: Optional[str] = None  # by_name: sha256 of the mask folder's files (pairing.folder_digest)
+
+    @model_serializer(mode="wrap")
+    def _identity(self, handler):
+        """Seeded cells dump (and hash) as before these two fields existed."""
+        d = handler(self)
+        if d.get("pairing") == "seeded" and d.get("content") is None:
+            d.pop("pairing", None)
+            d.pop("content", None)
+        return d
 
 
 class EvalDataset(Strict):
@@ -343,7 +354,8 @@ def sampler_settings(exp: Experiment, method: cfgmod.MethodSettings) -> dict:
 
 
 def cell_config(exp: Experiment, case: str, method: cfgmod.MethodSettings, mask_set: str, mset: Mapping,
-                lo: float, hi: float, models: Mapping[str, ModelSpec]) -> CellConfig:
+                lo: float, hi: float, models: Mapping[str, ModelSpec], mask_content: Optional[str] = None
+                ) -> CellConfig:
     from strbench.masks import bin_label
 
     m, ds = exp.masks, exp.dataset
@@ -352,7 +364,8 @@ def cell_config(exp: Experiment, case: str, method: cfgmod.MethodSettings, mask_
         case=case, method=method, settings=sampler_settings(exp, method),
         mask=EvalMasks(set=mask_set, lo=lo, hi=hi, label=bin_label(lo, hi), per_bin=mset["per_bin"],
                        families=list(mset["families"]), bins=[list(b) for b in mset["bins"]], source=m.source,
-                       path=m.path, polarity=m.polarity, seed=m.seed, val_seed=m.val_seed),
+                       path=mset.get("path", m.path), polarity=m.polarity, seed=m.seed, val_seed=m.val_seed,
+                       pairing=m.pairing, content=mask_content),
         dataset=EvalDataset(type=ds.type, root=ds.root, size=ds.size, resize=ds.resize, splits=ds.splits,
                             test_fraction=ds.test_fraction),
         variant=exp.variant if guided else None,
@@ -389,6 +402,9 @@ def expand(exp: Experiment, *, world_size: int = 1, digest: Digest = _no_digest)
     cells: list[Cell] = []
     seen: set[str] = set()
     for values, rexp in _combos(exp):
+        by_name = rexp.masks.pairing == "by_name" and rexp.masks.source == "folder"  # its content: the cells' identity
+        content = {k: digest(s["path"], f"{exp.source}: masks.path") if by_name and s["path"] else None
+                   for k, s in rexp.mask_sets().items()}
         for case, method in rexp.cases().items():
             specs = model_specs(rexp, registry.get(method.method).roles(method), world_size=world_size,
                                 digest=digest)
@@ -398,7 +414,7 @@ def expand(exp: Experiment, *, world_size: int = 1, digest: Digest = _no_digest)
                 raise ConfigError(f"{exp.source}: methods.{case}: {e}") from None
             for set_name, mset in rexp.mask_sets().items():
                 for lo, hi in mset["bins"]:
-                    cc = cell_config(rexp, case, method, set_name, mset, lo, hi, specs)
+                    cc = cell_config(rexp, case, method, set_name, mset, lo, hi, specs, content[set_name])
                     h = cc.hash()
                     if h in seen:
                         continue

@@ -28,6 +28,7 @@ class Progress:
       ``cell_finished``  i, n, cell, metrics, seconds
       ``cell_failed``    i, n, cell, error
       ``jobs_submitted`` experiment, launcher, job_ids, logs (strbench.experiment.launch)
+      ``tracking``       message: the tracking store stopped answering, or answers again
     """
 
     def bar(self, kind: str, total: int, desc: str) -> Bar:

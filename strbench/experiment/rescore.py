@@ -58,9 +58,15 @@ def rescore_run(tracking_uri: str, run: dict, *, cache_dir: str = ".strbench", p
                             for f in files]).float() / 255
     c = CellConfig.from_mapping(cfg)
     res = Resources(cache_dir, "cpu")
-    known = res.eval_masks(c.mask, c.dataset.size, "test").masks.float()[: len(files)]
-    ds = res.dataset(c.dataset, "test")
-    gt = torch.stack([ds[int(i)] for i in per["image_id"]]).float()
+    if c.mask.pairing == "by_name":  # each image with its own masks (strbench.pairing), in the cell's order
+        from strbench.experiment.evaluate import by_name_pairs
+
+        paired = by_name_pairs(c, res, "test")
+        known, gt = paired.known[: len(files)], paired.images[: len(files)]
+    else:
+        known = res.eval_masks(c.mask, c.dataset.size, "test").masks.float()[: len(files)]
+        ds = res.dataset(c.dataset, "test")
+        gt = torch.stack([ds[int(i)] for i in per["image_id"]]).float()
     if len(files) != len(per) or known.shape[0] != len(per):
         raise DataError(f"run {run_id}: {len(files)} outputs, {len(per)} rows in per_image.csv, "
                         f"{known.shape[0]} masks: they must agree")

@@ -12,6 +12,7 @@ creates an MLflow run or database. Progress goes to a :class:`~strbench.experime
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
 import sys
 import tempfile
@@ -40,6 +41,8 @@ class RunSummary:
     done_before: int = 0
     ran: int = 0
     failed: list = field(default_factory=list)  # (label, hash, error)
+    not_tried: list = field(default_factory=list)  # labels left when the tracking store stopped answering
+    stopped: str = ""  # why the sweep stopped before its last cell (the store did not answer), else ""
     elsewhere: list = field(default_factory=list)  # labels of cells claimed (or finished) by another process
     stale_marked: int = 0
     parent_run_id: Optional[str] = None
@@ -48,7 +51,7 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.stopped
 
 
 # ------------------------------------------------------------------------------------------------
@@ -130,7 +133,9 @@ def code_tags() -> dict:
 def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources, exp_hash: str,
               summary: RunSummary, progress: Progress, i: int, n: int) -> None:
     """Evaluate and log one cell. Its run ends FINISHED, FAILED (error tag + error.txt; the sweep goes on)
-    or KILLED (Ctrl-C / SIGTERM: re-raised so the caller ends the parent)."""
+    or KILLED (Ctrl-C / SIGTERM: re-raised so the caller ends the parent). A store that stops answering for
+    longer than tracking.outage_s fails the cell and raises TrackingUnavailable (the caller stops the sweep)."""
+    from strbench import tracking
     from strbench.tracking import MetricBuffer
 
     t0 = time.time()
@@ -188,6 +193,8 @@ def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources,
         raise
     except Exception as e:  # a failing cell: FAILED with the error, the sweep goes on
         error = f"{type(e).__name__}: {e}"
+        if isinstance(e, OSError) and e.filename is None and e.errno in _DISK_ERRNOS:  # e.g. MLflow's artifact copy
+            error += f" (this run's artifacts go to {tracker.artifact_root(run_id)}; the model cache is {exp.cache_dir})"
         with contextlib.suppress(Exception):
             with tempfile.TemporaryDirectory(prefix="strbench-err-") as td:
                 (Path(td) / "error.txt").write_text(traceback.format_exc())
@@ -205,7 +212,17 @@ def _run_cell(exp: Experiment, cell: Cell, tracker, parent: str, res: Resources,
             with contextlib.suppress(Exception):
                 tracker.end(run_id, status, error=error)
         else:
-            tracker.end(run_id, status, error=error)
+            try:
+                tracker.end(run_id, status, error=error)
+            except tracking.TrackingUnavailable as e:  # its run stays RUNNING: a re-run fails it as an orphan and redoes it
+                if status == "FINISHED":
+                    summary.ran -= 1
+                    summary.results.pop(cell.hash, None)
+                    summary.failed.append((cell.label, cell.hash, str(e)))
+                raise
+
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 @dataclass
@@ -275,7 +292,9 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
     board = claims.Board.for_store(exp.cache_dir, exp.tracking.uri, exp.experiment_name,
                                    grace=exp.claims.grace_s, heartbeat=exp.claims.heartbeat_s)
     tracker = tracking.Tracker(exp.tracking.uri, exp.experiment_name, exp.tracking.artifact_location,
-                               lock_path=board.store_lock)
+                               lock_path=board.store_lock, outage_s=exp.tracking.outage_s,
+                               say=lambda m: progress.event("tracking", message=m), board=board.id,
+                               take_over=exp.claims.take_over)
     done = tracker.finished_cells()
     todo = [c for c in mine if c.hash not in done]  # each is claimed just before it runs (claims.claim_cell)
     summary.done_before = sum(c.hash in done for c in mine)
@@ -302,10 +321,12 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
     res = Resources(exp.cache_dir, exp.device, progress=progress)
     progress.event("started", **where, done_before=summary.done_before, todo=len(todo), device=str(res.device))
     sweep = progress.bar("cells", len(todo), "cells")
+    seen: list = []
     try:
         with _sigterm_as_interrupt():
             order = claims.free_first(todo, board, busy=res.model_busy, ready=res.model_ready)
             for i, cell in enumerate(order, 1):
+                seen.append(cell.hash)
                 turn = claims.claim_cell(board, tracker, cell.hash, cell.label, since=t_start)
                 summary.stale_marked += turn.stale
                 if turn.claim is None:  # another live process has it, or finished it meanwhile
@@ -322,14 +343,43 @@ def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optio
         with contextlib.suppress(Exception):
             tracker.end(parent, "KILLED")
         raise
+    except tracking.TrackingUnavailable as e:  # past tracking.outage_s: stop here, nothing else can be logged
+        _tell_ranks(ranks, None)
+        summary.stopped = str(e)
+        summary.not_tried = [c.label for c in todo if c.hash not in seen[:-1] and
+                             c.label not in {f[0] for f in summary.failed}]
     finally:
         sweep.close()
-    with contextlib.suppress(Exception):  # a summary that cannot be written never fails the experiment
-        log_parent_summary(tracker, parent, all_cells)
-    tracker.end(parent, "FINISHED" if not summary.failed else "FAILED",
-                error=None if not summary.failed else f"{len(summary.failed)} cell(s) failed")
+    if not summary.stopped:
+        with contextlib.suppress(Exception):  # a summary that cannot be written never fails the experiment
+            log_parent_summary(tracker, parent, all_cells)
+        with contextlib.suppress(tracking.TrackingUnavailable):
+            end_parent(tracker, parent, all_cells, board, summary)
     summary.seconds = time.time() - t_start
     return summary
+
+
+def end_parent(tracker, parent: str, cells: list[Cell], board, summary: RunSummary) -> str:
+    """End the experiment's parent run with a status computed from its cells in the store, whichever process
+    or job ran them: FINISHED (and any earlier error tag removed) when every cell has a FINISHED run; left
+    RUNNING while another process holds a live claim on one of them (the last to end closes it); else FAILED
+    naming the cells that failed here, or FINISHED when the rest were simply not asked for (--cells).
+    Returns the status written ("RUNNING" when left so)."""
+    hashes = [c.hash for c in cells]
+    done = tracker.finished_cells()
+    if all(h in done for h in hashes):
+        tracker.end(parent, "FINISHED")
+        tracker.clear_error(parent)
+        return "FINISHED"
+    if board.live_cells() & set(hashes):
+        return "RUNNING"
+    if summary.failed:
+        names = ", ".join(label for label, _, _ in summary.failed[:5]) + (" ..." if len(summary.failed) > 5 else "")
+        tracker.end(parent, "FAILED", error=f"{len(summary.failed)} cell(s) failed: {names}")
+        return "FAILED"
+    tracker.end(parent, "FINISHED")
+    tracker.clear_error(parent)
+    return "FINISHED"
 
 
 SUMMARY_METRICS = ("psnr", "ssim", "fid", "kid", "nfe_per_image", "sec_per_image")

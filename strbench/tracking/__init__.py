@@ -25,11 +25,12 @@ from strbench.tracking.readers import (EXPERIMENT_COLUMNS, download_artifacts, l
 from strbench.tracking.store import (PARAM_MAX, STORE_LOCK_TIMEOUT_S, TAG_MAX, absolute_uri, clean_key, flatten,
                                      is_local, local_lock_path, open_experiment, role_filter, sqlite_path, tag_filter,
                                      tracking_exists, uri_or_default)
+from strbench.tracking.patience import TrackingUnavailable
 from strbench.tracking.studies import TRIAL_STATUS, StudyRuns, search_study_runs
 from strbench.tracking.writer import MetricBuffer, Tracker
 
 __all__ = ["EXPERIMENT_COLUMNS", "MetricBuffer", "PARAM_MAX", "STORE_LOCK_TIMEOUT_S", "StudyRuns", "TAG_MAX",
-           "TRIAL_STATUS", "Tracker", "absolute_uri", "clean_key", "download_artifacts", "flatten", "is_local",
+           "TRIAL_STATUS", "Tracker", "TrackingUnavailable", "absolute_uri", "clean_key", "download_artifacts", "flatten", "is_local",
            "list_experiments", "local_lock_path", "open_experiment", "read_artifact_bytes", "read_csv_artifact",
            "role_filter", "search_all_cell_runs", "search_cell_runs", "search_experiment_runs", "search_strbench_runs",
            "search_study_runs", "sqlite_path", "tag_filter", "tracking_exists", "uri_or_default"]

@@ -43,11 +43,13 @@ def sqlite_path(uri: str) -> Optional[Path]:
 def absolute_uri(uri: str) -> str:
     """The URI handed to MLflow: a sqlite:/// URI with a relative path made absolute. MLflow keeps one store per
     URI string for the whole process, so a relative one would keep pointing at the folder it was first opened
-    from (after a chdir: a notebook, tests running the CLI in several folders); other URIs (and in-memory
-    SQLite, URIs with a query) unchanged."""
+    from (after a chdir: a notebook, tests running the CLI in several folders); a bare postgresql:// URL with the
+    driver strbench installs (strbench.dburl); other URIs (and in-memory SQLite, URIs with a query) unchanged."""
+    from strbench.dburl import with_postgres_driver
+
     p = sqlite_path(uri)
     if p is None or p.is_absolute() or str(p) in ("", ".", ":memory:") or "?" in uri:
-        return uri
+        return with_postgres_driver(uri, key="tracking.uri")
     return f"sqlite:///{p.expanduser().resolve()}"
 
 
@@ -150,16 +152,18 @@ def uri_or_default(uri: Optional[str]) -> str:
     return uri or DEFAULT_URI
 
 
-def open_experiment(client, name: str, *, artifact_location: Optional[str] = None) -> str:
+def open_experiment(client, name: str, *, artifact_location: Optional[str] = None,
+                    tags: Optional[Mapping[str, str]] = None) -> str:
     """The id of MLflow experiment `name`, created (with `artifact_location`, a URI or None) when missing and
     restored when deleted. Created or found, it carries the experiment tag mlflow.experimentKind =
     custom_model_development, so MLflow's UI opens it in its model-training view (runs, metrics, charts)
-    rather than its GenAI view (traces, judges, prompts); an experiment already marked otherwise is left so."""
+    rather than its GenAI view (traces, judges, prompts); an experiment already marked otherwise is left so.
+    `tags`: more experiment tags, set atomically with a new experiment only (an existing one keeps its own)."""
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
             return client.create_experiment(name, artifact_location=artifact_location,
-                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **(tags or {})})
         except Exception:  # created meanwhile by another process
             exp = client.get_experiment_by_name(name)
             if exp is None:

@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-from strbench.contract import (CELL_HASH_TAG, CELLS_TAG, ERROR_TAG, EXPERIMENT_HASH_TAG, HEARTBEAT_TAG, HOST_TAG,
+from strbench.contract import (BOARD_TAG, CELL_HASH_TAG, CELLS_TAG, DEFAULT_ARTIFACTS, ERROR_TAG, EXPERIMENT_HASH_TAG, HEARTBEAT_TAG, HOST_TAG,
                                LAST_INVOKED_TAG, MODEL_HASH_TAG, MODEL_ROLE_TAG, NOTE_TAG, PARENT_RUN_TAG, PID_TAG,
                                ROLE_TAG, SHORT_HASH, TRAINING_RUN_PREFIX, Kind, ui_link)
 from strbench.tracking.store import (PARAM_MAX, TAG_MAX, _all_pages, _file_lock, _mlflow, _store_error, absolute_uri,
                                      clean_key, is_local, local_lock_path, open_experiment, role_filter, sqlite_path,
                                      tag_filter)
+from strbench.tracking.patience import DEFAULT_OUTAGE_S, Patient
 
 def _heartbeat_ms(run) -> float:
     """The last sign of life of a run: its heartbeat tag, else its start time (runs of older versions)."""
@@ -29,10 +30,16 @@ class Tracker:
     """One MLflow experiment on one tracking URI.
 
     lock_path: a lock file serialising the parent run's creation when the store is a server (several
-    machines: a file in the shared cache folder); a local store always locks the file beside it."""
+    machines: a file in the shared cache folder); a local store always locks the file beside it.
+    outage_s: how long every call waits out a store that does not answer (strbench.tracking.patience); `say`
+    hears when the waiting starts and ends.
+    board: the id of the claims folder this process claims cells through (strbench.experiment.claims): a new
+    experiment is created carrying it, and an experiment that carries another one is refused (processes writing
+    to one experiment must share one claims folder, or they could run a cell twice), unless `take_over`."""
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None, *,
-                 lock_path: str | os.PathLike | None = None):
+                 lock_path: str | os.PathLike | None = None, outage_s: float = DEFAULT_OUTAGE_S,
+                 say=None, board: Optional[str] = None, take_over: bool = False):
         mlflow = _mlflow()
         from mlflow.tracking import MlflowClient
 
@@ -45,13 +52,17 @@ class Tracker:
         self._mlflow = mlflow
         with self._creation_lock():  # the first process creates the store (migrations) and the experiment
             try:
-                self.client = MlflowClient(tracking_uri=absolute_uri(uri))
-                self.client.get_experiment_by_name(experiment)  # an unreadable store fails here, with one line
+                client = MlflowClient(tracking_uri=absolute_uri(uri))
+                client.get_experiment_by_name(experiment)  # an unreadable store fails here, with one line
             except Exception as e:  # noqa: BLE001 - an unreadable store, a server that fails: one line, nothing run
                 raise _store_error(uri, e, verb="open", key="tracking.uri",
                                    fix="fix or move the store, or point tracking.uri elsewhere") from None
+            self.client = Patient(client, uri, outage_s, say=say)
             self.experiment_id = open_experiment(self.client, experiment,
-                                                 artifact_location=self._artifact_uri(artifact_location))
+                                                 artifact_location=self._artifact_uri(artifact_location),
+                                                 tags={BOARD_TAG: board} if board else None)
+            if board:
+                self._check_board(board, take_over)
 
     def _creation_lock(self):
         """The store lock while a local store may still be in the making: its file does not exist yet, or it was
@@ -73,13 +84,32 @@ class Tracker:
         return _file_lock(self.lock_path)
 
     def _artifact_uri(self, artifact_location: str | None) -> str | None:
-        """Where a new experiment keeps its artifacts: a local folder as a file:// URI (local stores only), a
-        URI as given; None: MLflow's default."""
-        if artifact_location and is_local(self.uri):
-            return Path(artifact_location).expanduser().resolve().as_uri()
-        if artifact_location and "://" in artifact_location:
+        """Where a new experiment keeps its artifacts: a folder as a file:// URI (with a server, a folder every
+        machine sees at that path), a URI as given; not set: ./mlartifacts beside a local store, the server's
+        default (its --artifacts-destination) for a server or database."""
+        if not artifact_location:
+            if not is_local(self.uri):
+                return None
+            artifact_location = DEFAULT_ARTIFACTS
+        if "://" in artifact_location:
             return artifact_location
-        return None
+        return Path(artifact_location).expanduser().resolve().as_uri()
+
+    def _check_board(self, board: str, take_over: bool) -> None:
+        """The experiment's claims folder is `board` (set now if it has none, or with `take_over`); another one
+        refuses the run in one line."""
+        from strbench.errors import ConfigError
+
+        have = (self.client.get_experiment(self.experiment_id).tags or {}).get(BOARD_TAG)
+        if have == board:
+            return
+        if have and not take_over:
+            raise ConfigError(
+                f"tracking: MLflow experiment {self.name!r} in {self.uri} is shared through another claims folder "
+                f"({have[:12]}, not this cache_dir's {board[:12]}): processes writing to one experiment must use one "
+                "cache_dir (a shared folder), or a cell could run twice; point cache_dir at that folder, or, if it "
+                "is gone for good, run once with --set claims.take_over=true")
+        self.client.set_experiment_tag(self.experiment_id, BOARD_TAG, board)
 
     # ------------------------------------------------------------------ queries
     def _search(self, filter_string: str, experiment_ids: Optional[list[str]] = None) -> list:
@@ -122,11 +152,14 @@ class Tracker:
         self.end(run_id, "FAILED", error=error)
         return 1
 
-    def fail_stale_runs(self, cell_hashes: Iterable[str], grace_s: float,
-                        now: Optional[float] = None) -> tuple[list[str], list[str]]:
+    def fail_stale_runs(self, cell_hashes: Iterable[str], grace_s: float, now: Optional[float] = None, *,
+                        board: Optional[str] = None) -> tuple[list[str], list[str]]:
         """Mark RUNNING cell runs of `cell_hashes` whose heartbeat (tag strbench.heartbeat, else the
         start time) is older than `grace_s` seconds FAILED. Returns (failed hashes, hashes with a RUNNING
-        run whose heartbeat is live). Host and pid are never looked at: only the heartbeat."""
+        run whose heartbeat is live). Host and pid are never looked at: only the heartbeat. With `board` (the
+        claims folder whose claim on these cells the caller holds now), a RUNNING run claimed through that same
+        folder is an orphan whatever its heartbeat (its process ended without closing it: no claim holds it)
+        and is marked FAILED too."""
         wanted = set(cell_hashes)
         now_ms = (time.time() if now is None else now) * 1000
         failed, live = [], []
@@ -135,7 +168,12 @@ class Tracker:
             if h not in wanted:
                 continue
             age = (now_ms - _heartbeat_ms(r)) / 1000
-            if age > grace_s:
+            if board is not None and r.data.tags.get(BOARD_TAG) == board:
+                self.end(r.info.run_id, "FAILED", error="stale: no claim holds this run (its process ended without "
+                                                        "closing it, e.g. the tracking store was unreachable); "
+                                                        "it was run again")
+                failed.append(h)
+            elif age > grace_s:
                 who = " ".join(x for x in (r.data.tags.get(HOST_TAG), r.data.tags.get(PID_TAG)) if x) or "its process"
                 self.end(r.info.run_id, "FAILED", error=f"stale: {who} gave no heartbeat for {age:.0f} s (more than "
                                                         f"{grace_s:g}) without finishing this cell; it was run again")
@@ -293,6 +331,23 @@ class Tracker:
         if error:
             self.client.set_tag(run_id, ERROR_TAG, " ".join(str(error).split())[:TAG_MAX])
         self.client.set_terminated(run_id, status)
+
+    def artifact_root(self, run_id: str) -> str:
+        """Where a run's artifacts go (for messages: a full disk names it)."""
+        try:
+            return self.client.get_run(run_id).info.artifact_uri
+        except Exception:  # noqa: BLE001 - only for a message
+            return "the run's artifact location"
+
+    def clear_error(self, run_id: str) -> None:
+        """Remove a run's error tag (a parent whose cells all finished after an earlier failure)."""
+        if ERROR_TAG in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, ERROR_TAG)
+
+    @property
+    def unreachable(self) -> bool:
+        """The store did not answer within tracking.outage_s and has not answered since."""
+        return bool(getattr(self.client, "down", False))
 
 
 class MetricBuffer:

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from strbench.contract import HEARTBEAT_ATTR  # journal heartbeats: unix time of the last beat
+from strbench.dburl import redact, with_postgres_driver
 from strbench.errors import ConfigError, StrbenchError
 from strbench.tune.spec import StudySpec
 
@@ -103,30 +104,6 @@ def resolve_storage_url(url: str | None) -> str:
     return url
 
 
-def redact(url: str) -> str:
-    """The storage URL without its password (for logs and MLflow tags)."""
-    if storage_kind(url) == "rdb" and "@" in url:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    return url
-
-
-def _postgres_driver(url: str) -> str:
-    """`postgresql://` -> `postgresql+psycopg2://` when psycopg2 is what is installed (SQLAlchemy 2.1
-    picks psycopg 3 for a bare postgresql:// URL)."""
-    import importlib.util
-
-    has2, has3 = (importlib.util.find_spec(m) is not None for m in ("psycopg2", "psycopg"))
-    if url.startswith("postgresql://"):
-        if has2 and not has3:
-            return "postgresql+psycopg2://" + url[len("postgresql://"):]
-        if not (has2 or has3):
-            raise ConfigError(f"storage {redact(url)}: PostgreSQL needs psycopg2 "
-                              f"(pip install psycopg2-binary, or the dev extra)")
-    return url
-
-
 def open_storage(url: str | None, study: StudySpec):
     """Optuna storage for `url` with heartbeats and the retry-on-stale callback."""
     optuna = quiet_optuna()
@@ -149,7 +126,7 @@ def open_storage(url: str | None, study: StudySpec):
         if db and db != ":memory:":
             Path(db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("postgresql"):
-        url = _postgres_driver(url)
+        url = with_postgres_driver(url)
     try:
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=study.heartbeat_interval,

@@ -3,7 +3,8 @@
 `python -m strbench.cli ...` imports this module at start-up when this folder is on PYTHONPATH; if the
 environment variable STRBENCH_TEST_MARKERS names a folder, a few calls create an empty file
 `<n>-<event>` there *before* they do their work, so that the test can kill -9 the process inside that
-step (sampling, Inception features, MLflow logging). Nothing else changes: the wrapped calls get the same
+step (sampling, Inception features, MLflow logging), or, for an event named in STRBENCH_TEST_HOLD, stop
+there until the test releases it (tests/test_tracking_server.py kills the tracking server meanwhile). Nothing else changes: the wrapped calls get the same
 arguments and return the same values.
 """
 import itertools
@@ -21,8 +22,18 @@ if _DIR:
     _n = itertools.count()
     _cells: set = set()
 
+    _HOLD = set(filter(None, os.environ.get("STRBENCH_TEST_HOLD", "").split(",")))
+
     def mark(event: str) -> None:
+        """Create the marker; if STRBENCH_TEST_HOLD names this event, wait there (once per event name) until
+        the test creates `<markers>/release-<event>` (it kills a server meanwhile, say)."""
         open(os.path.join(_DIR, f"{next(_n):04d}-{event}"), "w").close()
+        if event in _HOLD:
+            _HOLD.discard(event)
+            import time
+
+            while not os.path.exists(os.path.join(_DIR, f"release-{event}")):
+                time.sleep(0.05)
 
     def _before(obj, name, event):
         real = getattr(obj, name)
