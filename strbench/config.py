@@ -23,6 +23,7 @@ from strbench import methods as methods_registry
 from strbench import roles as roles_registry
 from strbench.contract import DEFAULT_URI
 from strbench.errors import ConfigError
+from strbench.metrics_config import MetricsCfg  # the `metrics:` section (re-exported here)
 from strbench.methods.base import MethodSettings
 from strbench.nets import ARCHS, DEFAULT_PRESET, PRESETS
 from strbench.sde import SCHEDULES
@@ -216,19 +217,6 @@ class TrainCfg(TrainSettings):
 
 class SampleCfg(Strict):
     batch: int = Field(16, ge=1)
-
-
-class MetricsCfg(Strict):
-    protocol: str = "pennet"  # PSNR/SSIM protocol of strbench.metrics.PROTOCOLS
-    fid: bool = True
-    kid: bool = False
-    fid_weights: Optional[str] = None  # local Inception weights file (default: the converted shipped ones)
-    trajectories: bool = False  # KL of masked/unmasked regions along the reverse process (Fig. 8)
-    trajectory_every: int = Field(1, ge=1)  # record every k-th reverse step
-    kl_bins: int = Field(64, ge=2)
-    bootstrap: int = Field(1000, ge=0)  # bootstrap resamples for 95% intervals (0: off)
-    grid_images: int = Field(8, ge=1)  # images in samples.png
-    strip_frames: int = Field(8, ge=2)  # frames in trajectory.png
 
 
 class TrackingCfg(Strict):

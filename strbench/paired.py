@@ -33,6 +33,7 @@ import pandas as pd
 from strbench import contract as K
 from strbench.intervals import crossed_interval, describe_two_level, mean_interval, two_level_interval
 
+PAIRED_METRICS = ("psnr", "ssim", "lpips")  # per-image metrics compared (lpips where per_image.csv has it)
 POOLED = "all"  # the column label of a comparison pooled over every column both rows have
 PAIR_COLUMNS = ["a", "b", "column", "metric", "n", "seeds", "mean_a", "mean_b", "diff", "ci_low", "ci_high",
                 "img_ci_low", "img_ci_high", "seed_sd", "p_wilcoxon", "interval", "note"]
@@ -169,7 +170,7 @@ def seeded_test(m: pd.DataFrame, *, n_resamples: int = 2000, confidence: float =
     return SeededResult(image, tl.seeds, tl.low, tl.high, tl.seed_sd, describe_two_level(tl, None, confidence))
 
 
-def paired_table(long: pd.DataFrame, order: Sequence[str], *, metrics: Sequence[str] = ("psnr", "ssim"),
+def paired_table(long: pd.DataFrame, order: Sequence[str], *, metrics: Sequence[str] = PAIRED_METRICS,
                  columns: Sequence[str] | None = None, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Every pair (a, b) of rows with a after b in `order` (so a - b reads "later minus earlier": the
     paper's method minus a baseline), per column (in `columns` order) and pooled over columns (`all`).

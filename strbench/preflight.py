@@ -16,6 +16,8 @@ may prefix the experiment file.
   image without a mask, no mask without its image, every mask decodes and is binned from its own pixels, each
   bin (lo, hi, per_bin) holds a pair and no 100%-hole mask, the scored images decode.
 - `check_fid_weights(path)`: `fid_weights.check_fid_weights` (weights_only load, layout and checksums).
+- `check_lpips_weights(net, path)`: `lpips_weights.resolve_lpips_weights` (the same checks; none found: a pass
+  saying LPIPS will be n/a).
 - `check_tracking(uri)`: the scheme is one MLflow accepts here; a SQLite file, if it exists, is a readable
   database with MLflow's tables (integrity by `PRAGMA quick_check`) and its folder exists; an HTTP(S) server
   answers `/health` within `timeout`; a database server's port accepts a TCP connection within `timeout`.
@@ -180,6 +182,22 @@ def check_fid_weights(path=None, *, key: str = "metrics.fid_weights") -> Checked
         p, sha = fid_weights.check_fid_weights(path)
     except WeightsError as e:
         raise e if key in str(e) else _keyed(key, e) from None
+    return Checked(key, f"{p} (sha256 {sha[:12]}...) verified")
+
+
+def check_lpips_weights(net: str = "alex", path=None, *, key: str = "metrics.lpips_weights") -> Checked:
+    """`lpips_weights.resolve_lpips_weights`: the backbone file a run would use, verified; none found (no path
+    given) passes with a line saying LPIPS will be n/a, a path given that fails is an error."""
+    import os
+
+    from strbench import lpips_weights
+
+    try:
+        p, sha = lpips_weights.resolve_lpips_weights(net, path)
+    except WeightsError as e:
+        if path is not None or os.environ.get(lpips_weights.ENV_WEIGHTS):
+            raise e if key in str(e) else _keyed(key, e) from None
+        return Checked(key, f"no {net} backbone found, LPIPS will be n/a ({e})")
     return Checked(key, f"{p} (sha256 {sha[:12]}...) verified")
 
 

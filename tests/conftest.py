@@ -19,3 +19,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def empty_torch_hub_cache(tmp_path_factory):
+    """LPIPS looks for its backbone in torch.hub's cache ($TORCH_HOME/hub/checkpoints): the suite runs with an
+    empty one (and no STRBENCH_LPIPS_WEIGHTS), so no result depends on what a machine has cached; tests that need
+    a backbone bring a fixture file (tests/test_lpips.py). Set in os.environ so subprocesses see it too."""
+    import os
+
+    keys = ("TORCH_HOME", "STRBENCH_LPIPS_WEIGHTS")
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch_home"))
+    os.environ.pop("STRBENCH_LPIPS_WEIGHTS", None)
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

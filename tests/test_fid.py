@@ -73,6 +73,10 @@ def test_fid_identical_is_zero_and_flat_holes_are_not(cache, monkeypatch):
     assert p["weights_sha256"] == FW.file_sha256(FW.converted_path()) and p["feature_layer"].startswith("2048")
     assert p["n_pred"] == p["n_gt"] == 5 and p["image_size"] == [64, 64] and "torch-fidelity" in p["versions"]
     assert flat["kid"].protocol["kid_subset_size"] == 5 and flat["kid"].protocol["kid_subsets"] == 1
+    ids = M.inception_metrics(holes, a, gt_features=fa, which=("ids",))  # P-IDS/U-IDS from the same features
+    assert set(ids) == {"p_ids", "u_ids"}
+    assert (ids["p_ids"].value, ids["u_ids"].value) == M.ids_from_features(fa, fb)
+    assert ids["u_ids"].value == 0.0 and "5 image pairs in 2048 dimensions" in ids["u_ids"].protocol["note"]
 
 
 def test_random_weights_fail_the_checksum_and_the_feature_check(cache, tmp_path, monkeypatch):

@@ -137,3 +137,51 @@ def test_fid_low_rank_formula_equals_torch_fidelity(n1, n2, d):
                                    verbose=False)["frechet_inception_distance"]
     assert M.fid_from_features(a, b) == pytest.approx(ref, rel=1e-6)
     assert M.fid_from_features(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------- P-IDS / U-IDS
+def _features(n, d, shift, seed):
+    g = torch.Generator().manual_seed(seed)
+    real = torch.randn(n, d, generator=g)
+    fake = torch.randn(n, d, generator=g) + shift
+    return real, fake
+
+
+def test_ids_separable_sets_give_zero():
+    real, fake = _features(400, 8, 6.0, 0)  # far apart: one hyperplane separates them
+    p_ids, u_ids = M.ids_from_features(real, fake)
+    assert u_ids == 0.0 and p_ids == 0.0
+
+
+def test_ids_same_distribution_gives_about_one_half():
+    real, fake = _features(2000, 8, 0.0, 1)  # many pairs in few dimensions: the SVM can do no better than chance
+    p_ids, u_ids = M.ids_from_features(real, fake)
+    assert 0.4 < u_ids <= 0.5 and 0.4 < p_ids < 0.6
+    p_mid, u_mid = M.ids_from_features(*_features(2000, 8, 0.3, 1))  # slightly apart: in between
+    assert 0.05 < u_mid < u_ids - 0.05 and p_mid < p_ids
+
+
+def test_ids_on_few_images_in_many_dimensions_is_zero_whatever_the_sets():
+    """Why the tables say how many images IDS rests on: 30 pairs of 2048-d features from one distribution are
+    still perfectly separable."""
+    p_ids, u_ids = M.ids_from_features(*_features(30, 2048, 0.0, 2))
+    assert u_ids == 0.0 and p_ids == 0.0
+
+
+def test_ids_needs_paired_sets():
+    with pytest.raises(ValueError, match="one shape"):
+        M.ids_from_features(torch.zeros(4, 3), torch.zeros(5, 3))
+
+
+def test_inception_metrics_names_ids_results_and_gives_reasons_without_weights(monkeypatch):
+    from strbench import fid_weights as FW
+    from strbench.errors import WeightsError
+
+    def none(path=None):
+        raise WeightsError("no FID weights: test")
+
+    monkeypatch.delenv(FW.ENV_WEIGHTS, raising=False)
+    monkeypatch.setattr(FW, "resolve_fid_weights", none)
+    x, _ = _images(b=2, size=16)
+    res = M.inception_metrics(x, x, which=("fid", "ids"))
+    assert set(res) == {"fid", "p_ids", "u_ids"} and all(r.value is None and "test" in r.reason for r in res.values())

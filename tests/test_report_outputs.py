@@ -310,8 +310,9 @@ def test_nfe_frontier_reuses_the_quickstarts_models_and_sweeps_budgets():
     settings = {c.config.case: c.config.method.model_dump() for c in front}
     assert sorted(s["jump_n_sample"] for k, s in settings.items() if k.startswith("RePaint*")) == [1, 2, 3, 5]
     assert sorted(s["u_max"] for k, s in settings.items() if k.startswith("StrDiffusion")) == [2, 3, 5]
-    assert {s["method"] for s in settings.values()} == {"irsde", "repaint", "strdiffusion", "biharmonic"}
-    assert len(front) == 2 * len(settings) == 18  # 8 budgets + the biharmonic floor (NFE 0), two bins
+    assert {s["method"] for s in settings.values()} == {"irsde", "repaint", "strdiffusion", "biharmonic", "telea",
+                                                        "navier_stokes"}
+    assert len(front) == 2 * len(settings) == 22  # 8 budgets + the three floors (NFE 0), two bins
 
 
 def test_grid_column_titles_stay_short_and_tell_settings_apart():

@@ -16,5 +16,5 @@ def test_rescore_reproduces_the_logged_metrics(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert cli.main(["rescore", "--experiment", "rs"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 3 and all(" 3 outputs: psnr " in ln for ln in out[:2])  # IR-SDE and the biharmonic floor
-    assert out[-1].startswith("2 cell run(s) rescored") and out[-1].endswith("0.0e+00")
+    assert len(out) == 5 and all(" 3 outputs: psnr " in ln for ln in out[:4])  # IR-SDE and the three floors
+    assert out[-1].startswith("4 cell run(s) rescored") and out[-1].endswith("0.0e+00")

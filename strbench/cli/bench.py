@@ -113,6 +113,6 @@ def _cmd_rescore(a) -> int:
             d = None if logged is None else abs(v - logged)
             worst = max(worst, d or 0.0)
             parts.append(f"{k} {v:.4f} (logged {fmt(logged, '.4f')}, |diff| {fmt(d, '.1e')})")
-        print(f"{r.label} [{r.run_id[:8]}] {r.n} outputs: " + "; ".join(parts))
+        print(f"{r.label} [{r.run_id[:8]}] {r.n} outputs: " + "; ".join(parts + r.notes))
     print(f"{len(rows)} cell run(s) rescored from their saved outputs; largest |diff| from the logged value: {worst:.1e}")
     return 0

@@ -119,6 +119,11 @@ def check_resources(exp: Experiment, cells: list[Cell]) -> None:
     if (exp.metrics.fid or exp.metrics.kid) and w and not Path(w).expanduser().is_file():
         raise WeightsError(f"{src}: metrics.fid_weights: file {w} not found; give the path of the Inception "
                            "weights file or remove the key to use the built-in converted weights")
+    w = exp.metrics.lpips_weights
+    if exp.metrics.lpips and w and not Path(w).expanduser().is_file():
+        raise WeightsError(f"{src}: metrics.lpips_weights: file {w} not found; give the path of torchvision's "
+                           f"{'alexnet' if exp.metrics.lpips_net == 'alex' else 'vgg16'} weights file or remove the "
+                           "key to use torch.hub's cache")
     if exp.device == "cuda":
         import torch
 
@@ -210,6 +215,8 @@ def preflight(exp: Experiment, cells: list[Cell], *, tracking: bool = True, spli
                                              key="masks.path", need=1))
         if exp.metrics.fid or exp.metrics.kid:
             done.append(pf.check_fid_weights(exp.metrics.fid_weights))
+        if exp.metrics.lpips:
+            done.append(pf.check_lpips_weights(exp.metrics.lpips_net, exp.metrics.lpips_weights))
         done += [check_pretrained(m) for m in unique_models(cells) if m.pretrained and m.sha256]
         if tracking:
             done.append(pf.check_tracking(exp.tracking.uri))

@@ -4,7 +4,7 @@ kl_trajectory.csv) to a work folder; the labelled samples grid comes back as an 
 
     inputs = cell_inputs(c, res, split)                 # networks, SDEs, images and masks (CellInputs)
     sampled = sample_cell(c, inputs)                    # this rank's batches, gathered from all ranks (Sampled)
-    scores = score_cell(c, inputs, sampled)             # PSNR/SSIM per image, means, FID/KID, tags (Scores)
+    scores = score_cell(c, inputs, sampled)             # PSNR/SSIM/LPIPS per image, means, FID/KID/IDS, tags
     files, images = write_artifacts(workdir, c, inputs, sampled, scores)
 
 ``evaluate_cell`` runs these steps. The sampler gets what the plan resolved (``c.settings``, ``c.schedule``);
@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class CellResult:
-    metrics: dict  # psnr, ssim, fid?, kid?, *_ci_low/high, nfe_per_image, sec_per_image, n_images
-    per_image: Any  # pandas DataFrame: image_id, hole_ratio, psnr, ssim
+    metrics: dict  # psnr, ssim, lpips?, fid?, kid?, p_ids?, u_ids?, *_ci_low/high, nfe_per_image, sec_per_image, n_images
+    per_image: Any  # pandas DataFrame: image_id, mask_id, hole_ratio, psnr, ssim[, lpips]
     tags: dict  # fid_missing / protocol tags
     artifacts: dict = field(default_factory=dict)  # name -> local file
     images: dict = field(default_factory=dict)  # artifact name -> PIL image (logged through log_image)
@@ -109,7 +109,7 @@ class Sampled:
 @dataclass
 class Scores:
     metrics: dict
-    per_image: Any  # pandas DataFrame: image_id, mask_id, hole_ratio, psnr, ssim
+    per_image: Any  # pandas DataFrame: image_id, mask_id, hole_ratio, psnr, ssim[, lpips]
     protocol: dict  # strbench.metrics.protocol_record of the pixel metrics
     tags: dict
 
@@ -231,8 +231,8 @@ def sample_cell(c: CellConfig, inp: CellInputs, *, progress: Progress = SILENT,
 
 
 def score_cell(c: CellConfig, inp: CellInputs, sampled: Sampled, *, inception: bool = True) -> Scores:
-    """Per-image PSNR/SSIM (batch by batch, as sampled), their means and bootstrap intervals, the cost per
-    image, and FID/KID over all outputs when `inception` (rank 0 alone: it alone logs)."""
+    """Per-image PSNR/SSIM (batch by batch, as sampled) and LPIPS, their means and bootstrap intervals, the cost
+    per image, and FID/KID/P-IDS/U-IDS over all outputs when `inception` (rank 0 alone: it alone logs)."""
     import numpy as np
     import pandas as pd
 
@@ -246,30 +246,48 @@ def score_cell(c: CellConfig, inp: CellInputs, sampled: Sampled, *, inception: b
     df.insert(0, "image_id", inp.image_ids)
     df.insert(1, "mask_id", inp.mask_ids)
     df = df[["image_id", "mask_id", "hole_ratio", "psnr", "ssim"]]
+    extra = {}
+    if mcfg.lpips and inception:
+        extra["lpips"] = M.lpips(sampled.outputs.to(inp.device), inp.images.to(inp.device), net=mcfg.lpips_net,
+                                 weights_path=mcfg.lpips_weights)
+        if extra["lpips"].value is not None:
+            df["lpips"] = extra["lpips"].value.numpy()
     metrics: dict[str, float] = {"psnr": float(np.mean(df["psnr"])), "ssim": float(np.mean(df["ssim"])),
                                  "n_images": float(n), "nfe_per_image": sum(r.nfe for r in sampled.batches) / n,
                                  "sec_per_image": sum(r.seconds for r in sampled.batches) / n,
                                  "hole_ratio": float(np.mean(df["hole_ratio"]))}
+    per_image_keys = [k for k in PER_IMAGE_METRICS if k in df.columns]
+    metrics.update({k: float(np.mean(df[k])) for k in per_image_keys if k not in metrics})
     if mcfg.bootstrap > 0:
-        for k in ("psnr", "ssim"):
+        for k in per_image_keys:
             lo, hi = M.bootstrap_ci(df[k].to_numpy(), n=mcfg.bootstrap, seed=int(c.seed))
             if math.isfinite(lo):
                 metrics[f"{k}_ci_low"], metrics[f"{k}_ci_high"] = lo, hi
-    which = tuple(k for k in ("fid", "kid") if getattr(mcfg, k)) if inception else ()
+    # P-IDS/U-IDS reuse the features FID/KID extract: never the reason to extract them
+    which = tuple(k for k in M.INCEPTION_METRICS if getattr(mcfg, k) and (k != "ids" or mcfg.fid or mcfg.kid)
+                  ) if inception else ()
     inc = M.inception_metrics(sampled.outputs.to(inp.device), inp.images.to(inp.device),
                               weights_path=mcfg.fid_weights, which=which) if which else {}
     metrics.update({k: float(r.value) for k, r in inc.items() if r.value is not None})
-    return Scores(metrics=metrics, per_image=df, protocol=protocol, tags=score_tags(protocol, inc, which, metrics))
+    tags = score_tags(protocol, inc, which, metrics)
+    tags.update(extra_tags(extra, mcfg if inception else None, metrics))
+    tags.update(ids_off_tags(mcfg) if inception else {})
+    return Scores(metrics=metrics, per_image=df, protocol=protocol, tags=tags)
+
+
+PER_IMAGE_METRICS = ("psnr", "ssim", "lpips")  # columns of per_image.csv, each logged as its mean and interval
 
 
 def score_tags(protocol: dict, inception: dict, which: tuple, metrics: dict) -> dict:
-    """The cell's protocol tags and, for FID/KID not computed, why (off in the config, or the metric's reason)."""
+    """The cell's protocol tags and, for FID/KID/P-IDS/U-IDS not computed, why (off in the config, or the
+    metric's reason)."""
     tags = {K.METRIC_PROTOCOL_TAG: json.dumps(protocol, sort_keys=True, default=str)}
     missing = []
     for k, r in inception.items():
         if r.value is None:
             missing.append(f"{k}: {r.reason}")
-        tags[K.protocol_tag(k)] = json.dumps(r.protocol, sort_keys=True, default=str)
+        if k != "u_ids":  # P-IDS and U-IDS share one protocol (the SVM's), under ids
+            tags[K.protocol_tag("ids" if k == "p_ids" else k)] = json.dumps(r.protocol, sort_keys=True, default=str)
     for k in ("fid", "kid"):
         if k not in which:
             missing.append(f"{k}: off in the config (metrics.{k}: false)")
@@ -277,6 +295,30 @@ def score_tags(protocol: dict, inception: dict, which: tuple, metrics: dict) -> 
         tags[K.missing_tag("fid")] = "; ".join(m for m in missing if m.startswith("fid"))
     if "kid" not in metrics:
         tags[K.missing_tag("kid")] = "; ".join(m for m in missing if m.startswith("kid"))
+    for k in ("p_ids", "u_ids"):
+        if "ids" in which and k not in metrics:
+            tags[K.missing_tag(k)] = "; ".join(m.split(": ", 1)[1] for m in missing if m.startswith(k))
+    return tags
+
+
+def ids_off_tags(mcfg) -> dict:
+    """Why P-IDS/U-IDS were not computed when they were asked for but FID and KID were off."""
+    if mcfg.ids and not (mcfg.fid or mcfg.kid):
+        why = "needs the Inception features of FID/KID, both off in the config (metrics.fid / metrics.kid: false)"
+        return {K.missing_tag(k): why for k in ("p_ids", "u_ids")}
+    return {}
+
+
+def extra_tags(extra: dict, mcfg, metrics: dict) -> dict:
+    """LPIPS's protocol tag and, when it was not computed, why (no weights, or off in the config)."""
+    tags = {}
+    r = extra.get("lpips")
+    if r is not None:
+        tags[K.protocol_tag("lpips")] = json.dumps(r.protocol, sort_keys=True, default=str)
+        if r.value is None:
+            tags[K.missing_tag("lpips")] = str(r.reason)
+    elif mcfg is not None and not mcfg.lpips:
+        tags[K.missing_tag("lpips")] = "off in the config (metrics.lpips: false)"
     return tags
 
 

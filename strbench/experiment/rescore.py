@@ -4,13 +4,14 @@ Every cell run keeps its composited outputs (``outputs/<pos>_img<id>_mask<id>.pn
 that were scored), its ``cell.yaml`` (``config.yaml`` in runs of earlier versions) and ``per_image.csv``.
 Rescoring reads them back, rebuilds the ground truth images and masks from the logged cell config (same
 dataset split, same mask set), and computes the
-per-image metrics again, with the protocol of the config or another one: a check that a logged number is
-what the saved outputs give, and the way to add a metric to finished runs.
+per-image metrics again (PSNR/SSIM with the protocol of the config or another one, and LPIPS with the cell's
+backbone when its weights are found): a check that a logged number is what the saved outputs give, and the way
+to add a metric to finished runs (LPIPS to runs logged before it existed or without its weights).
 """
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from strbench.contract import RUN_NAME_TAG, Artifact, column, metric_column
@@ -24,6 +25,7 @@ class Rescored:
     n: int
     logged: dict  # metric -> logged value
     again: dict  # metric -> recomputed value
+    notes: list = field(default_factory=list)  # why a metric was not computed again (e.g. LPIPS without weights)
 
 
 def rescore_run(tracking_uri: str, run: dict, *, cache_dir: str = ".strbench", protocol: Optional[str] = None
@@ -70,9 +72,16 @@ def rescore_run(tracking_uri: str, run: dict, *, cache_dir: str = ".strbench", p
                         f"{known.shape[0]} masks: they must agree")
     df = M.image_metrics(pred, gt, known, protocol=protocol or c.metrics.protocol)
     again = {"psnr": float(df["psnr"].mean()), "ssim": float(df["ssim"].mean())}
-    logged = {k: float(run[metric_column(k)]) for k in again if metric_column(k) in run}
+    notes = []
+    lp = M.lpips(pred, gt, net=c.metrics.lpips_net, weights_path=c.metrics.lpips_weights)
+    if lp.value is None:
+        notes.append(f"lpips n/a: {lp.reason}")
+    else:
+        again["lpips"] = float(lp.value.mean())
+    logged = {k: float(run[metric_column(k)]) for k in again
+              if metric_column(k) in run and run[metric_column(k)] == run[metric_column(k)]}  # NaN: not logged
     return Rescored(run_id=run_id, label=str(run.get(column(RUN_NAME_TAG), run_id)), n=len(files),
-                    logged=logged, again=again)
+                    logged=logged, again=again, notes=notes)
 
 
 def rescore(tracking_uri: Optional[str], experiment: str, *, run_id: Optional[str] = None, cache_dir: str = ".strbench",

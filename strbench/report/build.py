@@ -21,8 +21,9 @@ import pandas as pd
 
 from strbench import contract as K
 from strbench.errors import StrbenchError
-from strbench.report.reference import (CASE_ORDER, DATASET_NAMES, MASK_SETS_EXAMPLE, METHOD_NAMES, METRICS,
-                                       TABLE_COLUMNS, TABLES, load_reference)
+from strbench.report.reference import (CASE_ORDER, DATASET_NAMES, EXTRA_METRICS, IDS_DIMENSIONS, MASK_SETS_EXAMPLE,
+                                       METHOD_NAMES, METRICS, NOT_IN_PAPER, TABLE_COLUMNS, TABLES, MetricSpec,
+                                       load_reference)
 from strbench.selection import as_str as _str
 from strbench.selection import column as _col
 from strbench.selection import drop_repeated_pairs
@@ -69,6 +70,7 @@ class ReportTable:
     warnings: list[str] = field(default_factory=list)
     axis: str = "mask_bin"
     data: str = ""  # what the measured rows used (describe_data), named in every caption
+    metrics: tuple = METRICS  # the metric columns: the paper's, then those of EXTRA_METRICS the runs logged
 
 
 MISSING = "–"  # not reported by the paper / not run here (notes name it)
@@ -234,7 +236,7 @@ def mean(values: pd.Series) -> float | None:
 
 def _missing_reason(runs: pd.DataFrame, metric: str) -> str:
     reasons = [str(r) for r in _col(runs, K.column(K.missing_tag(metric))).dropna().unique()]
-    if metric != "fid" and not reasons:
+    if metric not in ("fid", "lpips") and not reasons:  # KID, P-IDS/U-IDS: the same Inception features as FID
         reasons = [str(r) for r in _col(runs, K.column(K.missing_tag("fid"))).dropna().unique()]
     return "; ".join(reasons) if reasons else f"no `{metric}` metric was logged for these runs"
 
@@ -268,7 +270,41 @@ def _caption(ref: dict, runs: pd.DataFrame, axis: str) -> str:
 
 
 DETAIL_COLUMNS = ["method", "column", "mask_set", "mask_bin", "runs", "seeds", "images", "psnr", "psnr_ci",
-                  "psnr_seed_sd", "ssim", "ssim_ci", "ssim_seed_sd", "fid", "kid", "nfe_per_image", "sec_per_image"]
+                  "psnr_seed_sd", "ssim", "ssim_ci", "ssim_seed_sd", "fid", "kid", "nfe_per_image", "sec_per_image",
+                  "lpips", "lpips_ci", "p_ids", "u_ids"]
+
+
+def table_metrics(runs: pd.DataFrame) -> tuple[MetricSpec, ...]:
+    """The paper's metrics, then each of EXTRA_METRICS that some run logged, or logged the reason it could not
+    (runs of versions before it existed add no column)."""
+    def logged(key: str) -> bool:
+        return (_col(runs, MET + key).map(num).notna().any()
+                or _col(runs, K.column(K.missing_tag(key))).map(_str).ne("").any())
+
+    return METRICS + tuple(m for m in EXTRA_METRICS if not runs.empty and logged(m.key))
+
+
+def extra_metric_notes(metrics: Sequence[MetricSpec], details: pd.DataFrame) -> list[str]:
+    """What the columns the paper does not have are, and for P-IDS/U-IDS how many images they rest on."""
+    keys = [m.key for m in metrics if not m.paper]
+    if not keys:
+        return []
+    names = ", ".join(m.header for m in metrics if not m.paper)
+    out = [f"{names}: not reported by the paper (marked {NOT_IN_PAPER}); strbench's own measurement."]
+    if "lpips" in keys:
+        out.append("LPIPS (Zhang et al. 2018, v0.1 linear layers; lower is more alike): per image, mean over the "
+                   "cell's images; the backbone (AlexNet unless `metrics.lpips_net: vgg`) from a local file "
+                   "checked by sha256.")
+    if "p_ids" in keys or "u_ids" in keys:
+        imgs = sorted({int(x) for x in details["images"]}) if len(details) else []
+        rest = (f"{imgs[0]}" if len(imgs) == 1 else f"{imgs[0]}-{imgs[-1]}") if imgs else "?"
+        few = (f" With {rest} images per cell, fewer than the {IDS_DIMENSIONS} feature dimensions, the two sets are "
+               "always separable: both are 0 for every method, so they mean nothing here (as FID on a few dozen "
+               "images); they need thousands of images.") if imgs and imgs[-1] <= IDS_DIMENSIONS else ""
+        out.append(f"P-IDS / U-IDS (Zhao et al. 2021, MAT; 0.5 at best, higher is better): a linear SVM on the "
+                   f"Inception pool3 features of the real and the inpainted images of a cell; they rest on {rest} "
+                   f"image pairs per cell.{few}")
+    return out
 
 
 def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, *,
@@ -288,12 +324,14 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
     if spec.axis in TABLE_COLUMNS:  # the paper's few named columns always show, so its rows keep their numbers
         columns = list(ref["columns"]) + [c for c in columns if c not in ref["columns"]]
 
+    metrics = table_metrics(runs)
     rows: list[Row] = []
     for r in ref["rows"]:
         values = {}
-        for m in METRICS:
+        for m in metrics:
             for c in columns:
-                values[(m.key, c)] = num(r[m.key][ref["columns"].index(c)]) if c in ref["columns"] else None
+                values[(m.key, c)] = (num(r[m.key][ref["columns"].index(c)]) if m.paper and c in ref["columns"]
+                                      else None)
         rows.append(Row(f"{r['method']} (paper)", r.get("venue") or "", "paper", values, name=r["method"]))
 
     footnotes: list[str] = []
@@ -310,7 +348,7 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
                  "images": int(sum(num(x) or 0 for x in _col(cell, MET + "n_images"))),
                  "mask_set": ", ".join(sorted(set(_col(cell, MASK_SET).map(_str)) - {""})),
                  "mask_bin": ", ".join(sorted(set(_col(cell, MASK_BIN).map(_str)) - {""}, key=bin_key))}
-            for m in METRICS:
+            for m in metrics:
                 col = _col(cell, MET + m.key)
                 complete = len(cell) > 0 and all(num(x) is not None for x in col)
                 value = mean(col) if complete else None
@@ -321,7 +359,7 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
                         footnotes.append(why)
                     row.footnotes[(m.key, c)] = footnotes.index(why) + 1
                 d[m.key] = value
-                if m.key in ("psnr", "ssim"):
+                if m.key in ("psnr", "ssim", "lpips"):
                     d[f"{m.key}_ci"] = _ci(cell, m.key, per_image, n_boot, seed) if len(cell) else None
                     per_seed = seed_values(cell, m.key)
                     d[f"{m.key}_seed_sd"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
@@ -352,14 +390,15 @@ def build_table(runs: pd.DataFrame, number: int, reference: dict | None = None, 
     if repeated:
         all_notes.append(f"{repeated} run(s) scoring the same configuration, seed, images and masks as a later run "
                          "left out: each image-mask pair is counted once.")
-    all_notes += list(notes)
     detail_df = pd.DataFrame(details, columns=DETAIL_COLUMNS)
+    all_notes += extra_metric_notes(metrics, detail_df)
+    all_notes += list(notes)
     warnings = mixed_configurations(runs, spec.axis, f"Table {number}: ")
     if others:
         warnings.insert(0, mask_sets_warning(number, experiment or spec.experiment, others,
                                              [c for c in columns if c not in ref["columns"]], ref["columns"]))
     return ReportTable(number, _caption(ref, runs, data_axis), experiment or spec.experiment, columns, rows,
-                       footnotes, all_notes, detail_df, warnings, spec.axis, describe_data(runs, data_axis))
+                       footnotes, all_notes, detail_df, warnings, spec.axis, describe_data(runs, data_axis), metrics)
 
 
 def mask_sets_warning(number: int, experiment: str, others: Sequence[str], bin_columns: Sequence[str],
@@ -385,7 +424,7 @@ def tidy_frame(rt: ReportTable) -> pd.DataFrame:
     for r in rt.rows:
         if r.source != "paper":
             continue
-        for m in METRICS:
+        for m in rt.metrics:
             for c in rt.columns:
                 v = r.values.get((m.key, c))
                 if v is not None:
@@ -396,7 +435,8 @@ def tidy_frame(rt: ReportTable) -> pd.DataFrame:
         base = {"table": rt.number, "experiment": rt.experiment, "method": d.method, "source": "measured",
                 "mask_set": (d.mask_set or d.column) if axis_set else d.mask_set,
                 "mask_bin": d.mask_bin if axis_set else d.column, "n": d.images, "runs": d.runs, "seeds": d.seeds}
-        for key in ("psnr", "ssim", "fid", "kid", "nfe_per_image", "sec_per_image"):
+        shown = [m.key for m in rt.metrics if not m.paper]  # columns of strbench's own, where the table has them
+        for key in ("psnr", "ssim", "fid", "kid", "nfe_per_image", "sec_per_image", *shown):
             v = num(getattr(d, key))
             rec = {**base, "metric": key, "value": v}
             ci = getattr(d, f"{key}_ci", None)

@@ -18,10 +18,22 @@ class MetricSpec:
     name: str
     higher_is_better: bool
     digits: int
+    paper: bool = True  # reported by the paper (False: a column of strbench's own, marked NOT_IN_PAPER)
+
+    @property
+    def header(self) -> str:
+        """"PSNR↑", "LPIPS↓*" (the mark: not in the paper)."""
+        return f"{self.name}{'↑' if self.higher_is_better else '↓'}" + ("" if self.paper else NOT_IN_PAPER)
 
 
+NOT_IN_PAPER = "*"
 METRICS = (MetricSpec("psnr", "PSNR", True, 2), MetricSpec("ssim", "SSIM", True, 3),
            MetricSpec("fid", "FID", False, 2))
+# metrics the paper does not report: a table shows each one whose runs logged it (or logged why not)
+EXTRA_METRICS = (MetricSpec("lpips", "LPIPS", False, 4, paper=False),
+                 MetricSpec("p_ids", "P-IDS", True, 3, paper=False),
+                 MetricSpec("u_ids", "U-IDS", True, 3, paper=False))
+IDS_DIMENSIONS = 2048  # Inception pool3: P-IDS/U-IDS need many more image pairs than this to mean anything
 
 
 def run_hint(experiment: str) -> str:

@@ -11,7 +11,7 @@ from typing import Sequence
 import pandas as pd
 
 from strbench.report.build import MISSING, ReportTable, Row, num
-from strbench.report.reference import METRICS, MetricSpec
+from strbench.report.reference import NOT_IN_PAPER, MetricSpec
 from strbench.selection import as_str
 
 NA = "n/a"  # measured but not computable (a footnote says why)
@@ -82,13 +82,13 @@ def _signed(v, digits: int) -> str:
 
 # ----------------------------------------------------------------------------------------------- Tables 1-3
 def _best(rt: ReportTable) -> dict[tuple[str, str], float]:
-    """Best measured value per metric column (max PSNR/SSIM, min FID)."""
+    """Best measured value per metric column (max PSNR/SSIM/P-IDS/U-IDS, min FID/LPIPS)."""
     out = {}
-    for m in METRICS:
+    for m in rt.metrics:
         for c in rt.columns:
             vals = [r.values[(m.key, c)] for r in rt.rows
                     if r.source == "measured" and r.values.get((m.key, c)) is not None]
-            if vals:
+            if vals and (m.paper or len(set(vals)) > 1):  # a column of our own where all tie: nobody is best
                 out[(m.key, c)] = max(vals) if m.higher_is_better else min(vals)
     return out
 
@@ -109,13 +109,13 @@ def main_table(rt: ReportTable, compact: bool = False) -> TextTable:
     rows = paper + measured if compact else rt.rows
     pct = compact and bool(rt.columns) and all(c.endswith("%") for c in rt.columns)  # "10-20" under "(hole %)"
     subs = [c[:-1] if pct else c for c in rt.columns]
-    groups = [(f"{m.name} {'↑' if m.higher_is_better else '↓'}" + (" (hole %)" if pct else "") if compact
-               else f"{m.name}{'↑' if m.higher_is_better else '↓'}", subs) for m in METRICS]
+    groups = [(f"{m.name} {'↑' if m.higher_is_better else '↓'}" + ("" if m.paper else NOT_IN_PAPER)
+               + (" (hole %)" if pct else "") if compact else m.header, subs) for m in rt.metrics]
     groups.append(("", ["NFE/img", "s/img"]))
     body, classes, seen = [], [], False
     for r in rows:
         keys = [r.name or r.label, r.venue or "paper"] if compact else [r.label, r.venue]
-        cells = [Cell(k) for k in keys] + [_value(rt, best, r, m, c) for m in METRICS for c in rt.columns]
+        cells = [Cell(k) for k in keys] + [_value(rt, best, r, m, c) for m in rt.metrics for c in rt.columns]
         cost = [fmt_g(r.nfe), fmt_g(r.sec)] if r.source == "measured" else [MISSING, MISSING]
         body.append(cells + [Cell(x) for x in cost])
         first = r.source == "measured" and not seen
@@ -127,22 +127,37 @@ def main_table(rt: ReportTable, compact: bool = False) -> TextTable:
 
 DETAIL_HEADERS = ["Method", "Mask", "runs", "seeds", "images", "PSNR", "PSNR 95% CI", "PSNR seed SD", "SSIM",
                   "SSIM 95% CI", "SSIM seed SD", "FID", "KID", "NFE/img", "s/img"]
+EXTRA_DETAIL = {"lpips": ["LPIPS", "LPIPS 95% CI"], "p_ids": ["P-IDS"], "u_ids": ["U-IDS"]}  # after the paper's
+
+
+def _extra_cells(rt: ReportTable, d) -> list[str]:
+    out = []
+    for m in rt.metrics:
+        if m.key in EXTRA_DETAIL:
+            v = num(getattr(d, m.key))
+            out.append(fmt(v, m.digits) if v is not None else NA)
+            if m.key == "lpips":
+                out.append(fmt_ci(d.lpips_ci, m.digits))
+    return out
 
 
 def details_table(rt: ReportTable, compact: bool = False) -> TextTable:
     """One row per measured cell: runs, training seeds, images, PSNR and SSIM with their 95% intervals (over
-    seeds with two or more, else over images) and seed-to-seed SDs, FID, KID, cost. `compact`: the values and
+    seeds with two or more, else over images) and seed-to-seed SDs, FID, KID, cost, then the metrics the paper
+    does not have (LPIPS with its interval, P-IDS, U-IDS) where the table shows them. `compact`: the values and
     intervals first (a group of their own), the counts and cost after."""
+    extra = [h + NOT_IN_PAPER if i == 0 else h for m in rt.metrics for i, h in enumerate(EXTRA_DETAIL.get(m.key, []))]
     rows = [[d.method, d.column, str(d.runs), str(getattr(d, "seeds", 1)), str(d.images), fmt(num(d.psnr), 2),
              fmt_ci(d.psnr_ci, 2), _sd_text(getattr(d, "psnr_seed_sd", None), 2) or MISSING, fmt(num(d.ssim), 3),
              fmt_ci(d.ssim_ci, 3), _sd_text(getattr(d, "ssim_seed_sd", None), 3) or MISSING,
              fmt(num(d.fid), 2) if num(d.fid) is not None else NA,
-             fmt(num(d.kid), 4), fmt_g(num(d.nfe_per_image)), fmt_g(num(d.sec_per_image))]
+             fmt(num(d.kid), 4), fmt_g(num(d.nfe_per_image)), fmt_g(num(d.sec_per_image))] + _extra_cells(rt, d)
             for d in rt.details.itertuples(index=False)]
     if not compact:
-        return TextTable(DETAIL_HEADERS[:2], [("", DETAIL_HEADERS[2:])], plain(rows))
-    order = [0, 1, 5, 6, 7, 8, 9, 10, 2, 3, 4, 11, 12, 13, 14]
-    return TextTable(DETAIL_HEADERS[:2], [("", DETAIL_HEADERS[5:11]), ("", DETAIL_HEADERS[2:5] + DETAIL_HEADERS[11:])],
+        return TextTable(DETAIL_HEADERS[:2], [("", DETAIL_HEADERS[2:] + extra)], plain(rows))
+    order = [0, 1, 5, 6, 7, 8, 9, 10, 2, 3, 4, 11, 12, 13, 14] + list(range(15, 15 + len(extra)))
+    return TextTable(DETAIL_HEADERS[:2], [("", DETAIL_HEADERS[5:11]),
+                                          ("", DETAIL_HEADERS[2:5] + DETAIL_HEADERS[11:] + extra)],
                      plain([[r[i] for i in order] for r in rows]))
 
 
