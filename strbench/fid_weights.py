@@ -33,6 +33,7 @@ import torch
 
 from strbench import atomic
 from strbench.errors import WeightsError
+from strbench.weightfiles import load_tensors, read_hashed
 
 CONVERTED_NAME = "pt_inception-2015-12-05-converted.pth"
 SIDECAR_SUFFIX = ".json"
@@ -320,7 +321,6 @@ def _digests(path: Path) -> tuple[str, str]:
 # extractor built without weights (`inception_extractor`).
 USER_FIX = ("give torch-fidelity's InceptionV3 state_dict saved by torch.save (tensors only), "
             "or unset it to use the converted TF-Inception")
-_HUB_HASH = re.compile(r"-([0-9a-f]{8,64})\.(?:pth|pt)$")  # torch.hub names: <name>-<sha256 prefix>.pth
 OPTIONAL_SUFFIX = ".num_batches_tracked"  # BatchNorm counters: unused in eval, absent from some files
 
 
@@ -391,21 +391,8 @@ def load_verified_state(path: str | os.PathLike, *, origin: str = f"`{SETTING}`"
     `<name>-<hex>.pth`, its sha256 checked against that prefix. One-line WeightsError naming file and origin."""
     p = Path(path)
     where = f"FID weights {p} (from {origin})"
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise WeightsError(f"{where}: cannot be read ({e.strerror or e}); fix the path or its permissions") from None
-    sha = hashlib.sha256(data).hexdigest()
-    m = _HUB_HASH.search(p.name)
-    if m and not sha.startswith(m.group(1)):
-        raise WeightsError(f"{where}: sha256 {sha[:12]}... does not start with {m.group(1)} as its name says "
-                           f"(a damaged or different file); download it again or rename it")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol 4" notices
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure of a safe load is this file's fault
-        raise WeightsError(f"{where}: {_load_failure(e)}; {fix}") from None
+    data, sha = read_hashed(p, where, "fix the path or its permissions", renamed="download it again or rename it")
+    state = load_tensors(data, where, fix, describe=_load_failure)
     return check_layout(state, where, fix), sha
 
 

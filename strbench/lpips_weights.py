@@ -16,17 +16,15 @@ torchmetrics' LPIPS network built without pretrained weights (torchvision is nev
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
-import io
 import os
 import re
-import warnings
 from pathlib import Path
 
 import torch
 
 from strbench.errors import WeightsError
+from strbench.weightfiles import HUB_HASH, load_tensors, read_hashed
 
 SETTING = "metrics.lpips_weights"
 ENV_WEIGHTS = "STRBENCH_LPIPS_WEIGHTS"
@@ -34,9 +32,8 @@ NETS = ("alex", "vgg")
 # torchvision's released ImageNet weights, as torch.hub names them in its cache (name-<sha256 prefix>.pth)
 HUB_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
 TV_BUILDERS = {"alex": "alexnet", "vgg": "vgg16"}
-_HUB_HASH = re.compile(r"-([0-9a-f]{8,64})\.(?:pth|pt)$")
 # the checksum prefixes a file in the hub cache must have (torchvision's releases); tests register a fixture's
-PINNED_SHA256_PREFIX: dict[str, set[str]] = {net: {_HUB_HASH.search(f).group(1)} for net, f in HUB_FILES.items()}
+PINNED_SHA256_PREFIX: dict[str, set[str]] = {net: {HUB_HASH.search(f).group(1)} for net, f in HUB_FILES.items()}
 
 
 def how_to_supply(net: str) -> str:
@@ -70,25 +67,11 @@ def load_verified_backbone(path: str | os.PathLike, net: str, *, origin: str, pi
     one of PINNED_SHA256_PREFIX[net]), loaded with weights_only=True, keys and shapes checked."""
     p = Path(path)
     where = f"LPIPS backbone weights {p} (from {origin})"
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise WeightsError(f"{where}: cannot be read ({e.strerror or e}); {how_to_supply(net)}") from None
-    sha = hashlib.sha256(data).hexdigest()
-    m = _HUB_HASH.search(p.name)
-    if m and not sha.startswith(m.group(1)):
-        raise WeightsError(f"{where}: sha256 {sha[:12]}... does not start with {m.group(1)} as its name says "
-                           f"(a damaged or different file); {how_to_supply(net)}")
+    data, sha = read_hashed(p, where, how_to_supply(net))
     if pinned and not any(sha.startswith(x) for x in PINNED_SHA256_PREFIX[net]):
         raise WeightsError(f"{where}: sha256 {sha[:12]}... is not torchvision's release "
                            f"({', '.join(sorted(PINNED_SHA256_PREFIX[net]))}...); {how_to_supply(net)}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure of a safe load is this file's fault
-        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)[:120]
-        raise WeightsError(f"{where}: not a torch.save file of tensors ({first}); {how_to_supply(net)}") from None
+    state = load_tensors(data, where, how_to_supply(net))
     if not isinstance(state, dict):
         raise WeightsError(f"{where}: holds a {type(state).__name__}, not a state_dict; {how_to_supply(net)}")
     layout = expected_layout(net)

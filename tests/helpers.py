@@ -138,3 +138,20 @@ def deterministic_fill(sd_like, seed: int = 1234) -> dict:
             r = r / math.sqrt(math.prod(v.shape[1:]))
         out[k] = r
     return out
+
+
+def oracle(sde, x0):
+    """The noise predictor that returns the exact noise implied by the true x_0 (every sampler then returns x_0)."""
+    from strbench import sde as S
+
+    def net(x_t, mu, t, cond=None):
+        return S.true_noise(sde, x_t, x0, mu, t)
+    return net
+
+
+def dummy_net(x_t, mu, t, cond=None):
+    """A deterministic stand-in noise net (depends on state, mean, time and, for the texture, cond)."""
+    out = torch.tanh(3 * (x_t - mu)) + 0.01 * t.view(-1, 1, 1, 1).to(x_t.dtype)
+    if cond is not None:
+        out = out + 0.1 * cond
+    return out

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from helpers import dummy_net, oracle
 from strbench import methods
 from strbench import sde as S
 from strbench.errors import ConfigError
@@ -27,21 +28,6 @@ def _batch(B=2, size=H, seed=0):
 
 def _gen(seed):
     return torch.Generator().manual_seed(seed)
-
-
-def oracle(sde, x0):
-    """The noise predictor that returns the exact noise implied by the true x_0."""
-    def net(x_t, mu, t, cond=None):
-        return S.true_noise(sde, x_t, x0, mu, t)
-    return net
-
-
-def dummy_net(x_t, mu, t, cond=None):
-    """A deterministic stand-in noise net (depends on state, mean, time and, for the texture, cond)."""
-    out = torch.tanh(3 * (x_t - mu)) + 0.01 * t.view(-1, 1, 1, 1).to(x_t.dtype)
-    if cond is not None:
-        out = out + 0.1 * cond
-    return out
 
 
 class CountingD:

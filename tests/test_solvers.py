@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from helpers import dummy_net, oracle
 from strbench import sde as S
 from strbench.errors import ConfigError
 from strbench.sample import Models, resolve_settings, sample
@@ -26,17 +27,6 @@ def _batch(B=2, size=16, seed=0):
     known[0, :, 4:12, 4:12] = 0
     known[1:, :, :, : size // 2] = 0
     return img, known
-
-
-def oracle(sde, x0):
-    def net(x_t, mu, t, cond=None):
-        return S.true_noise(sde, x_t, x0, mu, t)
-    return net
-
-
-def dummy_net(x_t, mu, t, cond=None):
-    out = torch.tanh(3 * (x_t - mu)) + 0.01 * t.view(-1, 1, 1, 1).to(x_t.dtype)
-    return out if cond is None else out + 0.1 * cond
 
 
 class Scripted:

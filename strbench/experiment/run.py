@@ -382,7 +382,7 @@ def end_parent(tracker, parent: str, cells: list[Cell], board, summary: RunSumma
     return "FINISHED"
 
 
-SUMMARY_METRICS = ("psnr", "ssim", "fid", "kid", "nfe_per_image", "sec_per_image")
+SUMMARY_METRICS = ("psnr", "ssim", "lpips", "fid", "kid", "nfe_per_image", "sec_per_image")
 
 
 def parent_summary(cells: list[Cell], runs: Mapping[str, Any]) -> tuple[Any, dict]:
