@@ -7,9 +7,11 @@ groups, one model trained; T = 6, 6 training steps), the launcher's defaults plu
 - the same command again: "nothing to submit", no job;
 - 99 GPUs: refused in one line, exit 2, no job;
 - `--set seed=1 --cells <its IR-SDE cell>`: one job (the floor's group is not asked for), cancelled with scancel
-  while it trains: the launcher names the job, its state, its cells and its log (exit 1); the same command again
-  submits one job that finishes it: the cell FINISHED once (its cancelled run KILLED), its model's training
-  FINISHED once, the floor of seed 1 never run.
+  half way through sampling: the launcher names the job, its state, its cells, its log and the cause (exit 1);
+- the same command again, sent USR2 (submitit's time-limit warning) at the same point: the cell is KILLED and
+  its claim released, submitit requeues the job, which finishes the cell: it is FINISHED once (its two
+  interrupted runs KILLED), every model's training FINISHED once, the floor of seed 1 never run; then
+  "nothing to submit".
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import yaml
 from slurm_cluster import PARTITION, SlurmCluster, missing
 
 ROOT = Path(__file__).resolve().parents[1]
+HOOK = Path(__file__).resolve().parent / "fault_hook"
 pytestmark = pytest.mark.slow
 
 
@@ -88,6 +91,18 @@ def _runs(folder: Path) -> list[tuple]:
     return [(tags[r].get("strbench.role"), status, name) for r, status, name in rows]
 
 
+def _held_job(cluster, markers: Path, p: subprocess.Popen, before: list) -> str:
+    """The new job, once its strbench holds half way through sampling (tests/fault_hook)."""
+    t0 = time.time()
+    while time.time() - t0 < 300 and p.poll() is None:
+        if any(m.name.endswith("-sample-irsde") for m in markers.iterdir()):
+            new = [i for i in _jobs(cluster) if i not in before]
+            assert len(new) == 1, new
+            return new[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no job held: {p.communicate()}")
+
+
 def _jobs(cluster) -> list[str]:
     return cluster.client("sacct", "-n", "-X", "-P", "-o", "JobID").split()
 
@@ -127,38 +142,49 @@ def test_launcher_on_a_real_slurm(cluster, tmp_path):
     assert "sbatch refuses the job" in r.stderr and "--gpus-per-node=99" in r.stderr
     assert len(_jobs(cluster)) == n_jobs
 
-    # 4. seed 1, its IR-SDE cell only (--cells), cancelled while it trains, then the same command again
+    # 4. seed 1, its IR-SDE cell only (--cells), held half way through sampling (tests/fault_hook) and cancelled
     from strbench import config, experiment
 
     exp = config.load_experiment(str(tmp_path / "tiny.yaml"), overrides=["seed=1"])
     cell = next(c for c in experiment.expand(exp) if c.axes["case"] == "IR-SDE")
     again = ("--set", "seed=1", "--cells", cell.short)
-    p = subprocess.Popen(_cmd(*again), cwd=tmp_path, env=_env(cluster), stdout=subprocess.PIPE,
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    hold = {"PYTHONPATH": f"{HOOK}{os.pathsep}{ROOT}", "STRBENCH_TEST_MARKERS": str(markers),
+            "STRBENCH_TEST_HOLD": "sample-irsde"}
+    p = subprocess.Popen(_cmd(*again), cwd=tmp_path, env={**_env(cluster), **hold}, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    t0, job = time.time(), None
-    while time.time() - t0 < 300 and p.poll() is None:
-        new = [i for i in _jobs(cluster) if i not in ids]
-        log = tmp_path / "cache" / "jobs" / new[0] / f"{new[0]}_0_log.out" if new else None
-        if log is not None and log.exists() and "train irsde model" in log.read_text():
-            job = new[0]
-            break
-        time.sleep(0.5)
-    assert job is not None, p.communicate()
+    job = _held_job(cluster, markers, p, ids)
     cluster.client("scancel", job)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 1, out + err
-    assert "1 job(s) submitted; 1 failed" in out, out
+    assert "1 cells (--cells): 0 finished before; 1 job(s) submitted; 1 failed" in out, out
     failed = [x for x in err.splitlines() if x.startswith(f"strbench: job {job} ")]
     assert len(failed) == 1 and "CANCELLED" in failed[0] and "(cells: IR-SDE 10-30% seed=1)" in failed[0], err
     assert f"its log: {tmp_path / 'cache' / 'jobs' / job / f'{job}_0_log.out'}" in failed[0]
     assert "SIGTERM" in failed[0]  # the cause, not a log path
-    r = _run(cluster, tmp_path, *again)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "1 cells (--cells): 0 finished before; 1 job(s) submitted, all ended well" in r.stdout
+
+    # 5. the same command again, this time warned of its time limit (USR2, as submitit's --signal sends it):
+    # strbench stops (cell KILLED, claim released), submitit requeues the job, and the job finishes the cell
+    for m in markers.iterdir():
+        m.unlink()
+    p = subprocess.Popen(_cmd(*again), cwd=tmp_path, env={**_env(cluster), **hold}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    job2 = _held_job(cluster, markers, p, ids + [job])
+    cluster.client("scancel", "--signal=USR2", job2)
+    (markers / "release-sample-irsde").touch()  # the requeued job passes
+    t0 = time.time()
+    while time.time() - t0 < 120 and "PENDING" not in cluster.client("squeue", "-h", "-j", job2, "-o", "%T"):
+        time.sleep(0.3)
+    cluster.client("scontrol", "update", f"JobId={job2}", "StartTime=now")  # Slurm holds a requeued job ~2 min
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, out + err
+    assert "1 cells (--cells): 0 finished before; 1 job(s) submitted, all ended well" in out, out
+    log = (tmp_path / "cache" / "jobs" / job2 / f"{job2}_0_log.out").read_text()
+    assert "Caught signal SIGUSR2" in log and f"Requeued job {job2}" in log, log
     cells1 = sorted(s for role, s, n in _runs(tmp_path) if role == "cell" and n.endswith("seed=1"))
-    assert cells1 == ["FINISHED", "KILLED"], _runs(tmp_path)  # the floor of seed 1 was not asked for
-    trainings = sorted(s for role, s, _ in _runs(tmp_path) if role == "training")
-    assert trainings.count("FINISHED") == 2 and set(trainings) <= {"FINISHED", "KILLED"}, trainings
+    assert cells1 == ["FINISHED", "KILLED", "KILLED"], _runs(tmp_path)  # the floor of seed 1 was not asked for
+    assert sorted(s for role, s, _ in _runs(tmp_path) if role == "training") == ["FINISHED", "FINISHED"]
     assert not [x for x in _runs(tmp_path) if x[1] == "RUNNING"]
     r = _run(cluster, tmp_path, *again)
     assert "nothing to submit" in r.stdout, r.stdout + r.stderr
