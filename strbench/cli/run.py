@@ -92,8 +92,11 @@ def _launch(a, exp, only) -> int:
     """--launcher slurm / submitit-local: one job per group of cells sharing models, only those with work left;
     0 when every job ended well, 1 naming each failed job (its cells, its log, the cause)."""
     from strbench import experiment
-    from strbench.experiment.launch import launch
+    from strbench.experiment.launch import check_slurm_options, launch, require_slurm
 
+    check_slurm_options(a.slurm)  # bad options and a missing Slurm: one line before anything is read or made
+    if a.launcher == "slurm":
+        require_slurm()
     cells = experiment.expand(exp)
     experiment.preflight(exp, cells)
     argv = ["run", a.config, *[x for s in a.set for x in ("--set", s)]]
