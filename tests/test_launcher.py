@@ -214,3 +214,30 @@ def test_submitit_local_runs_two_cell_groups_into_one_store(tmp_path, monkeypatc
     out = capsys.readouterr().out
     assert "all 4 cells already finished" in out and "nothing to submit" in out
     assert len([p for p in (tmp_path / ".strbench" / "jobs").iterdir() if p.name.isdigit()]) == 2
+
+
+def test_a_launch_sbatch_refuses_halfway_cancels_what_it_submitted(tmp_path, monkeypatch, capsys):
+    import submitit
+
+    monkeypatch.chdir(tmp_path)
+    cfg = {"name": "half", "dataset": {"type": "builtin", "size": 16}, "masks": {"bins": [[0.1, 0.3]], "per_bin": 2},
+           "schedule": {"texture": {"T": 3}}, "nets": {"arch": "authors", "preset": "tiny"},
+           "models": {"irsde": "random:0"}, "methods": {"IR-SDE": {"method": "irsde"}},  # + the floor: 2 groups
+           "metrics": {"fid": False, "kid": False, "bootstrap": 0}, "device": "cpu"}
+    (tmp_path / "x.yaml").write_text(yaml.safe_dump(cfg))
+    submitted = []
+
+    def submit(self, fn):
+        if submitted:
+            raise submitit.core.utils.FailedJobError(
+                "sbatch: error: QOSMaxSubmitJobPerUserLimit\nsbatch: error: Batch job submission failed: Job "
+                "violates accounting/QOS policy (job submit limit, user's size and/or time limits)")
+        submitted.append((FakeJob("41", 1), fn))
+        return submitted[-1][0]
+
+    monkeypatch.setattr(submitit.AutoExecutor, "submit", submit)
+    assert cli.main(["run", "x.yaml", "--launcher", "submitit-local", "--nproc", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sbatch refused job 2 of 2: Batch job submission failed: Job violates" in err
+    assert "cancelled the 1 job(s) already submitted (41)" in err and submitted[0][0].cancelled
+    assert submitted[0][1].argv.count("--nproc") == 1 and "-q" not in submitted[0][1].argv  # the user's --nproc, once
