@@ -500,5 +500,6 @@ def exit_cause(code: int, said: list[str]) -> str:
         what = f"strbench exited with status {code}"
     keep = [x for x in said if x.startswith(("strbench: cell failed", "strbench: error", "strbench: stopped"))]
     keep = keep or [x for x in said if x != "strbench: interrupted"][-1:]
-    text = "; ".join(x[len("strbench: "):] for x in keep[:3]) + (f" (and {len(keep) - 3} more)" if len(keep) > 3 else "")
+    text = "; ".join(x[len("strbench: "):] for x in keep[:3])
+    text += f" (and {len(keep) - 3} more)" if len(keep) > 3 else ""
     return f"{what}: {text}" if text else what
