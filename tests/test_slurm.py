@@ -2,12 +2,14 @@
 so that `sacct` answers as submitit needs; started on localhost by tests/slurm_cluster.py, `.ci/engines.sh`
 installs the packages). One tiny experiment (IR-SDE and the biharmonic floor on one bin: 2 cells, 2 model
 groups, one model trained; T = 6, 6 training steps), the launcher's defaults plus `--slurm.partition debug`:
-- first launch: 2 jobs (the node has room for one at a time: the second is reported PENDING with Slurm's reason
-  "Resources"), every cell FINISHED once, the model trained once;
+- first launch, no option but the partition: 2 jobs (one at a time: each takes the small node's 2 CPUs), every
+  cell FINISHED once, the model trained once, the job logs show progress;
 - the same command again: "nothing to submit", no job;
 - 99 GPUs: refused in one line, exit 2, no job;
 - `--set seed=1 --cells <its IR-SDE cell>`: one job (the floor's group is not asked for), cancelled with scancel
   half way through sampling: the launcher names the job, its state, its cells, its log and the cause (exit 1);
+  meanwhile a launch of seed 2's cell waits behind it: reported PENDING with Slurm's reason ("Resources"), then
+  cancelled before it ran (no result: its state comes from sacct);
 - the same command again, sent USR2 (submitit's time-limit warning) at the same point: the cell is KILLED and
   its claim released, submitit requeues the job, which finishes the cell: it is FINISHED once (its two
   interrupted runs KILLED), every model's training FINISHED once, the floor of seed 1 never run; then
@@ -112,13 +114,12 @@ def test_launcher_on_a_real_slurm(cluster, tmp_path):
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
 
     # 1. the defaults (plus the partition): one job per model group, every cell FINISHED once, one training
-    r = _run(cluster, tmp_path, "--slurm.pending_report_min", "0.1")
+    r = _run(cluster, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr + cluster.tail()
     submitted = re.search(r"submitted 2 job\(s\) \(slurm\).*: (\d+), (\d+);", r.stdout)
     assert submitted, r.stdout
     ids = list(submitted.groups())
     assert "2 job(s) submitted, all ended well" in r.stdout
-    assert re.search(rf"job {ids[1]} still PENDING after \d+ s: Slurm's reason: Resources", r.stderr), r.stderr
     states = dict(x.split("|") for x in cluster.client("sacct", "-n", "-X", "-P", "-o", "JobID,State").split())
     assert [states[i] for i in ids] == ["COMPLETED", "COMPLETED"]
     runs = _runs(tmp_path)
@@ -128,18 +129,20 @@ def test_launcher_on_a_real_slurm(cluster, tmp_path):
     assert [s for role, s, _ in runs if role == "experiment"] == ["FINISHED"]
     log = tmp_path / "cache" / "jobs" / ids[0] / f"{ids[0]}_0_log.out"
     assert "train irsde model" in log.read_text() and "[1/1] IR-SDE 10-30% seed=0: PSNR" in log.read_text()
-    t_first = time.time() - t_start
+    t_first, first = time.time() - t_start, r.stdout.strip()
 
     # 2. again: nothing to submit
     n_jobs = len(_jobs(cluster))
     r = _run(cluster, tmp_path)
     assert r.returncode == 0 and "nothing to submit" in r.stdout, r.stdout + r.stderr
+    nothing = r.stdout.strip()
     assert len(_jobs(cluster)) == n_jobs
 
     # 3. an impossible request: one line, exit 2, nothing submitted
     r = _run(cluster, tmp_path, "--slurm.gpus_per_node", "99")
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "sbatch refuses the job" in r.stderr and "--gpus-per-node=99" in r.stderr
+    refused = r.stderr.strip()
     assert len(_jobs(cluster)) == n_jobs
 
     # 4. seed 1, its IR-SDE cell only (--cells), held half way through sampling (tests/fault_hook) and cancelled
@@ -155,6 +158,25 @@ def test_launcher_on_a_real_slurm(cluster, tmp_path):
     p = subprocess.Popen(_cmd(*again), cwd=tmp_path, env={**_env(cluster), **hold}, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     job = _held_job(cluster, markers, p, ids)
+    # meanwhile seed 2's IR-SDE cell waits for the node: reported PENDING with Slurm's reason, then cancelled
+    exp2 = config.load_experiment(str(tmp_path / "tiny.yaml"), overrides=["seed=2"])
+    cell2 = next(c for c in experiment.expand(exp2) if c.axes["case"] == "IR-SDE")
+    with open(tmp_path / "pending.err", "w") as err2:
+        q = subprocess.Popen(_cmd("--set", "seed=2", "--cells", cell2.short, "--slurm.pending_report_min", "0.05"),
+                             cwd=tmp_path, env=_env(cluster), stdout=subprocess.PIPE, stderr=err2, text=True)
+        t0 = time.time()
+        while time.time() - t0 < 120 and q.poll() is None and \
+                "still PENDING" not in (tmp_path / "pending.err").read_text():
+            time.sleep(0.3)
+        pending = [i for i in _jobs(cluster) if i not in ids + [job]]
+        assert len(pending) == 1, pending
+        cluster.client("scancel", pending[0])
+        q.communicate(timeout=120)
+    said = (tmp_path / "pending.err").read_text()
+    assert re.search(rf"job {pending[0]} still PENDING after \d+ s: Slurm's reason: Resources \(cells: IR-SDE "
+                     r"10-30% seed=2\)", said), said
+    assert q.returncode == 1, said  # it never ran, so it left no result: its state comes from sacct
+    assert f"job {pending[0]} CANCELLED (cells: IR-SDE 10-30% seed=2): ended without a result" in said, said
     cluster.client("scancel", job)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 1, out + err
@@ -170,7 +192,7 @@ def test_launcher_on_a_real_slurm(cluster, tmp_path):
         m.unlink()
     p = subprocess.Popen(_cmd(*again), cwd=tmp_path, env={**_env(cluster), **hold}, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    job2 = _held_job(cluster, markers, p, ids + [job])
+    job2 = _held_job(cluster, markers, p, ids + [job] + pending)
     cluster.client("scancel", "--signal=USR2", job2)
     (markers / "release-sample-irsde").touch()  # the requeued job passes
     t0 = time.time()
@@ -188,4 +210,6 @@ def test_launcher_on_a_real_slurm(cluster, tmp_path):
     assert not [x for x in _runs(tmp_path) if x[1] == "RUNNING"]
     r = _run(cluster, tmp_path, *again)
     assert "nothing to submit" in r.stdout, r.stdout + r.stderr
-    print(f"\nslurm test: first launch {t_first:.0f} s, all {time.time() - t_start:.0f} s; jobs {_jobs(cluster)}")
+    shown = [first, nothing, refused, said.strip(), failed[0], out.strip(), r.stdout.strip()]
+    print(f"\nslurm test: first launch {t_first:.0f} s, all {time.time() - t_start:.0f} s; jobs {_jobs(cluster)}\n"
+          + "\n".join(shown))
