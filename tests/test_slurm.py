@@ -176,7 +176,7 @@ def test_launcher_on_a_real_slurm(cluster, tmp_path):
     assert re.search(rf"job {pending[0]} still PENDING after \d+ s: Slurm's reason: Resources \(cells: IR-SDE "
                      r"10-30% seed=2\)", said), said
     assert q.returncode == 1, said  # it never ran, so it left no result: its state comes from sacct
-    assert f"job {pending[0]} CANCELLED (cells: IR-SDE 10-30% seed=2): ended without a result" in said, said
+    assert f"job {pending[0]} CANCELLED (cells: IR-SDE 10-30% seed=2): never started (no log)" in said, said
     cluster.client("scancel", job)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 1, out + err

@@ -399,7 +399,7 @@ def job_outcome(job, cells: list) -> Optional[JobOutcome]:
         lines = [x for x in (m.group(1) if m else str(e)).splitlines() if x.strip()]
         cause = re.sub(r"^[\w.]+(Error|Failed|Exception|Exit)\w*: ", "", lines[-1].strip()) if lines else "failed"
     except Exception as e:  # no result at all: killed, out of memory, node failure, time limit
-        cause = f"ended without a result ({type(e).__name__})"
+        cause = f"ended without a result ({type(e).__name__})" if log.exists() else "never started (no log)"
         tail = log.read_text(errors="replace").splitlines()[-200:] if log.exists() else []
         said = [x.strip() for x in tail if x.startswith(("strbench:", "slurmstepd: error:", "srun: error:"))]
         if said:
