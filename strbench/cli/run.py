@@ -67,18 +67,7 @@ def _cmd_run(a) -> int:
     if a.slurm and a.launcher != "slurm":
         raise ConfigError(f"--slurm.{next(iter(a.slurm))}: Slurm options need --launcher slurm")
     if a.launcher != "local":
-        from strbench.experiment.launch import launch
-
-        cells = experiment.expand(exp)
-        experiment.preflight(exp, cells)
-        argv = ["run", a.config, *[x for s in a.set for x in ("--set", s)]]
-        argv += (["--set-from", a.set_from] if a.set_from else []) + (["--profile", a.profile] if a.profile else [])
-        if a.nproc:
-            argv += ["--nproc", str(a.nproc)]
-        done = launch(exp, cells, argv, launcher=a.launcher, slurm=a.slurm, progress=console.ConsoleProgress(a.quiet))
-        for job_id, err in done.failed:
-            print(f"strbench: job {job_id} failed: {err} (its log: {done.logs / str(job_id)})", file=sys.stderr)
-        return 0 if done.ok else 1
+        return _launch(a, exp, only)
     summary = experiment.run_experiment(exp, progress=console.ConsoleProgress(a.quiet), only=only)
     uri = exp.tracking.uri
     if int(os.environ.get("RANK", "0")) == 0:  # the final summary (also with -q), once under torchrun
@@ -95,6 +84,38 @@ def _cmd_run(a) -> int:
     if summary.failed:
         print(f"strbench: {len(summary.failed)} of {summary.n_cells} cells failed; fix the cause and run the "
               "same command again (finished cells are skipped)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _launch(a, exp, only) -> int:
+    """--launcher slurm / submitit-local: one job per group of cells sharing models, only those with work left;
+    0 when every job ended well, 1 naming each failed job (its cells, its log, the cause)."""
+    from strbench import experiment
+    from strbench.experiment.launch import check_slurm_options, launch, require_slurm
+
+    check_slurm_options(a.slurm)  # bad options and a missing Slurm: one line before anything is read or made
+    if a.launcher == "slurm":
+        require_slurm()
+    cells = experiment.expand(exp)
+    experiment.preflight(exp, cells)
+    argv = ["run", a.config, *[x for s in a.set for x in ("--set", s)]]
+    argv += (["--set-from", a.set_from] if a.set_from else []) + (["--profile", a.profile] if a.profile else [])
+    done = launch(exp, cells, argv, launcher=a.launcher, slurm=a.slurm, only=only, nproc=a.nproc,
+                  progress=console.ConsoleProgress(a.quiet))
+    asked = f"{done.n_cells} cells" + (" (--cells)" if only else "")
+    if not done.job_ids:
+        print(f"{exp.name}: all {asked} already finished in {exp.tracking.uri} (experiment "
+              f"{exp.experiment_name!r}); nothing to submit")
+        return 0
+    print(f"{exp.name}: {asked}: {done.finished_before} finished before; {len(done.job_ids)} job(s) submitted"
+          + (f", {done.groups_done} group(s) already finished not submitted" if done.groups_done else "")
+          + (f"; {len(done.failed)} failed" if done.failed else (", all ended well" if done.waited else "")))
+    for o in done.failed:
+        print(f"strbench: {o.line()}", file=sys.stderr)
+    if done.failed:
+        print(f"strbench: {len(done.failed)} of {len(done.job_ids)} job(s) failed; fix the cause and run the same "
+              "command again (finished cells are skipped, only what is left is submitted)", file=sys.stderr)
         return 1
     return 0
 

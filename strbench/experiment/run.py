@@ -253,23 +253,32 @@ def training_params(spec: ModelSpec) -> dict:
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
-    """SIGTERM behaves like Ctrl-C (runs are marked KILLED, nothing is left half-written)."""
+    """SIGTERM (scancel, preemption) and SIGUSR2 (submitit's warning before a Slurm job's time limit) behave
+    like Ctrl-C: runs are marked KILLED and claims released, nothing is left half-written, so a re-run (or the
+    requeued job) resumes at once. Only the first signal interrupts; a second one (Slurm signals every process
+    of a job step, and submitit's job forwards the same stop) does not break the cleanup it started."""
     if not hasattr(signal, "SIGTERM") or sys.platform == "win32":
         yield
         return
+    signals = [signal.SIGTERM] + ([signal.SIGUSR2] if hasattr(signal, "SIGUSR2") else [])
+    fired: list = []
 
     def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        if fired:
+            return
+        fired.append(signum)
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = {s: signal.signal(s, handler) for s in signals}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def run_experiment(exp: Experiment, *, progress: Progress = SILENT, cells: Optional[list[Cell]] = None,
