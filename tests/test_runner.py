@@ -306,6 +306,42 @@ def test_model_cache_trains_once_and_resumes_half_trained_model(tmp_path, monkey
     assert calls == ["irsde"]
 
 
+def test_a_cells_models_another_process_is_training_come_last(tmp_path):
+    """While another process trains the cell's structure model (it holds its train lock), this one trains the
+    texture model first instead of waiting; the other releases its lock once the texture training has begun
+    (or after 60 s: fetching in the cell's order would wait all that time and train the structure first)."""
+    import subprocess
+    import sys
+
+    d = tiny(tmp_path)
+    d["methods"] = {"C": {"method": "strdiffusion", "ablation": "C"}}
+    cell = cells_of(d)[0]
+    assert list(cell.config.models) == ["structure", "texture"]  # the cell's own order
+    res = experiment.Resources(tmp_path / "cache", "cpu")
+    lock = res.model_dir(cell.model("structure")) / "train.lock"
+    lock.parent.mkdir(parents=True)
+    go, held = tmp_path / "release", tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import pathlib, sys, time; from filelock import FileLock\n"
+        f"l = FileLock({str(lock)!r}); l.acquire(); pathlib.Path({str(held)!r}).touch(); t = time.time()\n"
+        f"while not pathlib.Path({str(go)!r}).exists() and time.time() - t < 60: time.sleep(0.05)\n"
+        "l.release()")])
+    try:
+        while not held.exists():
+            assert holder.poll() is None
+        order = []
+
+        def on_train(spec):
+            order.append(spec.role)
+            go.touch()
+
+        nets = res.models(cell.config.models, on_train=on_train)
+    finally:
+        go.touch()
+        holder.wait(timeout=60)
+    assert order == ["texture", "structure"] and set(nets) == {"structure", "texture"}
+
+
 def test_evaluate_for_tuning_uses_val_split_and_reports(tmp_path):
     d = tiny(tmp_path)
     d["methods"] = {"IR-SDE": {"method": "irsde"}}

@@ -162,6 +162,24 @@ class Resources:
         self._steps[spec.hash] = spec.train.steps
         return net
 
+    def models(self, specs: Mapping[str, ModelSpec], *, on_train: Optional[Callable[[ModelSpec], Any]] = None,
+               callback: Optional[Callable[[dict], Any]] = None) -> dict:
+        """The networks of `specs` (role -> spec; a cell's models), as :meth:`model` gives each, fetched in the
+        order that keeps this process busy: next, a model nobody else is training right now (nor a model it
+        needs), so that while another process trains one of the cell's models this one trains the next instead
+        of waiting on its lock; only when every model left is being trained elsewhere does it wait. Under
+        torchrun rank 0 picks, for every rank."""
+        others = {s.hash: s for s in specs.values()}
+        left, out = dict(specs), {}
+
+        def blocked(spec: ModelSpec) -> bool:
+            return self.model_busy(spec) or any(self.model_busy(others[h]) for h in spec.needs if h in others)
+
+        while left:
+            role = self._rank0_says(lambda: next((r for r, s in left.items() if not blocked(s)), next(iter(left))))
+            out[role] = self.model(left.pop(role), others, on_train=on_train, callback=callback)
+        return {r: out[r] for r in specs}
+
     def trained_steps(self, spec: ModelSpec) -> Optional[int]:
         """Training steps of the network :meth:`model` last returned for `spec` (None: not asked for yet,
         or pretrained)."""

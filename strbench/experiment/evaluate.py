@@ -123,8 +123,7 @@ def cell_inputs(c: CellConfig, res: Resources, split: str = "test", *,
     from strbench.sample import Models
     from strbench.sde import make_sde_pair
 
-    by_hash = {m.hash: m for m in c.models.values()}
-    nets = {r: res.model(s, by_hash, on_train=on_train, callback=train_callback) for r, s in c.models.items()}
+    nets = res.models(c.models, on_train=on_train, callback=train_callback)
     sdes = make_sde_pair(dict(c.schedule["texture"]), dict(c.schedule["structure"]))
     if c.mask.pairing == "by_name":  # each image with its own masks (strbench.pairing); ids name both files
         paired = by_name_pairs(c, res, split)
