@@ -193,7 +193,8 @@ def test_submitit_local_runs_two_cell_groups_into_one_store(tmp_path, monkeypatc
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
     cfg = {"name": "jobs", "dataset": {"type": "builtin", "size": 16}, "masks": {"bins": [[0.1, 0.3], [0.3, 0.5]],
            "per_bin": 2}, "schedule": {"texture": {"T": 3}}, "nets": {"arch": "authors", "preset": "tiny"},
-           "models": {"irsde": "random:0"}, "methods": {"IR-SDE": {"method": "irsde"}},  # + the biharmonic floor
+           "models": {"irsde": "random:0"}, "floors": False,  # IR-SDE and one floor (biharmonic): 2 model groups
+           "methods": {"IR-SDE": {"method": "irsde"}, "biharmonic": {"method": "biharmonic"}},
            "sample": {"batch": 2}, "metrics": {"fid": False, "kid": False, "bootstrap": 0}, "device": "cpu"}
     (tmp_path / "x.yaml").write_text(yaml.safe_dump(cfg))
     from strbench import config, experiment
@@ -222,7 +223,8 @@ def test_a_launch_sbatch_refuses_halfway_cancels_what_it_submitted(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     cfg = {"name": "half", "dataset": {"type": "builtin", "size": 16}, "masks": {"bins": [[0.1, 0.3]], "per_bin": 2},
            "schedule": {"texture": {"T": 3}}, "nets": {"arch": "authors", "preset": "tiny"},
-           "models": {"irsde": "random:0"}, "methods": {"IR-SDE": {"method": "irsde"}},  # + the floor: 2 groups
+           "models": {"irsde": "random:0"}, "floors": False,  # IR-SDE and one floor: 2 groups
+           "methods": {"IR-SDE": {"method": "irsde"}, "biharmonic": {"method": "biharmonic"}},
            "metrics": {"fid": False, "kid": False, "bootstrap": 0}, "device": "cpu"}
     (tmp_path / "x.yaml").write_text(yaml.safe_dump(cfg))
     submitted = []

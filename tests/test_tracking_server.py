@@ -1,4 +1,5 @@
-"""A real MLflow tracking server (``mlflow server`` on SQLite, on localhost) killed and restarted mid-run.
+"""A real MLflow tracking server (``mlflow server`` on SQLite, and on PostgreSQL, on localhost) killed and restarted
+mid-run.
 
 One server, one shared cache folder, two tiny experiments (IR-SDE over two bins: 2 cells, one model trained
 once). MLflow's own HTTP retries are switched off (MLFLOW_HTTP_REQUEST_MAX_RETRIES=0), so every outage is longer
@@ -40,14 +41,14 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, folder: Path, port: int):
-        self.folder, self.port, self.proc = folder, port, None
+    def __init__(self, folder: Path, port: int, backend: str):
+        self.folder, self.port, self.backend, self.proc = folder, port, backend, None
         self.uri = f"http://127.0.0.1:{port}"
 
     def start(self, timeout: float = 240.0) -> None:
         log = open(self.folder / "server.log", "a")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend,
              "--artifacts-destination", str(self.folder / "server-artifacts"), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1"],
             cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -70,10 +71,16 @@ class Server:
         self.proc = None
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("server")
-    srv = Server(folder, _free_port())
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request, tmp_path_factory):
+    """`mlflow server` on a SQLite file, or on a throwaway PostgreSQL (conftest's pg_url; skipped with the reason
+    where Debian's server binaries are missing)."""
+    folder = tmp_path_factory.mktemp(f"server-{request.param}")
+    if request.param == "sqlite":
+        backend = f"sqlite:///{folder}/server.db"
+    else:  # the driver named: a bare postgresql:// makes SQLAlchemy 2.1 look for psycopg 3 (README's recipe)
+        backend = request.getfixturevalue("pg_url").replace("postgresql://", "postgresql+psycopg2://", 1)
+    srv = Server(folder, _free_port(), backend)
     srv.start()
     yield srv
     srv.kill()
