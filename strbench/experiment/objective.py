@@ -110,6 +110,10 @@ class _TrainedUntil:
             self._nets[spec.hash] = self._res.model(spec, others, until=self._until.get(spec.hash), **kw)
         return self._nets[spec.hash]
 
+    def models(self, specs: Mapping[str, ModelSpec], **kw):
+        """Resources.models, each model through this stage's model()."""
+        return Resources.models(self, specs, **kw)
+
     def __getattr__(self, name: str):
         return getattr(self._res, name)
 
