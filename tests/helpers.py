@@ -55,6 +55,7 @@ _TEMPLATE: dict = {}
 def migrated_db(tmp_path: Path) -> None:
     """Put an empty, already migrated MLflow sqlite DB at tmp_path/mlflow.db (creating one runs
     MLflow's schema migrations, ~5 s; tests copy a template made once per session)."""
+    import atexit
     import shutil
     import tempfile
 
@@ -62,6 +63,7 @@ def migrated_db(tmp_path: Path) -> None:
         from strbench import tracking
 
         d = Path(tempfile.mkdtemp(prefix="strbench-mlflow-template-"))
+        atexit.register(shutil.rmtree, d, True)  # one per test process; left behind, 42 of them piled up in /tmp
         tracking.Tracker(f"sqlite:///{d}/mlflow.db", "template", str(d / "art"))
         _TEMPLATE["path"] = d / "mlflow.db"
     shutil.copy(_TEMPLATE["path"], tmp_path / "mlflow.db")
