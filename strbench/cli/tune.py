@@ -11,24 +11,38 @@ def add_tune(sub):
     p.add_argument("--worker", action="store_true", help="join an existing study instead of creating it")
     p.add_argument("--n-trials", type=int, default=None, help="trials for this process (default from the YAML)")
     p.add_argument("--export", default=None, metavar="YAML", help="write the best trial's overlay and exit")
+    p.add_argument("--check-ranking", type=int, default=None, metavar="K",
+                   help="evaluate K random trials with the YAML's solver keys and with euler; print Spearman's rho "
+                        "of the two rankings and the cost of each (no study is written)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_tune)
 
 
 def _cmd_tune(a) -> int:
     return tune_command(a.config, storage=a.storage, worker=a.worker, n_trials=a.n_trials, export=a.export,
-                        quiet=a.quiet)
+                        quiet=a.quiet, check_ranking=a.check_ranking)
 
 
 def tune_command(config: str, storage: str | None = None, worker: bool = False, n_trials: int | None = None,
-                 export: str | None = None, quiet: bool = False) -> int:
-    """`strbench tune X.yaml [--storage URL] [--worker] [--n-trials K] [--export best.yaml]`."""
+                 export: str | None = None, quiet: bool = False, check_ranking: int | None = None) -> int:
+    """`strbench tune X.yaml [--storage URL] [--worker] [--n-trials K] [--export best.yaml] [--check-ranking K]`."""
     from strbench import tune
     from strbench.errors import ConfigError
 
     spec = tune.load_spec(config)
     if n_trials is not None and n_trials < 1:
         raise ConfigError(f"--n-trials must be >= 1, got {n_trials}")
+    if check_ranking is not None:
+        from strbench.tune.ranking import format_check, ranking_check, solver_keys
+
+        final_only = spec.model_copy(update={"study": spec.study.model_copy(update={"report_at": []})})
+        evaluator = tune.runner_evaluator(final_only)  # final values only: no learning-curve passes
+        for overlay in tune.probe_overlays(spec):  # every key path, before any training
+            evaluator.check(overlay)
+        r = ranking_check(spec, check_ranking, lambda ov: evaluator.evaluate(ov, lambda step, m: None),
+                          say=None if quiet else _to_stderr)
+        print(format_check(r, solver_keys(spec.set)))
+        return 0
     if export is not None:
         path, best = tune.export_best(spec, export, storage=storage, tune_path=config)
         if not quiet:
