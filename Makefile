@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.strbench-installed
+# pytest-xdist processes of `make test`, each running whole test modules (--dist loadfile)
+TEST_WORKERS ?= 2
 
 .PHONY: setup test quickstart bench clean-runs
 
@@ -17,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 quickstart: setup
 	$(VENV)/bin/strbench run experiments/quickstart.yaml

@@ -103,3 +103,9 @@ def pg_url():
         subprocess.run(_as_server_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
                        capture_output=True, timeout=60)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long end-to-end modules (marked slow) first: under `make test` (pytest-xdist, -n 2 --dist loadfile) each
+    module runs whole on one worker, and starting the longest first keeps one of them from being the last tail."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -131,12 +131,18 @@ def test_usr2_interrupts_a_run_like_sigterm_once():
 
 
 class FakeJob:
+    """Listed by squeue for `polls` polls (or until cancelled); then sacct (done) says it ended."""
+
     def __init__(self, job_id, polls):
         self.job_id, self.polls, self.cancelled = job_id, polls, False
 
-    def done(self, force_check=False):
+    @property
+    def listed(self) -> bool:
         self.polls -= 1
-        return self.polls <= 0 or self.cancelled
+        return self.polls > 0 and not self.cancelled
+
+    def done(self, force_check=False):
+        return True
 
     def cancel(self, check=True):
         self.cancelled = True
@@ -150,7 +156,8 @@ class Cell:
 def test_pending_jobs_are_reported_with_slurms_reason(monkeypatch):
     jobs = [FakeJob("11", 3), FakeJob("12", 50)]
     queue = {"11": ("PENDING", "Resources"), "12": ("PENDING", "PartitionConfig")}
-    monkeypatch.setattr(L, "_squeue", lambda ids: {i: queue[i] for i in ids})
+    by_id = {j.job_id: j for j in jobs}
+    monkeypatch.setattr(L, "_squeue", lambda ids: {i: queue[i] for i in ids if by_id[i].listed})
     monkeypatch.setattr(L, "job_outcome", lambda j, cells: L.JobOutcome(j.job_id, "CANCELLED", cells, Path("log"),
                                                                         "cancelled") if j.cancelled else None)
     said = []
@@ -160,6 +167,30 @@ def test_pending_jobs_are_reported_with_slurms_reason(monkeypatch):
                for m in said), said
     assert any(m.startswith("job 12 cannot start: Slurm says PartitionConfig") for m in said), said
     assert failed[0].line() == "job 12 CANCELLED (cells: B 10-30%): cancelled; its log: log"
+
+
+def test_a_job_squeue_still_lists_is_not_over_whatever_sacct_says(monkeypatch, tmp_path):
+    """A requeued job (USR2 before its time limit) stays in squeue, PENDING, while sacct's record of its first run
+    can read CANCELLED: the launcher waits for it to leave the queue, or for its result."""
+    class Requeued(FakeJob):
+        paths = type("P", (), {"result_pickle": tmp_path / "13_result.pkl"})()
+
+        def done(self, force_check=False):  # sacct: the first run's record, over already
+            return True
+
+    job = Requeued("13", 5)
+    polled = []
+
+    def squeue(ids):
+        polled.append(1)
+        if len(polled) == 4:  # the requeued run ends and writes its result while squeue still lists it
+            job.paths.result_pickle.write_bytes(b"")
+        return {"13": ("PENDING", "BeginTime")}
+
+    monkeypatch.setattr(L, "_squeue", squeue)
+    monkeypatch.setattr(L, "job_outcome", lambda j, cells: None)
+    assert L.wait_jobs([job], [[Cell("A 10-30%")]], bound_s=-1, say=lambda m: None, poll_s=0.001) == []
+    assert len(polled) == 4  # not done at the first poll (sacct's CANCELLED), done once the result is there
 
 
 def test_a_failed_jobs_cause_is_its_exception_not_a_log_path(tmp_path):
