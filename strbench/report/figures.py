@@ -55,15 +55,22 @@ def figure_frontier(points: pd.DataFrame, *, title_columns: str = ""):
     if pts.empty:
         raise StrbenchError("no run logged `nfe_per_image`: nothing to plot against compute")
     with_fid = pts["fid"].notna().all()
-    fig = Figure(figsize=(11 if with_fid else 6, 4.2), layout="constrained")
+    fig = Figure(figsize=(13 if with_fid else 8, 4.6), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2 if with_fid else 1, squeeze=False)[0]
     positive = pts.loc[pts["nfe"] > 0, "nfe"]
     spread = positive.max() / positive.min() if len(positive) else 1.0
+    # a colour per method, a marker and line style per solver: 15 lines stay tellable apart
+    methods = list(dict.fromkeys(f.split(" · ")[0] for f in pts["family"]))
+    solvers = list(dict.fromkeys(f.split(" · ", 1)[1] if " · " in f else "" for f in pts["family"]))
+    colour = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    style = {s: _STYLES[i % len(_STYLES)] for i, s in enumerate(solvers)}
     for ax, metric, name in zip(axes, ("psnr", "fid"), ("PSNR (dB) ↑", "FID ↓")):
         for family, g in pts.groupby("family", sort=False):
             g = g.sort_values("nfe")
-            ax.plot(g["nfe"], g[metric], marker="o", label=family)
+            marker, line = style[family.split(" · ", 1)[1] if " · " in family else ""]
+            ax.plot(g["nfe"], g[metric], marker=marker, linestyle=line, color=colour[family.split(" · ")[0]],
+                    label=family)
             for r in g.itertuples():
                 text = _point_text(r.label, family)
                 if text:
@@ -79,10 +86,13 @@ def figure_frontier(points: pd.DataFrame, *, title_columns: str = ""):
         ax.set_xlabel("network evaluations per image (NFE)")
         ax.set_ylabel(name)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the plot, not on it
     cols = f" (mean over {title_columns})" if title_columns else ""
     fig.suptitle(f"Quality against compute{cols}")
     return fig
+
+
+_STYLES = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", (0, (5, 1))), ("P", (0, (1, 1)))]
 
 
 def _point_text(label: str, family: str) -> str:
