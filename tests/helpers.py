@@ -157,3 +157,19 @@ def dummy_net(x_t, mu, t, cond=None):
     if cond is not None:
         out = out + 0.1 * cond
     return out
+
+
+# a tiny base experiment for tune tests on the real runner (IR-SDE, T = 4, two bins of 2 images, 4 training steps)
+TINY_TUNE_BASE = """\
+name: tune-staged
+dataset: {type: builtin, size: 16}
+masks: {bins: [[0.1, 0.3], [0.3, 0.5]], per_bin: 2, train: {count: 8}}
+methods: {IR-SDE: {method: irsde}}
+schedule: {texture: {T: 4}}
+nets: {preset: tiny, unet: {nf: 8, ch_mult: [1, 2]}}
+train: {steps: 4, batch: 2, checkpoint_every: 100, log_every: 100}
+sample: {batch: 2}
+metrics: {fid: false, bootstrap: 0}
+floors: false
+device: cpu
+"""

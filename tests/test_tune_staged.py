@@ -22,7 +22,7 @@ from strbench.train import TrainConfig, train_model  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import tiny  # noqa: E402
-from helpers import train_data  # noqa: E402
+from helpers import TINY_TUNE_BASE, train_data  # noqa: E402
 from tune_fake_worker import fake_evaluator  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: single-threaded tiny nets
@@ -148,27 +148,12 @@ def test_report_at_must_be_increasing_fractions(tmp_path):
     assert _spec(tmp_path, report_at=[]).study.report_at == []
 
 
-TINY_BASE = """\
-name: tune-staged
-dataset: {type: builtin, size: 16}
-masks: {bins: [[0.1, 0.3], [0.3, 0.5]], per_bin: 2, train: {count: 8}}
-methods: {IR-SDE: {method: irsde}}
-schedule: {texture: {T: 4}}
-nets: {preset: tiny, unet: {nf: 8, ch_mult: [1, 2]}}
-train: {steps: 4, batch: 2, checkpoint_every: 100, log_every: 100}
-sample: {batch: 2}
-metrics: {fid: false, bootstrap: 0}
-floors: false
-device: cpu
-"""
-
-
 def test_trial_intermediate_values_are_by_training_step_and_preflight_runs_once(tmp_path, monkeypatch):
     """The real runner on two mask bins: each trial's intermediate values are the whole objective (both bins)
     at training steps 1, 2, 3 and its final value at step 4; a second trial of the same model (cached) has the
     final value only; the full pre-flight ran once for the study."""
     base = tmp_path / "base.yaml"
-    base.write_text(TINY_BASE + f"cache_dir: {tmp_path / 'cache'}\n")
+    base.write_text(TINY_TUNE_BASE + f"cache_dir: {tmp_path / 'cache'}\n")
     spec = tune.parse_spec({"base": str(base),
                             "study": {"name": "staged", "sampler": "random", "pruner": "none", "n_trials": 2,
                                       "storage": str(tmp_path / "j.log")},
