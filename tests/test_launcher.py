@@ -133,6 +133,8 @@ def test_usr2_interrupts_a_run_like_sigterm_once():
 class FakeJob:
     """Listed by squeue for `polls` polls (or until cancelled); then sacct (done) says it ended."""
 
+    paths = type("P", (), {"result_pickle": Path("/nonexistent/result.pkl")})()  # no result while listed
+
     def __init__(self, job_id, polls):
         self.job_id, self.polls, self.cancelled = job_id, polls, False
 

@@ -35,10 +35,9 @@ def tune_command(config: str, storage: str | None = None, worker: bool = False, 
     if check_ranking is not None:
         from strbench.tune.ranking import format_check, ranking_check, solver_keys
 
+        tune.check_spec(spec)  # every key path, before any training
         final_only = spec.model_copy(update={"study": spec.study.model_copy(update={"report_at": []})})
         evaluator = tune.runner_evaluator(final_only)  # final values only: no learning-curve passes
-        for overlay in tune.probe_overlays(spec):  # every key path, before any training
-            evaluator.check(overlay)
         r = ranking_check(spec, check_ranking, lambda ov: evaluator.evaluate(ov, lambda step, m: None),
                           say=None if quiet else _to_stderr)
         print(format_check(r, solver_keys(spec.set)))

@@ -363,7 +363,8 @@ def wait_jobs(jobs: list, groups: list, *, bound_s: float, say: Callable[[str], 
                         f"{reason or 'none given'} (cells: {', '.join(cells[j.job_id])})")
                 # a job squeue still lists is not over, whatever sacct's latest record says (a requeued job's
                 # first run reads CANCELLED there for a moment), unless its result is written already
-                if _has_result(j) if queue is not None and j.job_id in queue else j.done(force_check=queue is not None):
+                listed = queue is not None and j.job_id in queue
+                if j.paths.result_pickle.exists() if listed else j.done(force_check=queue is not None):
                     todo.remove(j)
                     o = job_outcome(j, cells[j.job_id])
                     if o is not None:
@@ -374,11 +375,6 @@ def wait_jobs(jobs: list, groups: list, *, bound_s: float, say: Callable[[str], 
         say(f"interrupted; the jobs go on in Slurm (scancel {' '.join(j.job_id for j in todo)} stops them)")
         raise
     return failed
-
-
-def _has_result(job) -> bool:
-    pickle = getattr(getattr(job, "paths", None), "result_pickle", None)
-    return pickle is not None and Path(pickle).exists()
 
 
 def _squeue(ids: list[str]) -> Optional[dict]:

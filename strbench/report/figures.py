@@ -61,16 +61,17 @@ def figure_frontier(points: pd.DataFrame, *, title_columns: str = ""):
     positive = pts.loc[pts["nfe"] > 0, "nfe"]
     spread = positive.max() / positive.min() if len(positive) else 1.0
     # a colour per method, a marker and line style per solver: 15 lines stay tellable apart
-    methods = list(dict.fromkeys(f.split(" · ")[0] for f in pts["family"]))
-    solvers = list(dict.fromkeys(f.split(" · ", 1)[1] if " · " in f else "" for f in pts["family"]))
+    split = {f: (f.split(" · ", 1) + [""])[:2] for f in pts["family"].unique()}  # family -> [method, solver]
+    methods = list(dict.fromkeys(m for m, _ in split.values()))
+    solvers = list(dict.fromkeys(s for _, s in split.values()))
     colour = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     style = {s: _STYLES[i % len(_STYLES)] for i, s in enumerate(solvers)}
     for ax, metric, name in zip(axes, ("psnr", "fid"), ("PSNR (dB) ↑", "FID ↓")):
         for family, g in pts.groupby("family", sort=False):
             g = g.sort_values("nfe")
-            marker, line = style[family.split(" · ", 1)[1] if " · " in family else ""]
-            ax.plot(g["nfe"], g[metric], marker=marker, linestyle=line, color=colour[family.split(" · ")[0]],
-                    label=family)
+            method, solver = split[family]
+            marker, line = style[solver]
+            ax.plot(g["nfe"], g[metric], marker=marker, linestyle=line, color=colour[method], label=family)
             for r in g.itertuples():
                 text = _point_text(r.label, family)
                 if text:

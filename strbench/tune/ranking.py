@@ -25,57 +25,46 @@ from strbench.tune.spec import OBJECTIVES, TuneSpec, sample_overlay
 Evaluate = Callable[[dict], dict]  # overlay -> validation metrics
 
 
-def _drop(case: Any) -> tuple[Any, int]:
-    if not isinstance(case, dict):
-        return case, 0
-    kept = {k: v for k, v in case.items() if k not in SOLVER_KEYS}
-    return kept, len(case) - len(kept)
+def split_solver_keys(fixed: dict) -> tuple[dict, dict]:
+    """A tune ``set`` split into (the set without any method's solver keys, those keys dotted as
+    ``methods.<case>.<key>``). Solver keys are found dotted (``methods.<case>.<key>``) or nested under ``methods`` /
+    ``methods.<case>``; ``train.steps`` and other sections are kept."""
+    kept, solver = {}, {}
 
+    def split_case(case: str, settings: Any) -> Any:
+        if not isinstance(settings, dict):
+            return settings
+        for k, v in settings.items():
+            if k in SOLVER_KEYS:
+                solver[f"methods.{case}.{k}"] = v
+        return {k: v for k, v in settings.items() if k not in SOLVER_KEYS}
 
-def without_solver_keys(fixed: dict) -> tuple[dict, int]:
-    """A tune ``set`` with every method's solver keys removed (``methods.<case>.<key>`` dotted, or nested under
-    ``methods`` / ``methods.<case>``; ``train.steps`` and other sections are kept), and how many were removed."""
-    out, dropped = {}, 0
     for key, value in fixed.items():
         parts = key.split(".")
         if parts[0] != "methods" or len(parts) > 3:
-            out[key] = value
+            kept[key] = value
+        elif len(parts) == 3 and parts[2] in SOLVER_KEYS:
+            solver[key] = value
         elif len(parts) == 3:
-            if parts[2] in SOLVER_KEYS:
-                dropped += 1
-            else:
-                out[key] = value
+            kept[key] = value
         elif len(parts) == 2:
-            out[key], d = _drop(value)
-            dropped += d
+            kept[key] = split_case(parts[1], value)
         elif isinstance(value, dict):
-            cases = {}
-            for case, settings in value.items():
-                cases[case], d = _drop(settings)
-                dropped += d
-            out[key] = cases
+            kept[key] = {case: split_case(case, settings) for case, settings in value.items()}
         else:
-            out[key] = value
-    return out, dropped
+            kept[key] = value
+    return kept, solver
+
+
+def without_solver_keys(fixed: dict) -> tuple[dict, int]:
+    """A tune ``set`` with every method's solver keys removed, and how many were removed (see split_solver_keys)."""
+    kept, solver = split_solver_keys(fixed)
+    return kept, len(solver)
 
 
 def solver_keys(fixed: dict) -> dict:
     """The solver keys of a tune ``set``, dotted (``methods.<case>.<key>``): what the check compares with euler."""
-    out = {}
-    for key, value in fixed.items():
-        parts = key.split(".")
-        if parts[0] != "methods" or len(parts) > 3:
-            continue
-        if len(parts) == 3:
-            if parts[2] in SOLVER_KEYS:
-                out[key] = value
-        elif isinstance(value, dict):
-            cases = {parts[1]: value} if len(parts) == 2 else value
-            for case, settings in cases.items():
-                for k, v in (settings.items() if isinstance(settings, dict) else ()):
-                    if k in SOLVER_KEYS:
-                        out[f"methods.{case}.{k}"] = v
-    return out
+    return split_solver_keys(fixed)[1]
 
 
 def draw_overlays(spec: TuneSpec, n: int) -> list[dict]:
@@ -131,8 +120,8 @@ def ranking_check(spec: TuneSpec, n: int, evaluate: Evaluate, *,
     `evaluate(overlay) -> metrics` is the tuning objective's evaluation (validation split)."""
     if n < 3:
         raise ConfigError(f"--check-ranking needs at least 3 trials to rank, got {n}")
-    base_set, dropped = without_solver_keys(spec.set)
-    if not dropped or all(v in (None, "euler") for v in solver_keys(spec.set).values()):
+    base_set, solver = split_solver_keys(spec.set)
+    if not solver or all(v in (None, "euler") for v in solver.values()):
         raise ConfigError("--check-ranking: the tune YAML's `set` has no solver keys (solver, steps, order, "
                           "solver_type, time_schedule under a method): its trials already use each method's "
                           "default solver; set e.g. methods: {StrDiffusion: {solver: posterior, steps: 10}}")
